@@ -1,0 +1,165 @@
+"""The normalized test-report model every parser produces and every consumer reads.
+
+A report is a list of distinct tests; each test keeps every attempt it made (retries,
+reruns, one per environment), because collapsing retries into one result is exactly what
+hides flakiness. Status words are deliberately few so that all formats map onto them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+AttemptStatus = Literal["passed", "failed", "error", "skipped"]
+TestStatus = Literal["passed", "failed", "error", "skipped", "flaky"]
+
+ATTEMPT_STATUSES: tuple[str, ...] = ("passed", "failed", "error", "skipped")
+# stdout/stderr are kept for diagnosis, not archival: cap what one attempt may hold.
+MAX_OUTPUT_CHARS = 64 * 1024
+
+
+class ReportError(ValueError):
+    """A report that cannot be read; the message says why, in words a user can act on."""
+
+
+def truncate_output(text: str | None, limit: int = MAX_OUTPUT_CHARS) -> str | None:
+    """Keep the tail of long output (where the failure usually is), marked as cut."""
+    if not text:
+        return None
+    if len(text) <= limit:
+        return text
+    return "[truncated]\n" + text[-limit:]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One execution of a test.
+
+    ``censored`` marks an attempt stopped from outside (timeout, interrupt): its duration is
+    a lower bound of how long the test needs, not a sample of it.
+    """
+
+    status: AttemptStatus
+    duration_ms: float = 0.0
+    message: str | None = None
+    error_type: str | None = None
+    stack: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    environment: str | None = None
+    censored: bool = False
+
+    @property
+    def is_failure(self) -> bool:
+        return self.status in ("failed", "error")
+
+
+@dataclass(slots=True)
+class TestCase:
+    """One distinct test and all its attempts, oldest first.
+
+    Identity within a repository is (file, suite, classname, name); parameters stay part of
+    the name (``test_add[1-2]``) as every runner prints them.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    name: str
+    classname: str = ""
+    suite: str = ""
+    file: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        return (self.file, self.suite, self.classname, self.name)
+
+    @property
+    def status(self) -> TestStatus:
+        """passed/failed/error/skipped, or flaky when one environment both failed and passed."""
+        ran = [a for a in self.attempts if a.status != "skipped"]
+        if not ran:
+            return "skipped"
+        by_env: dict[str | None, set[bool]] = {}
+        for attempt in ran:
+            by_env.setdefault(attempt.environment, set()).add(attempt.is_failure)
+        if any(len(outcomes) == 2 for outcomes in by_env.values()):
+            return "flaky"
+        if not any(a.is_failure for a in ran):
+            return "passed"
+        return ran[-1].status
+
+    @property
+    def duration_ms(self) -> float:
+        return sum(a.duration_ms for a in self.attempts)
+
+
+@dataclass(slots=True)
+class Summary:
+    tests: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    flaky: int = 0
+    attempts: int = 0
+    duration_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class Report:
+    format: str
+    tests: list[TestCase]
+
+    def summary(self) -> Summary:
+        s = Summary(tests=len(self.tests))
+        counter = {"passed": "passed", "failed": "failed", "error": "errors",
+                   "skipped": "skipped", "flaky": "flaky"}
+        for test in self.tests:
+            attr = counter[test.status]
+            setattr(s, attr, getattr(s, attr) + 1)
+            s.attempts += len(test.attempts)
+            s.duration_ms += test.duration_ms
+        s.duration_ms = round(s.duration_ms, 3)
+        return s
+
+    def to_dict(self) -> dict:
+        """The JSON shape printed by ``testlens parse``."""
+        s = self.summary()
+        return {
+            "format": self.format,
+            "summary": {
+                "tests": s.tests, "passed": s.passed, "failed": s.failed, "errors": s.errors,
+                "skipped": s.skipped, "flaky": s.flaky, "attempts": s.attempts,
+                "duration_ms": s.duration_ms,
+            },
+            "tests": [
+                {
+                    "file": t.file, "suite": t.suite, "classname": t.classname, "name": t.name,
+                    "status": t.status, "duration_ms": round(t.duration_ms, 3),
+                    "attempts": [
+                        {"status": a.status, "duration_ms": round(a.duration_ms, 3),
+                         "message": a.message}
+                        for a in t.attempts
+                    ],
+                }
+                for t in self.tests
+            ],
+        }
+
+
+def merge_tests(tests: list[TestCase]) -> list[TestCase]:
+    """Fold test cases with the same identity into one test whose attempts are concatenated.
+
+    Runners such as pytest-rerunfailures or go test -count write one entry per attempt;
+    this is where those entries become retries of one test. Order of first appearance is kept.
+    """
+    merged: dict[tuple[str, str, str, str], TestCase] = {}
+    for test in tests:
+        key = test.identity
+        existing = merged.get(key)
+        if existing is None:
+            merged[key] = test
+        else:
+            existing.attempts.extend(test.attempts)
+    return list(merged.values())

@@ -1,0 +1,143 @@
+"""Report parsers: one module per format family, one registry that detects and dispatches.
+
+Each format module exposes a module-level ``FORMATS`` tuple of :class:`Format`. A format
+says what it reads (``xml``, ``json`` or ``ndjson`` document), how to recognise it from the
+loaded document, and how to turn that document into test cases. Loading happens once here,
+so detection and parsing never read the bytes twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..model import Report, ReportError, TestCase, merge_tests
+from .xml import load_xml
+
+Kind = Literal["xml", "json", "ndjson"]
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    name: str
+    kind: Kind
+    matches: Callable[[Any], bool]
+    parse: Callable[[Any], list[TestCase]]
+
+
+def _registry() -> tuple[Format, ...]:
+    from . import ctrf, dart, dotnet, flakiness, gotest, javascript, junit, pytest_json, rspec
+
+    formats: list[Format] = []
+    modules = (junit, dotnet, javascript, pytest_json, ctrf, flakiness, rspec, gotest, dart)
+    for module in modules:
+        formats.extend(module.FORMATS)
+    return tuple(formats)
+
+
+_FORMATS: tuple[Format, ...] | None = None
+
+
+def formats() -> tuple[Format, ...]:
+    global _FORMATS
+    if _FORMATS is None:
+        _FORMATS = _registry()
+    return _FORMATS
+
+
+def format_names() -> list[str]:
+    return [f.name for f in formats()]
+
+
+def _load(data: bytes, kind: Kind) -> Any:
+    if kind == "xml":
+        return load_xml(data)
+    text = _decode(data)
+    if kind == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ReportError(f"invalid JSON: {exc}") from None
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or not line.startswith("{"):
+            continue  # go test -json interleaves plain build output
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ReportError(f"invalid JSON on line {number}: {exc}") from None
+    return lines
+
+
+def _decode(data: bytes) -> str:
+    if b"\x00" in data:
+        raise ReportError("the report contains NUL bytes")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ReportError(f"the report is not UTF-8 text: {exc}") from None
+
+
+def _kind_of(data: bytes) -> Kind:
+    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if head == b"<":
+        return "xml"
+    if head in (b"{", b"["):
+        # One JSON document, or newline-delimited JSON events (go test -json, dart).
+        stripped = data.strip()
+        first_line = stripped.split(b"\n", 1)[0].strip()
+        if b"\n" in stripped and first_line.endswith(b"}") and _is_json(first_line):
+            return "ndjson"
+        return "json"
+    if not data.strip():
+        raise ReportError("the report is empty")
+    raise ReportError("unrecognised report: expected XML or JSON content")
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_report(data: bytes, format: str | None = None) -> Report:
+    """Parse report bytes into a :class:`Report`, detecting the format unless one is given.
+
+    Raises ReportError for anything unreadable; never returns a partial report.
+    """
+    if format is not None:
+        chosen = next((f for f in formats() if f.name == format), None)
+        if chosen is None:
+            raise ReportError(f"unknown format {format!r}; known: {', '.join(format_names())}")
+        document = _load(data, chosen.kind)
+        if not chosen.matches(document):
+            raise ReportError(f"the report is not in the {format} format")
+    else:
+        kind = _kind_of(data)
+        document = _load(data, kind)
+        chosen = next((f for f in formats() if f.kind == kind and f.matches(document)), None)
+        if chosen is None:
+            raise ReportError(f"unrecognised {kind.upper()} report: {_describe(document)}")
+    try:
+        tests = chosen.parse(document)
+    except ReportError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise ReportError(f"malformed {chosen.name} report: {type(exc).__name__}: {exc}") from None
+    return Report(format=chosen.name, tests=merge_tests(tests))
+
+
+def _describe(document: Any) -> str:
+    if isinstance(document, dict):
+        return "top-level keys " + ", ".join(sorted(document)[:8])
+    if isinstance(document, list):
+        return f"a list of {len(document)} items"
+    tag = getattr(document, "tag", None)
+    if isinstance(tag, str):
+        return f"root element <{tag.rsplit('}', 1)[-1]}>"
+    return type(document).__name__

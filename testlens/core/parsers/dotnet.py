@@ -1,0 +1,5 @@
+"""Placeholder until the dotnet parser lands."""
+
+from __future__ import annotations
+
+FORMATS: tuple = ()
