@@ -113,8 +113,13 @@ class Report:
 
     def summary(self) -> Summary:
         s = Summary(tests=len(self.tests))
-        counter = {"passed": "passed", "failed": "failed", "error": "errors",
-                   "skipped": "skipped", "flaky": "flaky"}
+        counter = {
+            "passed": "passed",
+            "failed": "failed",
+            "error": "errors",
+            "skipped": "skipped",
+            "flaky": "flaky",
+        }
         for test in self.tests:
             attr = counter[test.status]
             setattr(s, attr, getattr(s, attr) + 1)
@@ -129,17 +134,29 @@ class Report:
         return {
             "format": self.format,
             "summary": {
-                "tests": s.tests, "passed": s.passed, "failed": s.failed, "errors": s.errors,
-                "skipped": s.skipped, "flaky": s.flaky, "attempts": s.attempts,
+                "tests": s.tests,
+                "passed": s.passed,
+                "failed": s.failed,
+                "errors": s.errors,
+                "skipped": s.skipped,
+                "flaky": s.flaky,
+                "attempts": s.attempts,
                 "duration_ms": s.duration_ms,
             },
             "tests": [
                 {
-                    "file": t.file, "suite": t.suite, "classname": t.classname, "name": t.name,
-                    "status": t.status, "duration_ms": round(t.duration_ms, 3),
+                    "file": t.file,
+                    "suite": t.suite,
+                    "classname": t.classname,
+                    "name": t.name,
+                    "status": t.status,
+                    "duration_ms": round(t.duration_ms, 3),
                     "attempts": [
-                        {"status": a.status, "duration_ms": round(a.duration_ms, 3),
-                         "message": a.message}
+                        {
+                            "status": a.status,
+                            "duration_ms": round(a.duration_ms, 3),
+                            "message": a.message,
+                        }
                         for a in t.attempts
                     ],
                 }
