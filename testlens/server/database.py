@@ -77,10 +77,15 @@ class Database:
         with self.sessions() as session, session.begin():
             yield session
 
-    def insert_ignoring_conflicts(self, table: Any) -> Insert:
-        """``INSERT ... ON CONFLICT DO NOTHING`` for this backend."""
+    def upsert(self, table: Any, keys: list[str], update: tuple[str, ...] = ()) -> Insert:
+        """``INSERT ... ON CONFLICT (keys) DO UPDATE SET update`` (or ``DO NOTHING``)."""
         dialect = postgresql if self.dialect == "postgresql" else sqlite
-        return dialect.insert(table).on_conflict_do_nothing()
+        statement = dialect.insert(table)
+        if not update:
+            return statement.on_conflict_do_nothing(index_elements=keys)
+        return statement.on_conflict_do_update(
+            index_elements=keys, set_={name: statement.excluded[name] for name in update}
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,105 @@
+"""Defaults for upload metadata, read from the CI system's own environment variables.
+
+Every supported CI names the repository, branch, commit, run and pull request somewhere;
+this maps each one onto the ingest form so that ``testlens upload report.xml`` needs no flags.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_REMOTE = re.compile(r"(?:[:/])([^/:]+/[^/]+?)(?:\.git)?/?$")
+
+
+@dataclass(frozen=True, slots=True)
+class CiContext:
+    provider: str | None = None
+    repo: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+    workflow_run_id: str | None = None
+    pr_number: str | None = None
+    check_name: str | None = None
+
+
+def repo_from_remote(url: str | None) -> str | None:
+    """``owner/repo`` from a git remote URL (https or ssh form)."""
+    if not url:
+        return None
+    match = _REMOTE.search(url.strip())
+    return match.group(1) if match else None
+
+
+def _pr_from_ref(ref: str | None) -> str | None:
+    match = re.match(r"refs/pull/(\d+)/", ref or "")
+    return match.group(1) if match else None
+
+
+def _strip_branch(ref: str | None) -> str | None:
+    if not ref:
+        return None
+    for prefix in ("refs/heads/", "origin/"):
+        if ref.startswith(prefix):
+            return ref[len(prefix) :]
+    return ref
+
+
+def detect(env: Mapping[str, str]) -> CiContext:
+    """The CI context of the current job, or an empty one outside a known CI."""
+    g = env.get
+    if g("GITHUB_ACTIONS") == "true":
+        return CiContext(
+            "github",
+            g("GITHUB_REPOSITORY"),
+            g("GITHUB_HEAD_REF") or g("GITHUB_REF_NAME"),
+            g("GITHUB_SHA"),
+            g("GITHUB_RUN_ID"),
+            _pr_from_ref(g("GITHUB_REF")),
+            g("GITHUB_JOB"),
+        )
+    if g("GITLAB_CI") == "true":
+        return CiContext(
+            "gitlab",
+            g("CI_PROJECT_PATH"),
+            g("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME") or g("CI_COMMIT_REF_NAME"),
+            g("CI_COMMIT_SHA"),
+            g("CI_PIPELINE_ID"),
+            g("CI_MERGE_REQUEST_IID"),
+            g("CI_JOB_NAME"),
+        )
+    if g("CIRCLECI") == "true":
+        owner, name = g("CIRCLE_PROJECT_USERNAME"), g("CIRCLE_PROJECT_REPONAME")
+        pr = g("CIRCLE_PR_NUMBER") or (g("CIRCLE_PULL_REQUEST") or "").rsplit("/", 1)[-1] or None
+        return CiContext(
+            "circleci",
+            f"{owner}/{name}" if owner and name else None,
+            g("CIRCLE_BRANCH"),
+            g("CIRCLE_SHA1"),
+            g("CIRCLE_WORKFLOW_ID"),
+            pr,
+            g("CIRCLE_JOB"),
+        )
+    if g("BUILDKITE") == "true":
+        pr = g("BUILDKITE_PULL_REQUEST")
+        return CiContext(
+            "buildkite",
+            repo_from_remote(g("BUILDKITE_REPO")),
+            g("BUILDKITE_BRANCH"),
+            g("BUILDKITE_COMMIT"),
+            g("BUILDKITE_BUILD_ID"),
+            pr if pr and pr != "false" else None,
+            g("BUILDKITE_LABEL"),
+        )
+    if g("JENKINS_URL"):
+        return CiContext(
+            "jenkins",
+            repo_from_remote(g("GIT_URL")),
+            g("CHANGE_BRANCH") or g("BRANCH_NAME") or _strip_branch(g("GIT_BRANCH")),
+            g("GIT_COMMIT"),
+            g("BUILD_TAG") or g("BUILD_ID"),
+            g("CHANGE_ID"),
+            g("JOB_NAME"),
+        )
+    return CiContext()

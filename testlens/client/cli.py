@@ -1,0 +1,280 @@
+"""The ``testlens`` command: run the server, manage keys, parse and upload reports."""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from ..core.model import ReportError
+from ..core.parsers import format_names, parse_report
+from . import ci_env
+from .http import Client, ServerError
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+REPORT_SUFFIXES = (".xml", ".json", ".trx", ".jsonl", ".ndjson", ".gz")
+_PROGRESS_THRESHOLD = 1024 * 1024
+_GZIP_THRESHOLD = 64 * 1024
+
+err = Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="testlens")
+def main() -> None:
+    """testlens: test intelligence for CI."""
+
+
+# --- server side -------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Start the server (SQLite in ./testlens-data unless TESTLENS_DATABASE_URL is set)."""
+    import uvicorn
+
+    from ..server.app import create_app
+    from ..server.settings import Settings
+
+    settings = Settings.from_env()
+    app = create_app(settings)
+    where = settings.database_url.split("@")[-1]
+    click.echo(f"testlens serving on http://{host}:{port}  (database: {where})")
+    click.echo("Create an API key with:  testlens keys create --tenant <your-team>")
+    click.echo(f"API docs: http://{host}:{port}/docs")
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _database() -> Any:
+    from ..server.database import Database, upgrade
+    from ..server.settings import Settings
+
+    database = Database(Settings.from_env().database_url)
+    upgrade(database.engine)
+    return database
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all pending migrations."""
+    _database().dispose()
+    click.echo("database is up to date")
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys (run where the server's database is reachable)."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant (team) the key belongs to; created if new.")
+@click.option("--scopes", default="ingest,read", show_default=True, help="Comma-separated.")
+@click.option("--name", default="", help="A label to recognise the key by.")
+def keys_create(tenant: str, scopes: str, name: str) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    from ..server.auth import create_key, parse_scopes
+
+    try:
+        scope_list = parse_scopes(scopes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scopes") from None
+    database = _database()
+    with database.transaction() as session:
+        key, secret = create_key(session, tenant, scope_list, name)
+        key_id = key.id
+    database.dispose()
+    click.echo(secret)
+    err.print(
+        f"key {key_id} for tenant '{tenant}' (scopes: {','.join(scope_list)}); "
+        "store it now: it is not shown again"
+    )
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (prefix, tenant, scopes, last use); secrets are never shown."""
+    from ..server.auth import list_keys
+
+    database = _database()
+    with database.transaction() as session:
+        rows = list_keys(session)
+        for key, tenant in rows:
+            state = "revoked" if key.revoked_at else "active"
+            used = key.last_used_at.isoformat() if key.last_used_at else "never"
+            click.echo(
+                f"{key.id}  {key.prefix}…  {tenant.name}  {key.scopes}  {state}  "
+                f"last used {used}  {key.name}"
+            )
+    database.dispose()
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id or by its displayed prefix."""
+    from ..server.auth import revoke_key
+
+    database = _database()
+    with database.transaction() as session:
+        key = revoke_key(session, key_id)
+    database.dispose()
+    if key is None:
+        raise click.ClickException(f"no key {key_id}")
+    click.echo(f"revoked {key.id}")
+
+
+# --- CI side -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "format_", type=click.Choice(format_names()), help="Skip detection.")
+def parse(file: Path, format_: str | None) -> None:
+    """Parse a report and print the normalized JSON."""
+    data = file.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    try:
+        report = parse_report(data, format_)
+    except ReportError as exc:
+        raise click.ClickException(f"{file}: {exc}") from None
+    json.dump(report.to_dict(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
+    """Files named by paths, globs (``**`` allowed) or directories (searched for reports)."""
+    found: dict[Path, None] = {}
+    for pattern in patterns:
+        matches = glob.glob(pattern, recursive=True) if glob.has_magic(pattern) else [pattern]
+        for match in sorted(matches):
+            path = Path(match)
+            if path.is_dir():
+                for child in sorted(path.rglob("*")):
+                    if child.is_file() and child.name.lower().endswith(REPORT_SUFFIXES):
+                        found[child] = None
+            elif path.is_file():
+                found[path] = None
+    return list(found)
+
+
+class _ProgressReader(io.RawIOBase):
+    """A readable body that advances a progress bar as httpx streams it."""
+
+    def __init__(self, data: bytes, progress: Progress | None, task: Any) -> None:
+        self._buffer = io.BytesIO(data)
+        self._progress = progress
+        self._task = task
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._buffer.read(size)
+        if self._progress is not None:
+            self._progress.advance(self._task, len(chunk))
+        return chunk
+
+
+def _upload_one(client: Client, path: Path, fields: dict[str, str]) -> dict:
+    raw = path.read_bytes()
+    compress = len(raw) >= _GZIP_THRESHOLD and raw[:2] != b"\x1f\x8b"
+    body = gzip.compress(raw, 6) if compress else raw
+    progress = None
+    if len(body) >= _PROGRESS_THRESHOLD:
+        progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=err,
+            transient=True,
+        )
+    with progress or nullcontext():
+
+        def content() -> dict[str, Any]:
+            task = progress.add_task(path.name, total=len(body)) if progress else None
+            reader = _ProgressReader(body, progress, task)
+            return {"files": {"file": (path.name + (".gz" if compress else ""), reader)}}
+
+        response = client.request("POST", "/api/test-results", data=fields, content_factory=content)
+    return response.json()
+
+
+def _detect_framework(paths: list[Path]) -> str:
+    data = paths[0].read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    try:
+        return parse_report(data).format
+    except ReportError as exc:
+        raise click.ClickException(f"{paths[0]}: {exc}") from None
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--repo", help="owner/repo (default: from the CI environment)")
+@click.option("--branch")
+@click.option("--commit")
+@click.option("--framework", help="Test framework (default: the detected report format)")
+@click.option("--environment", help="Where the tests ran, e.g. linux-py3.12")
+@click.option("--check-name")
+@click.option("--pr-number")
+@click.option("--workflow-run-id")
+@click.option("--server", envvar="TESTLENS_SERVER", default=DEFAULT_SERVER, show_default=True)
+@click.option("--token", envvar="TESTLENS_TOKEN", help="API key (or TESTLENS_TOKEN)")
+def upload(paths: tuple[str, ...], server: str, token: str | None, **options: str | None) -> None:
+    """Upload test reports (files, globs or directories) to the server."""
+    files = expand_paths(paths)
+    if not files:
+        raise click.UsageError(f"no report files match: {' '.join(paths)}")
+    context = ci_env.detect(os.environ)
+    fields: dict[str, str] = {}
+    for name in ("repo", "branch", "commit", "workflow_run_id", "pr_number", "check_name"):
+        value = options.get(name) or getattr(context, name)
+        if value:
+            fields[name] = str(value)
+    if context.provider:
+        fields["provider"] = context.provider
+    if options.get("environment"):
+        fields["environment"] = str(options["environment"])
+    if "repo" not in fields:
+        raise click.UsageError("--repo is required outside a recognised CI")
+    fields["framework"] = options.get("framework") or _detect_framework(files)
+    failures = 0
+    with Client(server, token) as client:
+        for path in files:
+            try:
+                body = _upload_one(client, path, fields)
+            except ServerError as exc:
+                err.print(f"[red]{path}: server said {exc.status} {exc.code}: {exc.message}")
+                failures += 1
+                continue
+            except httpx.HTTPError as exc:
+                err.print(f"[red]{path}: could not reach {server}: {exc}")
+                failures += 1
+                continue
+            click.echo(
+                f"{path}: {body['tests_processed']} tests, "
+                f"{body['flaky_detected']} flaky, run {body['run_id']}"
+            )
+    if failures:
+        sys.exit(1)
