@@ -6,14 +6,14 @@ else in the server is written once against SQLAlchemy and runs on both.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Insert, create_engine, event
+from sqlalchemy import Column, Connection, Engine, Insert, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -86,6 +86,54 @@ class Database:
         return statement.on_conflict_do_update(
             index_elements=keys, set_={name: statement.excluded[name] for name in update}
         )
+
+    def to_driver(self, column: Column, value: Any) -> Any:
+        """``value`` as the driver stores it in ``column`` (for :meth:`insert_many` rows)."""
+        processor = column.type.dialect_impl(self.engine.dialect).bind_processor(
+            self.engine.dialect
+        )
+        return processor(value) if processor else value
+
+    def insert_many(
+        self,
+        connection: Connection,
+        table: Table,
+        columns: Sequence[str],
+        rows: Sequence[tuple],
+        conflict: Sequence[str] = (),
+        update: Sequence[str] = (),
+    ) -> None:
+        """Insert many rows at driver speed, inside ``connection``'s transaction.
+
+        Ingest writes tens of thousands of rows per report; SQLAlchemy's per-row parameter
+        processing would cost more than the writes. Rows must hold driver-ready values (see
+        :meth:`to_driver`). PostgreSQL gets ``COPY`` for plain inserts; SQLite, and upserts
+        (``conflict`` keys, ``update`` columns), get one prepared ``executemany``.
+        """
+        if not rows:
+            return
+        names = ", ".join(columns)
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            if self.dialect == "postgresql" and not conflict:
+                with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                return
+            marker = "%s" if self.dialect == "postgresql" else "?"
+            sql = (
+                f"INSERT INTO {table.name} ({names}) VALUES ({', '.join([marker] * len(columns))})"
+            )
+            if conflict:
+                action = (
+                    "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in update)
+                    if update
+                    else "DO NOTHING"
+                )
+                sql += f" ON CONFLICT ({', '.join(conflict)}) {action}"
+            cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

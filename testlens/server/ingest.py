@@ -176,12 +176,43 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
+_TEST_COLUMNS = (
+    "id",
+    "repo_id",
+    "file",
+    "suite",
+    "classname",
+    "name",
+    "first_seen_at",
+    "last_seen_at",
+)
+_RESULT_COLUMNS = (
+    "run_id",
+    "test_id",
+    "attempt",
+    "status",
+    "duration_ms",
+    "environment",
+    "censored",
+    "error_type",
+    "error_message",
+    "stack",
+    "stdout",
+    "stderr",
+)
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL, which JSON reports may carry as ``\\u0000``."""
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "\ufffd")
+
+
 def test_id(repo_id: str, identity: tuple[str, str, str, str]) -> str:
     """A test's primary key: stable for its identity within one repository."""
-    digest = hashlib.sha256(repo_id.encode())
-    for part in identity:
-        digest.update(b"\x1f" + part.encode())
-    return digest.hexdigest()[:32]
+    key = "\x1f".join((repo_id, *identity)).encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
 def _ingest_key(meta: RunMetadata, data: bytes) -> str:
@@ -247,44 +278,50 @@ def store_report(
                 }
             ],
         )
-        tests: list[dict[str, Any]] = []
-        results: list[dict[str, Any]] = []
+        now_db = database.to_driver(TestCase.__table__.c.last_seen_at, now)
+        tests: list[tuple] = []
+        results: list[tuple] = []
         for test in report.tests:
             tid = test_id(repo_id, test.identity)
             tests.append(
-                {
-                    "id": tid,
-                    "repo_id": repo_id,
-                    "file": test.file,
-                    "suite": test.suite,
-                    "classname": test.classname,
-                    "name": test.name,
-                    "first_seen_at": now,
-                    "last_seen_at": now,
-                }
-            )
-            for number, attempt in enumerate(test.attempts):
-                results.append(
-                    {
-                        "run_id": run_id,
-                        "test_id": tid,
-                        "attempt": number,
-                        "status": attempt.status,
-                        "duration_ms": attempt.duration_ms,
-                        "environment": attempt.environment or meta.environment,
-                        "censored": attempt.censored,
-                        "error_type": attempt.error_type,
-                        "error_message": attempt.message,
-                        "stack": attempt.stack,
-                        "stdout": attempt.stdout,
-                        "stderr": attempt.stderr,
-                        "created_at": now,
-                    }
+                (
+                    tid,
+                    repo_id,
+                    _text(test.file),
+                    _text(test.suite),
+                    _text(test.classname),
+                    _text(test.name),
+                    now_db,
+                    now_db,
                 )
-        if tests:
-            session.execute(database.upsert(TestCase, ["id"], update=("last_seen_at",)), tests)
-        if results:
-            session.execute(insert(TestResult), results)
+            )
+            for number, a in enumerate(test.attempts):
+                results.append(
+                    (
+                        run_id,
+                        tid,
+                        number,
+                        a.status,
+                        a.duration_ms,
+                        a.environment or meta.environment,
+                        a.censored,
+                        _text(a.error_type),
+                        _text(a.message),
+                        _text(a.stack),
+                        _text(a.stdout),
+                        _text(a.stderr),
+                    )
+                )
+        connection = session.connection()
+        database.insert_many(
+            connection,
+            TestCase.__table__,
+            _TEST_COLUMNS,
+            tests,
+            conflict=["id"],
+            update=["last_seen_at"],
+        )
+        database.insert_many(connection, TestResult.__table__, _RESULT_COLUMNS, results)
         session.execute(update(Repository).where(Repository.id == repo_id).values(last_run_at=now))
     return IngestResult(run_id, summary.tests, summary.flaky, duplicate=False)
 

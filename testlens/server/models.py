@@ -147,12 +147,16 @@ class TestCase(Base):
 
 
 class TestResult(Base):
-    """One attempt of one test in one run; retries are separate rows numbered by ``attempt``."""
+    """One attempt of one test in one run; retries are separate rows numbered by ``attempt``.
+
+    Rows carry no timestamp of their own: every attempt of a run shares the run's, and ids
+    grow in ingest order, so "history of one test, newest first" is the (test_id, id) index.
+    """
 
     __tablename__ = "test_results"
     __test__ = False
     __table_args__ = (
-        Index("ix_test_results_history", "test_id", "created_at"),
+        Index("ix_test_results_history", "test_id", "id"),
         Index("ix_test_results_run", "run_id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -168,4 +172,3 @@ class TestResult(Base):
     stack: Mapped[str | None] = mapped_column(Text)
     stdout: Mapped[str | None] = mapped_column(Text)
     stderr: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

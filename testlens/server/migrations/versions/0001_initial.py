@@ -145,7 +145,6 @@ def upgrade() -> None:
         sa.Column("stack", sa.Text(), nullable=True),
         sa.Column("stdout", sa.Text(), nullable=True),
         sa.Column("stderr", sa.Text(), nullable=True),
-        sa.Column("created_at", UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["run_id"], ["runs.id"], name=op.f("fk_test_results_run_id_runs"), ondelete="CASCADE"
         ),
@@ -158,7 +157,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_test_results")),
     )
     with op.batch_alter_table("test_results", schema=None) as batch_op:
-        batch_op.create_index("ix_test_results_history", ["test_id", "created_at"], unique=False)
+        batch_op.create_index("ix_test_results_history", ["test_id", "id"], unique=False)
         batch_op.create_index("ix_test_results_run", ["run_id"], unique=False)
 
 
