@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -172,3 +173,164 @@ class TestResult(Base):
     stack: Mapped[str | None] = mapped_column(Text)
     stdout: Mapped[str | None] = mapped_column(Text)
     stderr: Mapped[str | None] = mapped_column(Text)
+
+
+class TestState(Base):
+    """What testlens currently knows of one test in one environment, updated at ingest.
+
+    ``data`` is the serialized ``testlens.core.flakiness.TestState`` (bounded in size); the
+    plain columns copy the figures that APIs filter and sort on, so reads never scan results.
+    ``environment`` is ``""`` for runs that name none. ``durations`` holds the recent duration
+    samples (JSON) that predictions are computed from.
+    """
+
+    __tablename__ = "test_states"
+    __test__ = False
+    __table_args__ = (
+        Index("ix_test_states_repo_state", "repo_id", "state"),
+        Index("ix_test_states_repo_flaky", "repo_id", "first_flaky_at"),
+    )
+    test_id: Mapped[str] = mapped_column(
+        ForeignKey("test_cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    environment: Mapped[str] = mapped_column(String(200), primary_key=True)
+    repo_id: Mapped[str] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(12))
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    flake_score: Mapped[float] = mapped_column(Float)
+    flake_score_low: Mapped[float] = mapped_column(Float)
+    flake_score_high: Mapped[float] = mapped_column(Float)
+    pass_rate: Mapped[float | None] = mapped_column(Float)
+    total_runs: Mapped[int] = mapped_column(Integer)
+    failed_runs: Mapped[int] = mapped_column(Integer)
+    flaky_runs: Mapped[int] = mapped_column(Integer)
+    first_flaky_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_flaky_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_run_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_run_id: Mapped[str] = mapped_column(String(36))
+    duration_p50_ms: Mapped[float | None] = mapped_column(Float)
+    duration_p90_ms: Mapped[float | None] = mapped_column(Float)
+    durations: Mapped[str] = mapped_column(Text, default="[]")
+    data: Mapped[str] = mapped_column(Text)
+
+
+class TestEvent(Base):
+    """A state transition of a test (healthy, flaky, broken, quarantined) and its evidence."""
+
+    __tablename__ = "test_events"
+    __test__ = False
+    __table_args__ = (
+        Index("ix_test_events_repo_at", "repo_id", "at"),
+        Index("ix_test_events_test_at", "test_id", "at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    repo_id: Mapped[str] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    test_id: Mapped[str] = mapped_column(ForeignKey("test_cases.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(200))
+    from_state: Mapped[str] = mapped_column(String(12))
+    to_state: Mapped[str] = mapped_column(String(12))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text)
+    run_ids: Mapped[str] = mapped_column(Text)  # JSON list
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+
+
+class DailyRollup(Base):
+    """Per repository and UTC day: counters updated at ingest, read by trend analytics."""
+
+    __tablename__ = "daily_rollups"
+    repo_id: Mapped[str] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    test_runs: Mapped[int] = mapped_column(Integer, default=0)
+    failed_test_runs: Mapped[int] = mapped_column(Integer, default=0)
+    flaky_test_runs: Mapped[int] = mapped_column(Integer, default=0)
+    flake_score_sum: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Quarantine(Base):
+    """A user's decision that a test's failures must not fail the build (until ``expires_at``)."""
+
+    __tablename__ = "quarantines"
+    test_id: Mapped[str] = mapped_column(
+        ForeignKey("test_cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    repo_id: Mapped[str] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(36))
+
+
+class Webhook(Base):
+    """An outgoing webhook subscription; the signing secret is stored encrypted."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[str] = mapped_column(String(300))  # comma-separated
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one webhook, delivered at least once by a background worker."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # X-Testlens-Delivery
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(12))  # pending | delivered | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    attempt_log: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DurationJob(Base):
+    """A Durations API request: one per (tenant, commit, shard group), shared by its shards."""
+
+    __tablename__ = "duration_jobs"
+    __table_args__ = (UniqueConstraint("tenant_id", "commit_id", "shard_group_key", "project"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    project: Mapped[str] = mapped_column(String(300), default="")
+    commit_id: Mapped[str] = mapped_column(String(64))
+    shard_group_key: Mapped[str] = mapped_column(String(250))
+    status: Mapped[str] = mapped_column(String(12))  # created | uploaded | computing | ready
+    report: Mapped[bytes | None] = mapped_column(LargeBinary)
+    result: Mapped[bytes | None] = mapped_column(LargeBinary)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ShardPlanRecord(Base):
+    """A computed split, stored so that every CI node of a run can fetch the same one."""
+
+    __tablename__ = "shard_plans"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    repo_id: Mapped[str | None] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    plan: Mapped[str] = mapped_column(Text)  # JSON
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ServerSecret(Base):
+    """Random server-wide keys (token signing, secret encryption), shared by all processes."""
+
+    __tablename__ = "server_secrets"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
