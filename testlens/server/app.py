@@ -17,6 +17,7 @@ from .. import __version__
 from . import errors, ingest
 from .database import Database, upgrade
 from .settings import Settings
+from .signing import Keys
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.keys = Keys.load(database)
     errors.install(app)
 
     @app.middleware("http")
