@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from .. import __version__
-from . import errors, ingest
+from . import durations, errors, ingest, insights, webhooks
 from .database import Database, upgrade
 from .settings import Settings
 from .signing import Keys
@@ -68,4 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready", "database": database.dialect})
 
     app.include_router(ingest.router)
+    app.include_router(insights.router)
+    app.include_router(webhooks.router)
+    app.include_router(durations.router)
     return app

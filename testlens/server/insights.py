@@ -1,0 +1,5 @@
+"""Placeholder router, filled in by the insights API."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
