@@ -247,7 +247,8 @@ class DailyRollup(Base):
     test_runs: Mapped[int] = mapped_column(Integer, default=0)
     failed_test_runs: Mapped[int] = mapped_column(Integer, default=0)
     flaky_test_runs: Mapped[int] = mapped_column(Integer, default=0)
-    flake_score_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    flaky_tests: Mapped[int] = mapped_column(Integer, default=0)  # distinct, first flake of the day
+    flake_score_sum: Mapped[float] = mapped_column(Float, default=0.0)  # over those tests
 
 
 class Quarantine(Base):

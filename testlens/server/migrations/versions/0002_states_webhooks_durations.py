@@ -79,6 +79,7 @@ def upgrade() -> None:
         sa.Column("test_runs", sa.Integer(), nullable=False),
         sa.Column("failed_test_runs", sa.Integer(), nullable=False),
         sa.Column("flaky_test_runs", sa.Integer(), nullable=False),
+        sa.Column("flaky_tests", sa.Integer(), nullable=False),
         sa.Column("flake_score_sum", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
             ["repo_id"],
