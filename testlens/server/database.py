@@ -6,7 +6,7 @@ else in the server is written once against SQLAlchemy and runs on both.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
 class Database:
     """An engine plus a session factory; the app keeps one for its lifetime."""
 
@@ -77,22 +81,30 @@ class Database:
         with self.sessions() as session, session.begin():
             yield session
 
-    def upsert(self, table: Any, keys: list[str], update: tuple[str, ...] = ()) -> Insert:
-        """``INSERT ... ON CONFLICT (keys) DO UPDATE SET update`` (or ``DO NOTHING``)."""
+    def upsert(
+        self,
+        table: Any,
+        keys: list[str],
+        update: tuple[str, ...] = (),
+        increment: tuple[str, ...] = (),
+    ) -> Insert:
+        """``INSERT ... ON CONFLICT (keys)``: overwrite ``update`` columns, add to ``increment``
+        columns (counters), or do nothing when both are empty."""
         dialect = postgresql if self.dialect == "postgresql" else sqlite
         statement = dialect.insert(table)
-        if not update:
+        if not update and not increment:
             return statement.on_conflict_do_nothing(index_elements=keys)
-        return statement.on_conflict_do_update(
-            index_elements=keys, set_={name: statement.excluded[name] for name in update}
-        )
+        columns = statement.table.c
+        values = {name: statement.excluded[name] for name in update}
+        values.update({name: columns[name] + statement.excluded[name] for name in increment})
+        return statement.on_conflict_do_update(index_elements=keys, set_=values)
 
-    def to_driver(self, column: Column, value: Any) -> Any:
-        """``value`` as the driver stores it in ``column`` (for :meth:`insert_many` rows)."""
-        processor = column.type.dialect_impl(self.engine.dialect).bind_processor(
-            self.engine.dialect
-        )
-        return processor(value) if processor else value
+    def to_driver(self, column: Column) -> Callable[[Any], Any]:
+        """A function giving values as the driver stores them in ``column``, for the rows of
+        :meth:`insert_many` (computed once per column, applied per row)."""
+        dialect = self.engine.dialect
+        processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+        return processor or _identity
 
     def insert_many(
         self,

@@ -24,6 +24,7 @@ from starlette.datastructures import UploadFile
 
 from ..core.model import Report, ReportError
 from ..core.parsers import format_names, parse_report
+from . import flakiness
 from .auth import Principal, require
 from .database import Database
 from .errors import ApiError, not_found
@@ -242,12 +243,14 @@ def store_report(
     with database.transaction() as session:
         repo_id = _repository(database, session, tenant_id, meta.repo)
         existing = session.execute(
-            select(Run.id, Run.tests, Run.flaky).where(
+            select(Run.id, Run.tests, Run.flaky_detected).where(
                 Run.repo_id == repo_id, Run.ingest_key == ingest_key
             )
         ).first()
         if existing is not None:
-            return IngestResult(existing.id, existing.tests, existing.flaky, duplicate=True)
+            return IngestResult(
+                existing.id, existing.tests, existing.flaky_detected, duplicate=True
+            )
         run_id = str(uuid.uuid4())
         session.execute(
             insert(Run),
@@ -278,11 +281,12 @@ def store_report(
                 }
             ],
         )
-        now_db = database.to_driver(TestCase.__table__.c.last_seen_at, now)
+        now_db = database.to_driver(TestCase.__table__.c.last_seen_at)(now)
         tests: list[tuple] = []
         results: list[tuple] = []
+        test_ids: dict[tuple[str, str, str, str], str] = {}
         for test in report.tests:
-            tid = test_id(repo_id, test.identity)
+            tid = test_ids[test.identity] = test_id(repo_id, test.identity)
             tests.append(
                 (
                     tid,
@@ -322,8 +326,15 @@ def store_report(
             update=["last_seen_at"],
         )
         database.insert_many(connection, TestResult.__table__, _RESULT_COLUMNS, results)
+        context = flakiness.RunContext(
+            repo_id, run_id, now, meta.commit, meta.tree_sha, meta.environment
+        )
+        outcome = flakiness.record_run(database, session, context, report, test_ids)
+        session.execute(
+            update(Run).where(Run.id == run_id).values(flaky_detected=outcome.flaky_tests)
+        )
         session.execute(update(Repository).where(Repository.id == repo_id).values(last_run_at=now))
-    return IngestResult(run_id, summary.tests, summary.flaky, duplicate=False)
+    return IngestResult(run_id, summary.tests, outcome.flaky_tests, duplicate=False)
 
 
 def ingest(database: Database, tenant_id: str, meta: RunMetadata, data: bytes) -> IngestResult:

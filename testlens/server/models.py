@@ -127,6 +127,7 @@ class Run(Base):
     errors: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     flaky: Mapped[int] = mapped_column(Integer, default=0)
+    flaky_detected: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
 
@@ -208,8 +209,6 @@ class TestState(Base):
     last_flaky_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_run_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_run_id: Mapped[str] = mapped_column(String(36))
-    duration_p50_ms: Mapped[float | None] = mapped_column(Float)
-    duration_p90_ms: Mapped[float | None] = mapped_column(Float)
     durations: Mapped[str] = mapped_column(Text, default="[]")
     data: Mapped[str] = mapped_column(Text)
 

@@ -17,6 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("flaky_detected", sa.Integer(), nullable=False, server_default="0")
+        )
     op.create_table(
         "server_secrets",
         sa.Column("name", sa.String(length=50), nullable=False),
@@ -215,8 +219,6 @@ def upgrade() -> None:
         sa.Column("last_flaky_at", UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_run_at", UTCDateTime(timezone=True), nullable=False),
         sa.Column("last_run_id", sa.String(length=36), nullable=False),
-        sa.Column("duration_p50_ms", sa.Float(), nullable=True),
-        sa.Column("duration_p90_ms", sa.Float(), nullable=True),
         sa.Column("durations", sa.Text(), nullable=False),
         sa.Column("data", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -241,6 +243,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_column("flaky_detected")
     with op.batch_alter_table("test_states", schema=None) as batch_op:
         batch_op.drop_index("ix_test_states_repo_state")
         batch_op.drop_index("ix_test_states_repo_flaky")

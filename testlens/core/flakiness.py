@@ -1,0 +1,639 @@
+"""Flaky-test detection: one pure update from a test's stored state and what one run showed.
+
+A test is flaky when it fails for reasons other than its code. Two kinds of evidence say so:
+
+* proof: the same code both failed and passed, within one run's retries or across runs of
+  the same commit (or git tree) in the same environment;
+* statistics: a Bayesian estimate of ``q``, the chance that a run of the test fails when the
+  code is fine (the idea of Meta's "probabilistic flakiness score"), so tests that fail now
+  and then without ever being retried are caught too.
+
+What must not count as flakiness: a regression (the test fails on every run from some commit
+on, which makes it *broken* until it passes again) and an infrastructure outage (most of the
+run's tests failed at once). Failures are therefore held back in a pending *streak* until the
+test passes again: a streak that a flake rate cannot explain becomes a regression, any other
+streak ends as flakes once a pass shows the code was fine.
+
+Everything an API needs lives in :class:`TestState`, bounded in size however long the
+history, so reads never scan raw results. ``docs/flakiness.md`` explains the model to users.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from bisect import insort
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any, Literal
+
+from .model import Report
+
+Verdict = Literal["healthy", "flaky", "broken"]
+State = Literal["healthy", "flaky", "broken", "quarantined"]
+
+_STATE_VERSION = 1
+_STREAK_RUNS = 20  # runs of a failure streak remembered one by one; longer ones only count
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionConfig:
+    """Every knob of the model; the defaults are what ``docs/flakiness.md`` documents."""
+
+    prior_failures: float = 0.5
+    """Beta prior of ``q``: pseudo-runs that failed. 0.5 keeps the prior's density highest
+    near zero, where most tests are, with a long tail towards very flaky ones."""
+    prior_passes: float = 24.5
+    """Beta prior of ``q``: pseudo-runs that passed; with ``prior_failures`` a prior mean
+    of 2% worth 25 runs, so a test with no history is presumed mostly reliable."""
+    credible_mass: float = 0.9
+    """Mass of the equal-tailed credible interval every decision reads a bound from."""
+    flaky_min_rate: float = 0.01
+    """A test is flaky by statistics once the interval's lower end is above this rate."""
+    memory_runs: float = 200.0
+    """Half-life, in counted runs, of the evidence behind the score: flakiness comes and
+    goes with code changes, so old runs fade."""
+    broken_min_runs: int = 2
+    """A regression needs at least this many failing runs in a row."""
+    broken_max_chance: float = 0.001
+    """A failure streak is a regression when flakes would produce it with less than this
+    chance (given what the test's runs say of ``q``): roughly the prior chance that a test
+    breaks at a given commit."""
+    outage_failure_share: float = 0.5
+    """Runs in which more than this share of tests failed are outages, not evidence."""
+    outage_min_tests: int = 10
+    """Runs with fewer tests than this are never outages: two failures of three tests are
+    not an infrastructure problem."""
+    resolve_after: timedelta = timedelta(days=14)
+    """A flaky test resolves only after this long without a flaky failure..."""
+    resolve_max_rate: float = 0.02
+    """...and once its clean runs since the last flake bound ``q`` (upper end of the
+    interval) below this rate."""
+    code_memory: int = 50
+    """How many recent commits/trees per test and environment are remembered for proof."""
+    recent_flaky_limit: int = 50
+    """How many recent flaky occurrences are kept with their time (for the last-24h count)."""
+
+    @property
+    def lower_tail(self) -> float:
+        return (1.0 - self.credible_mass) / 2.0
+
+    @property
+    def upper_tail(self) -> float:
+        return 1.0 - self.lower_tail
+
+
+DEFAULT_CONFIG = DetectionConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one run showed of one test in one environment.
+
+    ``statuses`` are the attempt statuses in order (retries after the first). ``code_id`` is
+    the git tree SHA when known, else the commit SHA: a tree names the code exactly even
+    across rebases and merges. ``run_failure_share`` is the share of the run's tests (in this
+    environment) that failed at least once; ``run_tests`` how many tests that share is of.
+    """
+
+    run_id: str
+    at: datetime
+    code_id: str | None
+    environment: str | None
+    statuses: tuple[str, ...]
+    run_failure_share: float = 0.0
+    run_tests: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of state, with the runs that justify it (for events and webhooks)."""
+
+    from_state: State
+    to_state: State
+    at: datetime
+    reason: str
+    run_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSeen:
+    """One remembered commit or tree: when it was first seen and a run where it passed/failed."""
+
+    first_seen: datetime
+    pass_run: str | None = None
+    fail_run: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    """Failing runs in a row, not yet known to be flakes or a regression."""
+
+    started_at: datetime
+    last_at: datetime
+    count: int
+    attempts: int  # failed attempts over those runs: retries that fail again weigh in
+    runs: tuple[tuple[datetime, str], ...]  # the first _STREAK_RUNS (time, run id)
+
+
+@dataclass(slots=True)
+class TestState:
+    """One test in one environment: its verdict, its figures and the evidence still pending.
+
+    ``verdict`` is what the runs say; ``quarantined_since`` is a user's decision laid over it
+    (:attr:`state`), so a quarantined test keeps being judged. ``flaky_since`` is set while
+    the test is flaky underneath, including while it is broken. ``alpha``/``beta`` are the
+    Beta posterior of ``q``, the chance that a run fails on good code.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    environment: str | None
+    first_seen: datetime
+    last_seen: datetime
+    verdict: Verdict = "healthy"
+    verdict_since: datetime | None = None
+    flaky_since: datetime | None = None
+    quarantined_since: datetime | None = None
+    total_runs: int = 0
+    failed_runs: int = 0
+    flaky_runs: int = 0
+    outage_runs: int = 0
+    alpha: float = DEFAULT_CONFIG.prior_failures
+    beta: float = DEFAULT_CONFIG.prior_passes
+    clean_runs_since_flaky: int = 0
+    first_flaky_at: datetime | None = None
+    last_flaky_at: datetime | None = None
+    recent_flaky: list[tuple[datetime, str]] = field(default_factory=list)
+    streak: Streak | None = None
+    codes: dict[str, CodeSeen] = field(default_factory=dict)
+
+    @property
+    def state(self) -> State:
+        return "quarantined" if self.quarantined_since is not None else self.verdict
+
+    @property
+    def since(self) -> datetime | None:
+        return self.quarantined_since or self.verdict_since
+
+    @property
+    def flake_score(self) -> float:
+        """Posterior mean of ``q``: 0 for a test that never fails on good code, 1 for one
+        that always does."""
+        return self.alpha / (self.alpha + self.beta)
+
+    @property
+    def pass_rate(self) -> float | None:
+        """Share of runs in which the test passed in the end (retries included, outages too)."""
+        if not self.total_runs:
+            return None
+        return (self.total_runs - self.failed_runs) / self.total_runs
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "v": _STATE_VERSION,
+            "environment": self.environment,
+            "first_seen": _iso(self.first_seen),
+            "last_seen": _iso(self.last_seen),
+            "verdict": self.verdict,
+            "verdict_since": _iso(self.verdict_since),
+            "flaky_since": _iso(self.flaky_since),
+            "quarantined_since": _iso(self.quarantined_since),
+            "total_runs": self.total_runs,
+            "failed_runs": self.failed_runs,
+            "flaky_runs": self.flaky_runs,
+            "outage_runs": self.outage_runs,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "clean_runs_since_flaky": self.clean_runs_since_flaky,
+            "first_flaky_at": _iso(self.first_flaky_at),
+            "last_flaky_at": _iso(self.last_flaky_at),
+            "recent_flaky": [[_iso(at), run] for at, run in self.recent_flaky],
+            "streak": None if self.streak is None else {
+                "started_at": _iso(self.streak.started_at),
+                "last_at": _iso(self.streak.last_at),
+                "count": self.streak.count,
+                "attempts": self.streak.attempts,
+                "runs": [[_iso(at), run] for at, run in self.streak.runs],
+            },
+            "codes": [[code, _iso(seen.first_seen), seen.pass_run, seen.fail_run]
+                      for code, seen in self.codes.items()],
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> TestState:
+        d: dict[str, Any] = json.loads(text)
+        if d.get("v") != _STATE_VERSION:
+            raise ValueError(f"unknown flakiness state version {d.get('v')!r}")
+        s = d["streak"]
+        return cls(
+            environment=d["environment"],
+            first_seen=_dt(d["first_seen"]),
+            last_seen=_dt(d["last_seen"]),
+            verdict=d["verdict"],
+            verdict_since=_opt_dt(d["verdict_since"]),
+            flaky_since=_opt_dt(d["flaky_since"]),
+            quarantined_since=_opt_dt(d["quarantined_since"]),
+            total_runs=d["total_runs"],
+            failed_runs=d["failed_runs"],
+            flaky_runs=d["flaky_runs"],
+            outage_runs=d["outage_runs"],
+            alpha=d["alpha"],
+            beta=d["beta"],
+            clean_runs_since_flaky=d["clean_runs_since_flaky"],
+            first_flaky_at=_opt_dt(d["first_flaky_at"]),
+            last_flaky_at=_opt_dt(d["last_flaky_at"]),
+            recent_flaky=[(_dt(at), run) for at, run in d["recent_flaky"]],
+            streak=None if s is None else Streak(
+                started_at=_dt(s["started_at"]), last_at=_dt(s["last_at"]), count=s["count"],
+                attempts=s["attempts"],
+                runs=tuple((_dt(at), run) for at, run in s["runs"])),
+            codes={code: CodeSeen(_dt(first), pass_run, fail_run)
+                   for code, first, pass_run, fail_run in d["codes"]},
+        )
+
+
+def observe(
+    state: TestState | None, obs: Observation, config: DetectionConfig = DEFAULT_CONFIG
+) -> tuple[TestState, list[Transition]]:
+    """Fold one run of one test into its state; return the new state and its transitions.
+
+    The input state is not modified. Transitions describe the verdict (healthy, flaky,
+    broken) and are reported for quarantined tests too, so that a quarantined test that
+    resolves can tell its owner the quarantine may be lifted.
+    """
+    if obs.at.tzinfo is None:
+        raise ValueError("observation time must be timezone-aware (UTC)")
+    if state is None:
+        state = TestState(environment=obs.environment, first_seen=obs.at, last_seen=obs.at,
+                          verdict_since=obs.at, alpha=config.prior_failures,
+                          beta=config.prior_passes)
+    elif state.environment != obs.environment:
+        raise ValueError(f"observation for environment {obs.environment!r} applied to the "
+                         f"state of environment {state.environment!r}")
+    else:
+        state = replace(state, recent_flaky=list(state.recent_flaky), codes=dict(state.codes))
+    ran = [status for status in obs.statuses if status != "skipped"]
+    if not ran:
+        return state, []
+    return _Update(state, obs, config, ran).run()
+
+
+def mark_quarantined(state: TestState, at: datetime) -> tuple[TestState, Transition | None]:
+    """A user quarantined the test: it shows as quarantined whatever the runs say next."""
+    if state.quarantined_since is not None:
+        return state, None
+    new = replace(state, quarantined_since=at)
+    return new, Transition(state.verdict, "quarantined", at, "quarantined by a user", ())
+
+
+def unquarantine(state: TestState, at: datetime) -> tuple[TestState, Transition | None]:
+    """A user lifted the quarantine: the test shows its verdict again."""
+    if state.quarantined_since is None:
+        return state, None
+    new = replace(state, quarantined_since=None)
+    return new, Transition("quarantined", state.verdict, at, "quarantine lifted by a user", ())
+
+
+def last_24_hours_count(state: TestState, now: datetime) -> int:
+    """Flaky occurrences in the 24 hours before ``now`` (at most ``recent_flaky_limit``)."""
+    start = now - timedelta(hours=24)
+    return sum(1 for at, _ in state.recent_flaky if start < at <= now)
+
+
+def credible_interval(
+    state: TestState, config: DetectionConfig = DEFAULT_CONFIG
+) -> tuple[float, float]:
+    """Equal-tailed credible interval of ``q`` (computed on read: it costs a few hundred µs)."""
+    return (_beta_quantile(config.lower_tail, state.alpha, state.beta),
+            _beta_quantile(config.upper_tail, state.alpha, state.beta))
+
+
+@cache
+def resolve_clean_runs(config: DetectionConfig = DEFAULT_CONFIG) -> int:
+    """Clean runs since its last flake a flaky test needs before it can resolve.
+
+    Only those runs count, on top of the prior: the failure rate before a fix says nothing
+    about the code after it. The answer is the least ``n`` for which the interval's upper end
+    of Beta(prior_failures, prior_passes + n) is below ``resolve_max_rate``.
+    """
+    n = 0
+    while _beta_cdf(config.resolve_max_rate, config.prior_failures,
+                    config.prior_passes + n) < config.upper_tail:
+        n += 1
+    return n
+
+
+def observations(
+    report: Report,
+    *,
+    run_id: str,
+    at: datetime,
+    commit: str | None,
+    tree_sha: str | None = None,
+    environment: str | None = None,
+) -> list[tuple[tuple[str, str, str, str], Observation]]:
+    """Split one uploaded report into one observation per test and environment.
+
+    Attempts carry their own environment when the report has several (a merged matrix);
+    ``environment`` names the others. The failure share that marks an outage is computed per
+    environment, because an outage usually takes down one job, not the whole matrix.
+    """
+    code_id = tree_sha or commit
+    per_env: dict[str | None, list[tuple[tuple[str, str, str, str], tuple[str, ...]]]] = {}
+    for test in report.tests:
+        by_env: dict[str | None, list[str]] = {}
+        for attempt in test.attempts:
+            by_env.setdefault(attempt.environment or environment, []).append(attempt.status)
+        for env, statuses in by_env.items():
+            per_env.setdefault(env, []).append((test.identity, tuple(statuses)))
+    result = []
+    for env, tests in per_env.items():
+        ran = [statuses for _, statuses in tests if any(s != "skipped" for s in statuses)]
+        failing = sum(1 for statuses in ran if any(s in ("failed", "error") for s in statuses))
+        share = failing / len(ran) if ran else 0.0
+        for identity, statuses in tests:
+            result.append((identity, Observation(
+                run_id=run_id, at=at, code_id=code_id, environment=env, statuses=statuses,
+                run_failure_share=share, run_tests=len(ran))))
+    return result
+
+
+class _Update:
+    """The steps of one :func:`observe` call, sharing the copied state and the transitions."""
+
+    def __init__(self, state: TestState, obs: Observation, config: DetectionConfig,
+                 ran: list[str]) -> None:
+        self.s = state
+        self.obs = obs
+        self.cfg = config
+        self.failed = any(status in ("failed", "error") for status in ran)
+        self.passed = any(status == "passed" for status in ran)
+        self.attempts = len(ran)
+        self.transitions: list[Transition] = []
+
+    def run(self) -> tuple[TestState, list[Transition]]:
+        s, obs = self.s, self.obs
+        s.total_runs += 1
+        s.first_seen = min(s.first_seen, obs.at)
+        s.last_seen = max(s.last_seen, obs.at)
+        if not self.passed:
+            s.failed_runs += 1
+        if self._is_outage():
+            s.outage_runs += 1
+            return s, []
+
+        proof, ends_streak, refutes = self._remember_code()
+        new_flakes = False
+        if self.failed and proof:  # failed on code that passed (in this run or another)
+            self._count(failed=True)
+            self._flake(obs.at, obs.run_id)
+            new_flakes = True
+        elif self.failed:
+            self._extend_streak()
+        else:
+            self._count(failed=False)
+            s.clean_runs_since_flaky += 1
+        if self.passed and s.streak is not None and ends_streak:
+            new_flakes |= self._end_streak(refutes)
+
+        if proof:
+            self._become_flaky(proof[0], proof[1])
+        elif new_flakes:
+            self._check_score()
+        elif not self.failed:
+            self._check_resolved()
+        return s, self.transitions
+
+    def _is_outage(self) -> bool:
+        obs = self.obs
+        big_enough = obs.run_tests is None or obs.run_tests >= self.cfg.outage_min_tests
+        return big_enough and obs.run_failure_share > self.cfg.outage_failure_share
+
+    def _remember_code(self) -> tuple[tuple[str, tuple[str, ...]] | None, bool, bool]:
+        """Record this run under its code; return same-code proof of flakiness (if any),
+        whether a pass here ends a failure streak, and whether it refutes the streak.
+
+        A pass on code first seen before the streak began (a rerun of an older commit) does
+        not end it: a regression is expected to leave older code passing. A pass on code
+        that failed since the streak began refutes it: that failure was not deterministic.
+        """
+        s, obs = self.s, self.obs
+        if self.failed and self.passed:
+            proof = (f"failed and passed within run {obs.run_id}", (obs.run_id,))
+        else:
+            proof = None
+        if obs.code_id is None:
+            return proof, True, False
+        seen = s.codes.pop(obs.code_id, None) or CodeSeen(first_seen=obs.at)
+        if proof is None and self.failed and seen.pass_run is not None:
+            proof = (self._same_code_reason(seen.pass_run, obs.run_id),
+                     (seen.pass_run, obs.run_id))
+        elif proof is None and self.passed and seen.fail_run is not None:
+            proof = (self._same_code_reason(seen.fail_run, obs.run_id),
+                     (seen.fail_run, obs.run_id))
+        failed_before = seen.fail_run is not None
+        seen = CodeSeen(min(seen.first_seen, obs.at),
+                        seen.pass_run or (obs.run_id if self.passed else None),
+                        seen.fail_run or (obs.run_id if self.failed else None))
+        s.codes[obs.code_id] = seen
+        while len(s.codes) > self.cfg.code_memory:
+            del s.codes[next(iter(s.codes))]
+        ends_streak = s.streak is None or seen.first_seen >= s.streak.started_at
+        return proof, ends_streak, self.passed and failed_before
+
+    def _same_code_reason(self, earlier: str, now: str) -> str:
+        return (f"failed and passed on the same code {self.obs.code_id} "
+                f"(runs {earlier} and {now})")
+
+    def _count(self, failed: bool, times: int = 1) -> None:
+        """Add runs on good code to the posterior of ``q``, fading older ones."""
+        s, cfg = self.s, self.cfg
+        keep = 0.5 ** (1.0 / cfg.memory_runs)
+        for _ in range(times):
+            s.alpha = cfg.prior_failures + keep * (s.alpha - cfg.prior_failures) + failed
+            s.beta = cfg.prior_passes + keep * (s.beta - cfg.prior_passes) + (not failed)
+
+    def _flake(self, at: datetime, run_id: str) -> None:
+        """Record one flaky occurrence (a run that failed on good code)."""
+        s = self.s
+        s.flaky_runs += 1
+        s.clean_runs_since_flaky = 0
+        s.first_flaky_at = at if s.first_flaky_at is None else min(s.first_flaky_at, at)
+        s.last_flaky_at = at if s.last_flaky_at is None else max(s.last_flaky_at, at)
+        insort(s.recent_flaky, (at, run_id))
+        del s.recent_flaky[:-self.cfg.recent_flaky_limit]
+
+    def _extend_streak(self) -> None:
+        s, obs, cfg = self.s, self.obs, self.cfg
+        old = s.streak
+        if old is None:
+            streak = Streak(obs.at, obs.at, 1, self.attempts, ((obs.at, obs.run_id),))
+        else:
+            runs = old.runs
+            if len(runs) < _STREAK_RUNS:
+                runs += ((obs.at, obs.run_id),)
+            streak = Streak(min(old.started_at, obs.at), max(old.last_at, obs.at),
+                            old.count + 1, old.attempts + self.attempts, runs)
+        s.streak = streak
+        if s.verdict == "broken" or streak.count < cfg.broken_min_runs:
+            return
+        chance = _streak_chance(s.alpha, s.beta, streak.attempts)
+        if chance < cfg.broken_max_chance:
+            self._set_verdict("broken", (
+                f"failed every run since run {streak.runs[0][1]} ({streak.count} in a row); "
+                f"flakes at this test's rate would do that with chance {chance:.2g}"),
+                tuple(run for _, run in streak.runs))
+
+    def _end_streak(self, refuted: bool) -> bool:
+        """A pass ended the failure streak; return whether its failures were flakes.
+
+        A broken test passing on new code was fixed: its failures said nothing about
+        flakiness. Any other streak, or one refuted by a pass on code that had failed, was
+        made of flakes.
+        """
+        s, obs = self.s, self.obs
+        streak = s.streak
+        assert streak is not None
+        s.streak = None
+        if s.verdict == "broken" and not refuted:
+            back: Verdict = "flaky" if s.flaky_since is not None else "healthy"
+            self._set_verdict(back, (
+                f"passed again in run {obs.run_id} after failing {streak.count} runs in a row "
+                f"since run {streak.runs[0][1]}"), (streak.runs[0][1], obs.run_id))
+            return False
+        self._count(failed=True, times=streak.count)
+        for at, run_id in streak.runs:
+            self._flake(at, run_id)
+        self.s.flaky_runs += streak.count - len(streak.runs)
+        self.s.last_flaky_at = max(self.s.last_flaky_at or streak.last_at, streak.last_at)
+        return True
+
+    def _check_score(self) -> None:
+        s, cfg = self.s, self.cfg
+        if s.flaky_since is not None:
+            return
+        if _beta_cdf(cfg.flaky_min_rate, s.alpha, s.beta) > cfg.lower_tail:
+            return
+        low, high = credible_interval(s, cfg)
+        self._become_flaky(
+            f"fails on good code at an estimated {s.flake_score:.1%} of runs "
+            f"({cfg.credible_mass:.0%} credible interval {low:.1%} to {high:.1%}), above the "
+            f"{cfg.flaky_min_rate:.1%} floor",
+            tuple(run for _, run in s.recent_flaky[-10:]))
+
+    def _become_flaky(self, reason: str, run_ids: tuple[str, ...]) -> None:
+        """Mark the test flaky underneath; show it unless a regression is still failing it."""
+        s = self.s
+        if s.flaky_since is None:
+            s.flaky_since = self.obs.at
+        if s.verdict == "healthy" or (s.verdict == "broken" and s.streak is None):
+            self._set_verdict("flaky", reason, run_ids)
+
+    def _check_resolved(self) -> None:
+        s, cfg, obs = self.s, self.cfg, self.obs
+        if s.verdict != "flaky" or s.flaky_since is None or s.streak is not None:
+            return
+        # A pass proving an old regression failure flaky flags a test with no counted flake.
+        quiet_since = s.last_flaky_at or s.flaky_since
+        if obs.at - quiet_since < cfg.resolve_after:
+            return
+        if s.clean_runs_since_flaky < resolve_clean_runs(cfg):
+            return
+        s.flaky_since = None
+        s.alpha, s.beta = cfg.prior_failures, cfg.prior_passes + s.clean_runs_since_flaky
+        days = (obs.at - quiet_since).days
+        self._set_verdict("healthy", (
+            f"no flaky failure for {days} days, and {s.clean_runs_since_flaky} clean runs since "
+            f"bound its failure rate below {cfg.resolve_max_rate:.0%}"), (obs.run_id,))
+
+    def _set_verdict(self, verdict: Verdict, reason: str, run_ids: Iterable[str]) -> None:
+        s = self.s
+        if verdict == s.verdict:
+            return
+        self.transitions.append(Transition(s.verdict, verdict, self.obs.at, reason,
+                                           tuple(run_ids)))
+        s.verdict = verdict
+        s.verdict_since = self.obs.at
+
+
+def _streak_chance(alpha: float, beta: float, count: int) -> float:
+    """Chance that ``count`` attempts in a row all fail by flakes alone, under the
+    Beta(alpha, beta) posterior of ``q`` (the Beta-binomial predictive, E[q ** count]):
+    uncertainty about ``q`` makes a long streak likelier than the mean rate alone would.
+
+    Attempts, not runs: with retry-on-failure runners ``q`` is also the chance that one
+    attempt fails, and a retry failing again is evidence of a regression."""
+    chance = 1.0
+    for i in range(count):
+        chance *= (alpha + i) / (alpha + beta + i)
+    return chance
+
+
+def _beta_cdf(x: float, a: float, b: float) -> float:
+    """Regularized incomplete beta I_x(a, b), by its continued fraction (Numerical Recipes
+    6.4), taken on the side where it converges fast."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                 + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_fraction(x, a, b) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(1.0 - x, b, a) / b
+
+
+def _beta_fraction(x: float, a: float, b: float) -> float:
+    """Modified Lentz evaluation of the incomplete beta continued fraction."""
+    tiny = 1e-300
+    d = 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    c, h = 1.0, d
+    for m in range(1, 1000):
+        m2 = 2 * m
+        for numerator in (m * (b - m) * x / ((a + m2 - 1.0) * (a + m2)),
+                          -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            delta = c * d
+            h *= delta
+        if abs(delta - 1.0) < 1e-13:
+            break
+    return h
+
+
+def _beta_quantile(p: float, a: float, b: float) -> float:
+    """Inverse of :func:`_beta_cdf` in ``x``: Newton steps kept inside a shrinking bisection
+    bracket, so it converges in a handful of evaluations and never diverges."""
+    lo, hi = 0.0, 1.0
+    x = a / (a + b)
+    log_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    for _ in range(200):
+        f = _beta_cdf(x, a, b) - p
+        if f < 0:
+            lo = x
+        else:
+            hi = x
+        if abs(f) < 1e-12 or hi - lo < 1e-15:
+            break
+        density = math.exp(log_norm + (a - 1.0) * math.log(x) + (b - 1.0) * math.log1p(-x))
+        step = x - f / density if density > 0 else -1.0
+        x = step if lo < step < hi else (lo + hi) / 2.0
+    return x
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def _dt(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _opt_dt(text: str | None) -> datetime | None:
+    return None if text is None else _dt(text)
