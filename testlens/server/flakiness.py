@@ -28,7 +28,8 @@ _LOAD_CHUNK = 5000
 _STATE_COLUMNS = (
     "test_id", "environment", "repo_id", "state", "since", "flake_score", "flake_score_low",
     "flake_score_high", "pass_rate", "total_runs", "failed_runs", "flaky_runs",
-    "first_flaky_at", "last_flaky_at", "last_run_at", "last_run_id", "durations", "data",
+    "first_flaky_at", "last_flaky_at", "last_run_at", "last_run_id", "check_name", "durations",
+    "data",
 )  # fmt: skip
 _EVENT_COLUMNS = (
     "repo_id",
@@ -64,6 +65,7 @@ class RunContext:
     commit: str | None
     tree_sha: str | None
     environment: str | None
+    check_name: str | None
 
 
 @dataclass(slots=True)
@@ -149,7 +151,8 @@ def record_run(
             tid, env, ctx.repo_id, state.verdict, stamp(state.since), state.flake_score, low,
             high, state.pass_rate, state.total_runs, state.failed_runs, state.flaky_runs,
             stamp(state.first_flaky_at), stamp(state.last_flaky_at), at, ctx.run_id,
-            json.dumps(history[-MAX_DURATION_SAMPLES:], separators=(",", ":")), state.to_json(),
+            ctx.check_name, json.dumps(history[-MAX_DURATION_SAMPLES:], separators=(",", ":")),
+            state.to_json(),
         ))
         for transition in transitions:
             events.append((

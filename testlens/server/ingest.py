@@ -327,7 +327,7 @@ def store_report(
         )
         database.insert_many(connection, TestResult.__table__, _RESULT_COLUMNS, results)
         context = flakiness.RunContext(
-            repo_id, run_id, now, meta.commit, meta.tree_sha, meta.environment
+            repo_id, run_id, now, meta.commit, meta.tree_sha, meta.environment, meta.check_name
         )
         outcome = flakiness.record_run(database, session, context, report, test_ids)
         session.execute(

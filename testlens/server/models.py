@@ -209,6 +209,7 @@ class TestState(Base):
     last_flaky_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_run_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_run_id: Mapped[str] = mapped_column(String(36))
+    check_name: Mapped[str | None] = mapped_column(String(300))
     durations: Mapped[str] = mapped_column(Text, default="[]")
     data: Mapped[str] = mapped_column(Text)
 

@@ -219,6 +219,7 @@ def upgrade() -> None:
         sa.Column("last_flaky_at", UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_run_at", UTCDateTime(timezone=True), nullable=False),
         sa.Column("last_run_id", sa.String(length=36), nullable=False),
+        sa.Column("check_name", sa.String(length=300), nullable=True),
         sa.Column("durations", sa.Text(), nullable=False),
         sa.Column("data", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
