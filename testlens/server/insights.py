@@ -1,5 +1,864 @@
-"""Placeholder router, filled in by the insights API."""
+"""What testlens knows, for people and CI: the flaky feed, repositories, tests, analytics and
+quarantine.
 
-from fastapi import APIRouter
+Every read here comes from ``test_states`` (one row per test and environment, kept current at
+ingest) and ``daily_rollups``; only a test's own recent runs are read from results, through
+the (test_id, id) index. A test that ran in several environments is reported once, with its
+figures combined: the worst state and score, summed counts.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import case, func, or_, select
+from sqlalchemy.orm import Session
+
+from ..core import flakiness as detection
+from ..core.durations import Sample, estimate
+from .auth import Principal, require
+from .database import Database
+from .errors import ApiError, not_found
+from .models import (
+    DailyRollup,
+    Quarantine,
+    Repository,
+    Run,
+    TestCase,
+    TestEvent,
+    TestResult,
+    TestState,
+    utcnow,
+)
+
+router = APIRouter(tags=["insights"])
+
+FEED_WINDOW = timedelta(days=30)
+PAGE_SIZE = 100
+RECENT_RUNS = 20
+# The order in which a test's environments decide its overall state.
+_STATE_RANK = {"broken": 3, "flaky": 2, "healthy": 1}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.database
+
+
+def _split_repo(name: str) -> dict[str, str]:
+    org, _, repo = name.partition("/")
+    return {"name": repo, "org": org}
+
+
+def find_repo(session: Session, tenant_id: str, name: str) -> Repository:
+    repo = session.scalar(
+        select(Repository).where(Repository.tenant_id == tenant_id, Repository.name == name)
+    )
+    if repo is None:
+        raise not_found("repository", name)
+    return repo
+
+
+def _find_test(session: Session, tenant_id: str, test_id: str) -> tuple[TestCase, Repository]:
+    row = session.execute(
+        select(TestCase, Repository)
+        .join(Repository, Repository.id == TestCase.repo_id)
+        .where(TestCase.id == test_id, Repository.tenant_id == tenant_id)
+    ).first()
+    if row is None:
+        raise not_found("test", test_id)
+    return row[0], row[1]
+
+
+def _active_quarantines(
+    session: Session, test_ids: Iterable[str], now: datetime
+) -> dict[str, Quarantine]:
+    ids = list(test_ids)
+    if not ids:
+        return {}
+    rows = session.scalars(
+        select(Quarantine).where(
+            Quarantine.test_id.in_(ids),
+            or_(Quarantine.expires_at.is_(None), Quarantine.expires_at > now),
+        )
+    )
+    return {q.test_id: q for q in rows}
+
+
+@dataclass(slots=True)
+class Figures:
+    """One test's figures combined over its environments."""
+
+    state: str
+    flake_score: float
+    flake_score_low: float
+    flake_score_high: float
+    total_runs: int
+    failed_runs: int
+    flaky_runs: int
+    first_flaky_at: datetime | None
+    last_flaky_at: datetime | None
+    last_run_at: datetime
+    last_run_id: str
+
+    @property
+    def pass_rate(self) -> float | None:
+        if not self.total_runs:
+            return None
+        return round((self.total_runs - self.failed_runs) / self.total_runs, 4)
+
+
+def combine(rows: Sequence[TestState]) -> Figures:
+    worst = max(rows, key=lambda r: (_STATE_RANK.get(r.state, 0), r.flake_score))
+    latest = max(rows, key=lambda r: r.last_run_at)
+    firsts = [r.first_flaky_at for r in rows if r.first_flaky_at]
+    lasts = [r.last_flaky_at for r in rows if r.last_flaky_at]
+    return Figures(
+        state=worst.state,
+        flake_score=worst.flake_score,
+        flake_score_low=worst.flake_score_low,
+        flake_score_high=worst.flake_score_high,
+        total_runs=sum(r.total_runs for r in rows),
+        failed_runs=sum(r.failed_runs for r in rows),
+        flaky_runs=sum(r.flaky_runs for r in rows),
+        first_flaky_at=min(firsts, default=None),
+        last_flaky_at=max(lasts, default=None),
+        last_run_at=latest.last_run_at,
+        last_run_id=latest.last_run_id,
+    )
+
+
+def _states_by_test(session: Session, test_ids: Sequence[str]) -> dict[str, list[TestState]]:
+    grouped: dict[str, list[TestState]] = {}
+    if test_ids:
+        for row in session.scalars(select(TestState).where(TestState.test_id.in_(test_ids))):
+            grouped.setdefault(row.test_id, []).append(row)
+    return grouped
+
+
+def _last_24_hours(rows: Sequence[TestState], now: datetime) -> int:
+    return sum(
+        detection.last_24_hours_count(detection.TestState.from_json(r.data), now)
+        for r in rows
+        if r.last_flaky_at is not None and r.last_flaky_at > now - timedelta(hours=24)
+    )
+
+
+def class_name(test: TestCase) -> str:
+    return test.classname or test.suite
+
+
+# --- the flaky feed ------------------------------------------------------------------------
+
+
+class FeedQuery(BaseModel):
+    org: str | None = None
+    repo: str | None = None
+    github_check_name: str | None = None
+    page: int = Field(1, ge=1)
+
+
+async def _feed_query(request: Request) -> FeedQuery:
+    """Parameters from the query string, or from a JSON body (the dialect allows both)."""
+    values: dict[str, Any] = dict(request.query_params)
+    if not values and request.headers.get("content-type", "").startswith("application/json"):
+        body = await request.body()
+        if body:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                raise ApiError(400, "INVALID_JSON", "The request body is not valid JSON") from None
+            if isinstance(parsed, dict):
+                values = parsed
+    try:
+        return FeedQuery.model_validate(values)
+    except ValueError as exc:
+        raise ApiError(422, "VALIDATION_ERROR", f"Invalid parameters: {exc}") from None
+
+
+def _repo_name(org: str | None, repo: str | None) -> str:
+    if not repo:
+        raise ApiError(
+            400,
+            "MISSING_FIELD",
+            "Missing required field: repo",
+            {"field": "repo", "expected": "repository name (with org)"},
+        )
+    if "/" in repo:
+        return repo
+    if not org:
+        raise ApiError(
+            400,
+            "MISSING_FIELD",
+            "Missing required field: org",
+            {"field": "org", "expected": "organisation owning the repository"},
+        )
+    return f"{org}/{repo}"
+
+
+@router.get("/api/v1/testdeck/flaky")
+def flaky_feed(
+    request: Request,
+    response: Response,
+    query: FeedQuery = Depends(_feed_query),
+    principal: Principal = Depends(require("read")),
+) -> dict[str, Any]:
+    """Flaky tests of the last 30 days, newest first occurrence first, 100 per page."""
+    database = _db(request)
+    now = utcnow()
+    name = _repo_name(query.org, query.repo)
+    with database.transaction() as session:
+        repo = find_repo(session, principal.tenant_id, name)
+        conditions = [TestState.repo_id == repo.id, TestState.last_flaky_at >= now - FEED_WINDOW]
+        if query.github_check_name:
+            conditions.append(TestState.check_name == query.github_check_name)
+        first = func.min(TestState.first_flaky_at)
+        page = session.execute(
+            select(TestState.test_id, first)
+            .where(*conditions)
+            .group_by(TestState.test_id)
+            .order_by(first.desc(), TestState.test_id)
+            .limit(PAGE_SIZE + 1)
+            .offset((query.page - 1) * PAGE_SIZE)
+        ).all()
+        has_more = len(page) > PAGE_SIZE
+        ids = [test_id for test_id, _ in page[:PAGE_SIZE]]
+        tests = {t.id: t for t in session.scalars(select(TestCase).where(TestCase.id.in_(ids)))}
+        states = _states_by_test(session, ids)
+        provider = session.scalar(
+            select(Run.provider).where(Run.repo_id == repo.id).order_by(Run.created_at.desc())
+        )
+    base = str(request.base_url).rstrip("/")
+    cases = []
+    for test_id in ids:
+        rows = [
+            r for r in states[test_id] if r.last_flaky_at and r.last_flaky_at >= now - FEED_WINDOW
+        ]
+        figures = combine(rows)
+        cases.append(
+            {
+                "name": tests[test_id].name,
+                "class_name": class_name(tests[test_id]),
+                "first_occurrence": _iso(figures.first_flaky_at),
+                "last_occurrence": _iso(figures.last_flaky_at),
+                "details_url": f"{base}/api/tests/{test_id}",
+                "last_24_hours_count": _last_24_hours(rows, now),
+            }
+        )
+    if has_more:
+        response.headers["Link"] = (
+            f"<{base}/api/v1/testdeck/flaky?org={query.org or ''}&repo={query.repo}"
+            f'&page={query.page + 1}>; rel="next"'
+        )
+    return {
+        "repository": _split_repo(repo.name),
+        "github_check": {"name": query.github_check_name, "provider": provider or "github"},
+        "test_cases": cases,
+    }
+
+
+# --- repositories ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RepoCounts:
+    total: int = 0
+    healthy: int = 0
+    flaky: int = 0
+    broken: int = 0
+
+    @property
+    def health_score(self) -> float | None:
+        """100 minus the share (in percent) of active tests that are flaky or broken."""
+        if not self.total:
+            return None
+        return round(100.0 * (1 - (self.flaky + self.broken) / self.total), 1)
+
+
+def repo_counts(session: Session, repo_ids: Sequence[str], now: datetime) -> dict[str, RepoCounts]:
+    """Tests run in the last 30 days per repository, by their worst state."""
+    counts = {repo_id: RepoCounts() for repo_id in repo_ids}
+    if not repo_ids:
+        return counts
+    rank = (
+        select(
+            TestState.repo_id,
+            TestState.test_id,
+            func.max(_rank_case()).label("rank"),
+        )
+        .where(TestState.repo_id.in_(repo_ids), TestState.last_run_at >= now - FEED_WINDOW)
+        .group_by(TestState.repo_id, TestState.test_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(rank.c.repo_id, rank.c.rank, func.count()).group_by(rank.c.repo_id, rank.c.rank)
+    )
+    for repo_id, state_rank, number in rows:
+        c = counts[repo_id]
+        c.total += number
+        if state_rank == 3:
+            c.broken += number
+        elif state_rank == 2:
+            c.flaky += number
+        else:
+            c.healthy += number
+    return counts
+
+
+def _rank_case() -> Any:
+    return case((TestState.state == "broken", 3), (TestState.state == "flaky", 2), else_=1)
+
+
+def _repo_body(repo: Repository, counts: RepoCounts) -> dict[str, Any]:
+    return {
+        "id": repo.id,
+        "name": repo.name,
+        "github_url": f"https://github.com/{repo.name}",
+        "health_score": counts.health_score,
+        "total_tests": counts.total,
+        "flaky_count": counts.flaky,
+        "installed_at": _iso(repo.created_at),
+        "last_run": _iso(repo.last_run_at),
+    }
+
+
+@router.get("/api/repos")
+def list_repos(request: Request, principal: Principal = Depends(require("read"))) -> dict:
+    """The tenant's repositories with their health."""
+    now = utcnow()
+    with _db(request).transaction() as session:
+        repos = list(
+            session.scalars(
+                select(Repository)
+                .where(Repository.tenant_id == principal.tenant_id)
+                .order_by(Repository.name)
+            )
+        )
+        counts = repo_counts(session, [r.id for r in repos], now)
+    return {"repos": [_repo_body(r, counts[r.id]) for r in repos]}
+
+
+def _test_row(test: TestCase, figures: Figures, framework: str | None) -> dict[str, Any]:
+    return {
+        "id": test.id,
+        "name": test.name,
+        "class_name": class_name(test),
+        "file_path": test.file,
+        "flake_score": round(figures.flake_score, 4),
+        "pass_rate": figures.pass_rate,
+        "total_runs": figures.total_runs,
+        "state": figures.state,
+        "framework": framework,
+        "root_cause_category": None,
+        "root_cause_confidence": None,
+        "last_run": _iso(figures.last_run_at),
+    }
+
+
+def _frameworks(session: Session, run_ids: Iterable[str]) -> dict[str, str]:
+    ids = list(set(run_ids))
+    if not ids:
+        return {}
+    return dict(session.execute(select(Run.id, Run.framework).where(Run.id.in_(ids))).all())
+
+
+@router.get("/api/repos/{repo_id}")
+def get_repo(
+    repo_id: str,
+    request: Request,
+    page: int = Query(1, ge=1),
+    principal: Principal = Depends(require("read")),
+) -> dict[str, Any]:
+    """A repository, its tests (most flaky first, 100 per page) and a summary."""
+    now = utcnow()
+    with _db(request).transaction() as session:
+        repo = session.scalar(
+            select(Repository).where(
+                Repository.id == repo_id, Repository.tenant_id == principal.tenant_id
+            )
+        )
+        if repo is None:
+            raise not_found("repository", repo_id)
+        counts = repo_counts(session, [repo.id], now)[repo.id]
+        score = func.max(TestState.flake_score)
+        page_ids = [
+            test_id
+            for (test_id,) in session.execute(
+                select(TestState.test_id)
+                .where(TestState.repo_id == repo.id, TestState.last_run_at >= now - FEED_WINDOW)
+                .group_by(TestState.test_id)
+                .order_by(score.desc(), TestState.test_id)
+                .limit(PAGE_SIZE)
+                .offset((page - 1) * PAGE_SIZE)
+            )
+        ]
+        tests = {
+            t.id: t for t in session.scalars(select(TestCase).where(TestCase.id.in_(page_ids)))
+        }
+        states = _states_by_test(session, page_ids)
+        quarantined = _active_quarantines(session, page_ids, now)
+        figures = {test_id: combine(states[test_id]) for test_id in page_ids}
+        frameworks = _frameworks(session, (f.last_run_id for f in figures.values()))
+    rows = []
+    for test_id in page_ids:
+        row = _test_row(
+            tests[test_id], figures[test_id], frameworks.get(figures[test_id].last_run_id)
+        )
+        if test_id in quarantined:
+            row["state"] = "quarantined"
+        rows.append(row)
+    return {
+        "repo": _repo_body(repo, counts),
+        "tests": rows,
+        "summary": {
+            "total": counts.total,
+            "passing": counts.healthy,
+            "flaky": counts.flaky,
+            "failing": counts.broken,
+        },
+    }
+
+
+# --- one test ------------------------------------------------------------------------------
+
+
+def _durations(rows: Sequence[TestState]) -> dict[str, Any]:
+    """p50/p90 from the stored samples of the test's busiest environment."""
+    busiest = max(rows, key=lambda r: r.total_runs)
+    history = json.loads(busiest.durations)
+    last = len(history) - 1
+    found = estimate(Sample(d, last - i, bool(c)) for i, (d, c) in enumerate(history))
+    return {
+        "duration_p50_ms": round(found.p50_ms, 3) if found else None,
+        "duration_p90_ms": round(found.p90_ms, 3) if found else None,
+    }
+
+
+@router.get("/api/tests/{test_id}")
+def get_test(
+    test_id: str, request: Request, principal: Principal = Depends(require("read"))
+) -> dict[str, Any]:
+    """Everything testlens knows of one test, with its recent runs and state changes."""
+    now = utcnow()
+    with _db(request).transaction() as session:
+        test, repo = _find_test(session, principal.tenant_id, test_id)
+        rows = _states_by_test(session, [test.id]).get(test.id, [])
+        quarantine = _active_quarantines(session, [test.id], now).get(test.id)
+        recent = session.execute(
+            select(
+                Run.created_at,
+                TestResult.status,
+                TestResult.duration_ms,
+                TestResult.error_message,
+                TestResult.attempt,
+                TestResult.environment,
+                Run.id,
+            )
+            .join(Run, Run.id == TestResult.run_id)
+            .where(TestResult.test_id == test.id)
+            .order_by(TestResult.id.desc())
+            .limit(RECENT_RUNS)
+        ).all()
+        events = (
+            session.execute(
+                select(TestEvent)
+                .where(TestEvent.test_id == test.id)
+                .order_by(TestEvent.at.desc(), TestEvent.id.desc())
+                .limit(RECENT_RUNS)
+            )
+            .scalars()
+            .all()
+        )
+        framework = _frameworks(session, [r.last_run_id for r in rows])
+    body: dict[str, Any] = {
+        "id": test.id,
+        "name": test.name,
+        "class_name": class_name(test),
+        "classname": test.classname,
+        "suite": test.suite,
+        "file_path": test.file,
+        "repo": {"id": repo.id, "name": repo.name},
+        "first_seen": _iso(test.first_seen_at),
+        "last_seen": _iso(test.last_seen_at),
+        "root_cause_category": None,
+        "root_cause_confidence": None,
+        "quarantine": None
+        if quarantine is None
+        else {
+            "reason": quarantine.reason,
+            "created_at": _iso(quarantine.created_at),
+            "expires_at": _iso(quarantine.expires_at),
+        },
+    }
+    if rows:
+        figures = combine(rows)
+        body.update(
+            {
+                "state": "quarantined" if quarantine else figures.state,
+                "flake_score": round(figures.flake_score, 4),
+                "flake_score_interval": [
+                    round(figures.flake_score_low, 4),
+                    round(figures.flake_score_high, 4),
+                ],
+                "pass_rate": figures.pass_rate,
+                "total_runs": figures.total_runs,
+                "failed_runs": figures.failed_runs,
+                "flaky_runs": figures.flaky_runs,
+                "first_occurrence": _iso(figures.first_flaky_at),
+                "last_occurrence": _iso(figures.last_flaky_at),
+                "last_24_hours_count": _last_24_hours(rows, now),
+                "framework": framework.get(figures.last_run_id),
+                "last_run": _iso(figures.last_run_at),
+                **_durations(rows),
+                "environments": [
+                    {
+                        "environment": r.environment or None,
+                        "state": r.state,
+                        "flake_score": round(r.flake_score, 4),
+                        "total_runs": r.total_runs,
+                        "flaky_runs": r.flaky_runs,
+                        "since": _iso(r.since),
+                    }
+                    for r in sorted(rows, key=lambda r: r.environment)
+                ],
+            }
+        )
+    body["recent_runs"] = [
+        {
+            "timestamp": _iso(at),
+            "status": status,
+            "duration_ms": duration,
+            "error_message": message,
+            "attempt": attempt,
+            "environment": env,
+            "run_id": run_id,
+        }
+        for at, status, duration, message, attempt, env, run_id in recent
+    ]
+    body["events"] = [
+        {
+            "at": _iso(e.at),
+            "from": e.from_state,
+            "to": e.to_state,
+            "reason": e.reason,
+            "environment": e.environment or None,
+            "run_ids": json.loads(e.run_ids),
+        }
+        for e in events
+    ]
+    return body
+
+
+# --- analytics (the /api/v1/analytics dialect) -----------------------------------------------
+
+
+def _project(session: Session, principal: Principal, project: str) -> Repository:
+    if not project:
+        raise ApiError(
+            400,
+            "MISSING_FIELD",
+            "Missing required field: project",
+            {"field": "project", "expected": "repository name 'owner/repo'"},
+        )
+    return find_repo(session, principal.tenant_id, project)
+
+
+@router.get("/api/v1/analytics/flaky-tests")
+def analytics_flaky_tests(
+    request: Request,
+    project: str = Query(""),
+    min_rate: float = Query(0.0, alias="minRate", ge=0, le=100),
+    principal: Principal = Depends(require("read")),
+) -> dict[str, Any]:
+    """Tests that were flaky in the last 30 days, by flakiness rate (percent of runs)."""
+    now = utcnow()
+    with _db(request).transaction() as session:
+        repo = _project(session, principal, project)
+        rows = session.execute(
+            select(TestCase, TestState)
+            .join(TestState, TestState.test_id == TestCase.id)
+            .where(TestState.repo_id == repo.id, TestState.last_flaky_at >= now - FEED_WINDOW)
+        ).all()
+    grouped: dict[str, tuple[TestCase, list[TestState]]] = {}
+    for test, state in rows:
+        grouped.setdefault(test.id, (test, []))[1].append(state)
+    data = []
+    for test, states in grouped.values():
+        figures = combine(states)
+        rate = 100.0 * figures.flaky_runs / figures.total_runs if figures.total_runs else 0.0
+        if rate >= min_rate:
+            data.append(
+                {
+                    "testId": test.id,
+                    "testFile": test.file,
+                    "testName": test.name,
+                    "flakinessRate": round(rate, 2),
+                    "flakyRuns": figures.flaky_runs,
+                    "totalRuns": figures.total_runs,
+                    "lastFlakyAt": _iso(figures.last_flaky_at),
+                }
+            )
+    data.sort(key=lambda d: (-d["flakinessRate"], d["testId"]))
+    return {"project": repo.name, "data": data}
+
+
+@router.get("/api/v1/analytics/flakiness-trends")
+def analytics_flakiness_trends(
+    request: Request,
+    project: str = Query(""),
+    days: int = Query(30, ge=1, le=365),
+    principal: Principal = Depends(require("read")),
+) -> dict[str, Any]:
+    """Per UTC day: distinct tests that flaked, and their mean flake score (percent)."""
+    today = utcnow().date()
+    first = today - timedelta(days=days - 1)
+    with _db(request).transaction() as session:
+        repo = _project(session, principal, project)
+        rollups = {
+            r.day: r
+            for r in session.scalars(
+                select(DailyRollup).where(
+                    DailyRollup.repo_id == repo.id, DailyRollup.day >= first.isoformat()
+                )
+            )
+        }
+    data = []
+    for offset in range(days):
+        day = (first + timedelta(days=offset)).isoformat()
+        rollup = rollups.get(day)
+        count = rollup.flaky_tests if rollup else 0
+        data.append(
+            {
+                "detectionDate": day,
+                "flakyTestCount": count,
+                "avgFlakinessRate": round(100.0 * rollup.flake_score_sum / count, 2)
+                if count
+                else 0.0,
+                "testRuns": rollup.test_runs if rollup else 0,
+                "failedTestRuns": rollup.failed_test_runs if rollup else 0,
+            }
+        )
+    return {"project": repo.name, "days": days, "data": data}
+
+
+def recommend(test: TestCase, figures: Figures, quarantined: bool) -> dict[str, Any] | None:
+    """What to do about one test, how urgent, and what it costs today; None when healthy."""
+    rate = figures.flaky_runs / figures.total_runs if figures.total_runs else 0.0
+    if figures.state == "broken":
+        severity, text = (
+            "critical",
+            (
+                "Fails on every run since a recent change: a regression, not flakiness. "
+                "Fix the code or the test; retries will not help."
+            ),
+        )
+    elif figures.state == "flaky":
+        severity = "high" if rate >= 0.1 else "medium" if rate >= 0.02 else "low"
+        text = "Fails intermittently on unchanged code. " + (
+            "It is quarantined: fix it and lift the quarantine."
+            if quarantined
+            else "Quarantine it so it stops failing builds, then look for shared state, timing "
+            "assumptions or order dependence in its failures."
+        )
+    else:
+        return None
+    return {
+        "test": {
+            "id": test.id,
+            "name": test.name,
+            "file": test.file,
+            "class_name": class_name(test),
+        },
+        "severity": severity,
+        "recommendation": text,
+        "impact": {
+            "flakiness_rate": round(100.0 * rate, 2),
+            "flaky_runs": figures.flaky_runs,
+            "failed_runs": figures.failed_runs,
+            "total_runs": figures.total_runs,
+        },
+    }
+
+
+_SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+@router.get("/api/v1/analytics/flaky-recommendations")
+def analytics_recommendations(
+    request: Request,
+    project: str = Query(""),
+    principal: Principal = Depends(require("read")),
+) -> dict[str, Any]:
+    """What to fix first: broken tests, then flaky ones by how often they flake."""
+    now = utcnow()
+    with _db(request).transaction() as session:
+        repo = _project(session, principal, project)
+        rows = session.execute(
+            select(TestCase, TestState)
+            .join(TestState, TestState.test_id == TestCase.id)
+            .where(TestState.repo_id == repo.id, TestState.state.in_(("flaky", "broken")))
+        ).all()
+        quarantined = _active_quarantines(session, {t.id for t, _ in rows}, now)
+    grouped: dict[str, tuple[TestCase, list[TestState]]] = {}
+    for test, state in rows:
+        grouped.setdefault(test.id, (test, []))[1].append(state)
+    data = [
+        advice
+        for test, states in grouped.values()
+        if (advice := recommend(test, combine(states), test.id in quarantined))
+    ]
+    data.sort(
+        key=lambda d: (_SEVERITY_ORDER[d["severity"]], -d["impact"]["flaky_runs"], d["test"]["id"])
+    )
+    return {"project": repo.name, "data": data}
+
+
+# --- quarantine ----------------------------------------------------------------------------
+
+
+class QuarantineRequest(BaseModel):
+    reason: str = Field("", max_length=2000)
+    expires_at: datetime | None = None
+
+
+def _quarantine_body(test: TestCase, q: Quarantine) -> dict[str, Any]:
+    return {
+        "test_id": test.id,
+        "reason": q.reason,
+        "created_at": _iso(q.created_at),
+        "expires_at": _iso(q.expires_at),
+    }
+
+
+def _record_quarantine_event(
+    session: Session, test: TestCase, from_state: str, to_state: str, reason: str
+) -> None:
+    session.add(
+        TestEvent(
+            repo_id=test.repo_id,
+            test_id=test.id,
+            environment="",
+            from_state=from_state,
+            to_state=to_state,
+            at=utcnow(),
+            reason=reason,
+            run_ids="[]",
+        )
+    )
+
+
+@router.post("/api/tests/{test_id}/quarantine", status_code=201)
+def quarantine_test(
+    test_id: str,
+    body: QuarantineRequest,
+    request: Request,
+    principal: Principal = Depends(require("admin")),
+) -> dict[str, Any]:
+    """Quarantine a test: CI clients stop failing builds on its failures (until expiry)."""
+    now = utcnow()
+    expires = body.expires_at
+    if expires is not None:
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        if expires <= now:
+            raise ApiError(
+                400,
+                "INVALID_FIELD",
+                "expires_at must be in the future",
+                {"field": "expires_at", "expected": "ISO-8601 time in the future"},
+            )
+    with _db(request).transaction() as session:
+        test, _repo = _find_test(session, principal.tenant_id, test_id)
+        existing = session.get(Quarantine, test.id)
+        if existing is None:
+            existing = Quarantine(test_id=test.id, repo_id=test.repo_id, created_at=now)
+            session.add(existing)
+            rows = _states_by_test(session, [test.id]).get(test.id, [])
+            before = combine(rows).state if rows else "healthy"
+            _record_quarantine_event(
+                session, test, before, "quarantined", body.reason or "quarantined by a user"
+            )
+        existing.reason = body.reason
+        existing.expires_at = expires
+        existing.created_by = principal.key_id
+        return _quarantine_body(test, existing)
+
+
+@router.delete("/api/tests/{test_id}/quarantine", status_code=204)
+def unquarantine_test(
+    test_id: str, request: Request, principal: Principal = Depends(require("admin"))
+) -> Response:
+    """Lift a quarantine."""
+    with _db(request).transaction() as session:
+        test, _repo = _find_test(session, principal.tenant_id, test_id)
+        existing = session.get(Quarantine, test.id)
+        if existing is None:
+            raise not_found("quarantine", test_id)
+        session.delete(existing)
+        rows = _states_by_test(session, [test.id]).get(test.id, [])
+        after = combine(rows).state if rows else "healthy"
+        _record_quarantine_event(session, test, "quarantined", after, "quarantine lifted")
+    return Response(status_code=204)
+
+
+@router.get("/api/quarantine")
+def list_quarantine(
+    request: Request,
+    repo: str = Query(..., description="owner/repo"),
+    principal: Principal = Depends(require("read")),
+) -> dict[str, Any]:
+    """Active quarantines of a repository: the list CI clients read to know which failures
+    must not fail the build."""
+    now = utcnow()
+    with _db(request).transaction() as session:
+        repository = find_repo(session, principal.tenant_id, repo)
+        rows = session.execute(
+            select(TestCase, Quarantine)
+            .join(Quarantine, Quarantine.test_id == TestCase.id)
+            .where(
+                Quarantine.repo_id == repository.id,
+                or_(Quarantine.expires_at.is_(None), Quarantine.expires_at > now),
+            )
+            .order_by(TestCase.file, TestCase.name)
+        ).all()
+    return {
+        "repo": repository.name,
+        "tests": [
+            {
+                "id": t.id,
+                "file": t.file,
+                "suite": t.suite,
+                "classname": t.classname,
+                "name": t.name,
+                "nodeid": node_id(t),
+                "reason": q.reason,
+                "expires_at": _iso(q.expires_at),
+            }
+            for t, q in rows
+        ],
+    }
+
+
+def node_id(test: TestCase) -> str:
+    """The pytest-style id of a stored test (``file::Class::name``).
+
+    pytest's JUnit XML writes the class as a dotted path that repeats the module
+    (``tests.test_cart.TestCart``); that prefix is dropped so the id is pytest's own.
+    """
+    classname = test.classname
+    if test.file.endswith(".py"):
+        module = test.file[:-3].replace("/", ".")
+        if classname == module:
+            classname = ""
+        elif classname.startswith(module + "."):
+            classname = classname[len(module) + 1 :].replace(".", "::")
+    return "::".join(part for part in (test.file, classname, test.name) if part)
