@@ -1,10 +1,10 @@
 """Detection at ingest: fold each uploaded run into per-test state, events and daily rollups.
 
 The state of a test in an environment is ``testlens.core.flakiness.TestState``. A run loads
-the states it touches in one query, applies ``observe`` to each, appends the run's duration
-samples, and writes every state back with one statement; transitions become events (and
-webhooks), and the day's rollup row is incremented. Analytics then read states and rollups,
-never raw results, so their latency does not grow with history.
+the states it touches in one query and applies ``observe`` to each (:func:`evaluate`); the
+ingest transaction then writes the tests' combined figures onto ``test_cases`` and the new
+states, events and the day's rollup with one statement each (:func:`write`). Analytics read
+those rows, never raw results, so their latency does not grow with history.
 """
 
 from __future__ import annotations
@@ -24,24 +24,24 @@ from .models import DailyRollup, TestEvent
 from .models import TestState as TestStateRow
 
 MAX_DURATION_SAMPLES = 30
+RECENT_FLAKY = 50
 _LOAD_CHUNK = 5000
-_STATE_COLUMNS = (
+_STATE_RANK = {"healthy": 0, "flaky": 1, "broken": 2}
+STATE_COLUMNS = (
     "test_id", "environment", "repo_id", "state", "since", "flake_score", "flake_score_low",
     "flake_score_high", "pass_rate", "total_runs", "failed_runs", "flaky_runs",
     "first_flaky_at", "last_flaky_at", "last_run_at", "last_run_id", "check_name", "durations",
     "data",
 )  # fmt: skip
-_EVENT_COLUMNS = (
-    "repo_id",
-    "test_id",
-    "environment",
-    "from_state",
-    "to_state",
-    "at",
-    "reason",
-    "run_ids",
+EVENT_COLUMNS = (
+    "repo_id", "test_id", "environment", "from_state", "to_state", "at", "reason", "run_ids",
     "commit_sha",
-)
+)  # fmt: skip
+# The columns of test_cases that hold a test's figures combined over its environments.
+SUMMARY_COLUMNS = (
+    "state", "flake_score", "flake_score_low", "flake_score_high", "total_runs", "failed_runs",
+    "flaky_runs", "first_flaky_at", "last_flaky_at", "last_run_id", "recent_flaky",
+)  # fmt: skip
 _intervals: dict[tuple[float, float], tuple[float, float]] = {}
 
 
@@ -78,9 +78,15 @@ class Change:
 
 
 @dataclass(slots=True)
-class RunOutcome:
-    flaky_tests: int = 0
+class Evaluation:
+    """Everything a run changes, computed before anything is written."""
+
+    states: list[tuple] = field(default_factory=list)
+    events: list[tuple] = field(default_factory=list)
+    summaries: dict[str, tuple] = field(default_factory=dict)  # test id -> SUMMARY_COLUMNS
+    rollup: dict[str, float] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
+    flaky_tests: int = 0
 
 
 def _durations_by_key(
@@ -99,55 +105,70 @@ def _durations_by_key(
     return samples
 
 
-def _load(session: Session, test_ids: list[str]) -> dict[tuple[str, str], tuple[str, str]]:
-    found: dict[tuple[str, str], tuple[str, str]] = {}
+def _load(session: Session, test_ids: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
+    """Stored (state JSON, durations JSON) of every environment of the given tests."""
+    found: dict[str, dict[str, tuple[str, str]]] = {}
     for start in range(0, len(test_ids), _LOAD_CHUNK):
         chunk = test_ids[start : start + _LOAD_CHUNK]
         rows = session.execute(
             select(
-                TestStateRow.test_id,
-                TestStateRow.environment,
-                TestStateRow.data,
+                TestStateRow.test_id, TestStateRow.environment, TestStateRow.data,
                 TestStateRow.durations,
             ).where(TestStateRow.test_id.in_(chunk))
         )
         for test_id, env, data, durations in rows:
-            found[(test_id, env)] = (data, durations)
+            found.setdefault(test_id, {})[env] = (data, durations)
     return found
 
 
-def record_run(
+def _summary(states: list[detection.TestState], run_id: str, stamp) -> tuple:
+    """A test's figures over all its environments: the worst state and score, summed runs."""
+    worst = max(states, key=lambda s: (_STATE_RANK[s.verdict], s.flake_score))
+    low, high = flake_interval(worst)
+    firsts = [s.first_flaky_at for s in states if s.first_flaky_at]
+    lasts = [s.last_flaky_at for s in states if s.last_flaky_at]
+    recent = sorted(at.timestamp() for s in states for at, _run in s.recent_flaky)
+    return (
+        worst.verdict, worst.flake_score, low, high, sum(s.total_runs for s in states),
+        sum(s.failed_runs for s in states), sum(s.flaky_runs for s in states),
+        stamp(min(firsts, default=None)), stamp(max(lasts, default=None)), run_id,
+        json.dumps([round(t) for t in recent[-RECENT_FLAKY:]]),
+    )
+
+
+def evaluate(
     database: Database,
     session: Session,
     ctx: RunContext,
     report: Report,
     test_ids: Mapping[tuple[str, str, str, str], str],
-) -> RunOutcome:
-    """Update the states, events and rollup of every test the run touched."""
+) -> Evaluation:
+    """Apply the run to the stored state of every test it touched (reads only)."""
     observed = detection.observations(
         report, run_id=ctx.run_id, at=ctx.at, commit=ctx.commit, tree_sha=ctx.tree_sha,
         environment=ctx.environment,
     )
     samples = _durations_by_key(report, test_ids, ctx.environment)
-    existing = _load(session, list(dict.fromkeys(test_ids.values())))
+    stored = _load(session, list(dict.fromkeys(test_ids.values())))
     stamp = database.to_driver(TestStateRow.__table__.c.last_run_at)
     at = stamp(ctx.at)
-    outcome = RunOutcome()
-    flaky_ids: set[str] = set()
-    rows: list[tuple] = []
-    events: list[tuple] = []
-    rollup = {"test_runs": 0, "failed_test_runs": 0, "flaky_test_runs": 0, "flaky_tests": 0,
-              "flake_score_sum": 0.0}
+    result = Evaluation(rollup={
+        "runs": 1, "test_runs": 0, "failed_test_runs": 0, "flaky_test_runs": 0,
+        "flaky_tests": 0, "flake_score_sum": 0.0,
+    })
+    rollup = result.rollup
+    new_states: dict[str, dict[str, detection.TestState]] = {}
     for identity, obs in observed:
         tid = test_ids[identity]
         env = obs.environment or ""
-        stored = existing.get((tid, env))
-        before = detection.TestState.from_json(stored[0]) if stored else None
+        previous = stored.get(tid, {}).get(env)
+        before = detection.TestState.from_json(previous[0]) if previous else None
         state, transitions = detection.observe(before, obs)
-        history = json.loads(stored[1]) if stored else []
+        new_states.setdefault(tid, {})[env] = state
+        history = json.loads(previous[1]) if previous else []
         history.extend(samples.get((tid, env), ()))
         low, high = flake_interval(state)
-        rows.append((
+        result.states.append((
             tid, env, ctx.repo_id, state.verdict, stamp(state.since), state.flake_score, low,
             high, state.pass_rate, state.total_runs, state.failed_runs, state.flaky_runs,
             stamp(state.first_flaky_at), stamp(state.last_flaky_at), at, ctx.run_id,
@@ -155,32 +176,43 @@ def record_run(
             state.to_json(),
         ))
         for transition in transitions:
-            events.append((
+            result.events.append((
                 ctx.repo_id, tid, env, transition.from_state, transition.to_state,
                 stamp(transition.at), transition.reason, json.dumps(list(transition.run_ids)),
                 ctx.commit,
             ))
-            outcome.changes.append(Change(tid, state, transition))
-        if state.verdict == "flaky":
-            flaky_ids.add(tid)
+            result.changes.append(Change(tid, state, transition))
         rollup["test_runs"] += 1
         if any(s in ("failed", "error") for s in obs.statuses):
             rollup["failed_test_runs"] += 1
         if state.flaky_runs > (before.flaky_runs if before else 0):  # flaky in this run
             rollup["flaky_test_runs"] += 1
-            previous = before.last_flaky_at if before else None
-            if previous is None or previous.date() != ctx.at.date():
+            seen = before.last_flaky_at if before else None
+            if seen is None or seen.date() != ctx.at.date():
                 rollup["flaky_tests"] += 1
                 rollup["flake_score_sum"] += state.flake_score
+    for tid, envs in new_states.items():
+        others = [
+            detection.TestState.from_json(data)
+            for env, (data, _durations) in stored.get(tid, {}).items()
+            if env not in envs
+        ]
+        states = [*envs.values(), *others]
+        result.summaries[tid] = _summary(states, ctx.run_id, stamp)
+        if any(s.verdict == "flaky" for s in envs.values()):
+            result.flaky_tests += 1
+    return result
+
+
+def write(database: Database, session: Session, ctx: RunContext, result: Evaluation) -> None:
+    """Store what :func:`evaluate` computed (after the run's test_cases rows exist)."""
     connection = session.connection()
     database.insert_many(
-        connection, TestStateRow.__table__, _STATE_COLUMNS, rows,
-        conflict=("test_id", "environment"), update=_STATE_COLUMNS[2:],
+        connection, TestStateRow.__table__, STATE_COLUMNS, result.states,
+        conflict=("test_id", "environment"), update=STATE_COLUMNS[2:],
     )
-    database.insert_many(connection, TestEvent.__table__, _EVENT_COLUMNS, events)
+    database.insert_many(connection, TestEvent.__table__, EVENT_COLUMNS, result.events)
     session.execute(
-        database.upsert(DailyRollup, ["repo_id", "day"], increment=("runs", *rollup)),
-        {"repo_id": ctx.repo_id, "day": ctx.at.date().isoformat(), "runs": 1, **rollup},
+        database.upsert(DailyRollup, ["repo_id", "day"], increment=tuple(result.rollup)),
+        {"repo_id": ctx.repo_id, "day": ctx.at.date().isoformat(), **result.rollup},
     )
-    outcome.flaky_tests = len(flaky_ids)
-    return outcome

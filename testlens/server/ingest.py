@@ -178,14 +178,8 @@ def gunzip(data: bytes, limit: int) -> bytes:
 
 
 _TEST_COLUMNS = (
-    "id",
-    "repo_id",
-    "file",
-    "suite",
-    "classname",
-    "name",
-    "first_seen_at",
-    "last_seen_at",
+    "id", "repo_id", "file", "suite", "classname", "name", "first_seen_at", "last_seen_at",
+    *flakiness.SUMMARY_COLUMNS,
 )
 _RESULT_COLUMNS = (
     "run_id",
@@ -281,60 +275,38 @@ def store_report(
                 }
             ],
         )
-        now_db = database.to_driver(TestCase.__table__.c.last_seen_at)(now)
-        tests: list[tuple] = []
-        results: list[tuple] = []
-        test_ids: dict[tuple[str, str, str, str], str] = {}
-        for test in report.tests:
-            tid = test_ids[test.identity] = test_id(repo_id, test.identity)
-            tests.append(
-                (
-                    tid,
-                    repo_id,
-                    _text(test.file),
-                    _text(test.suite),
-                    _text(test.classname),
-                    _text(test.name),
-                    now_db,
-                    now_db,
-                )
-            )
-            for number, a in enumerate(test.attempts):
-                results.append(
-                    (
-                        run_id,
-                        tid,
-                        number,
-                        a.status,
-                        a.duration_ms,
-                        a.environment or meta.environment,
-                        a.censored,
-                        _text(a.error_type),
-                        _text(a.message),
-                        _text(a.stack),
-                        _text(a.stdout),
-                        _text(a.stderr),
-                    )
-                )
-        connection = session.connection()
-        database.insert_many(
-            connection,
-            TestCase.__table__,
-            _TEST_COLUMNS,
-            tests,
-            conflict=["id"],
-            update=["last_seen_at"],
-        )
-        database.insert_many(connection, TestResult.__table__, _RESULT_COLUMNS, results)
+        test_ids = {test.identity: test_id(repo_id, test.identity) for test in report.tests}
         context = flakiness.RunContext(
             repo_id, run_id, now, meta.commit, meta.tree_sha, meta.environment, meta.check_name
         )
-        outcome = flakiness.record_run(database, session, context, report, test_ids)
+        evaluation = flakiness.evaluate(database, session, context, report, test_ids)
+        now_db = database.to_driver(TestCase.__table__.c.last_seen_at)(now)
+        tests: list[tuple] = []
+        results: list[tuple] = []
+        for test in report.tests:
+            tid = test_ids[test.identity]
+            tests.append((
+                tid, repo_id, _text(test.file), _text(test.suite), _text(test.classname),
+                _text(test.name), now_db, now_db, *evaluation.summaries[tid],
+            ))
+            for number, a in enumerate(test.attempts):
+                results.append((
+                    run_id, tid, number, a.status, a.duration_ms,
+                    a.environment or meta.environment, a.censored, _text(a.error_type),
+                    _text(a.message), _text(a.stack), _text(a.stdout), _text(a.stderr),
+                ))
+        connection = session.connection()
+        database.insert_many(
+            connection, TestCase.__table__, _TEST_COLUMNS, tests,
+            conflict=["id"], update=["last_seen_at", *flakiness.SUMMARY_COLUMNS],
+        )
+        database.insert_many(connection, TestResult.__table__, _RESULT_COLUMNS, results)
+        flakiness.write(database, session, context, evaluation)
         session.execute(
-            update(Run).where(Run.id == run_id).values(flaky_detected=outcome.flaky_tests)
+            update(Run).where(Run.id == run_id).values(flaky_detected=evaluation.flaky_tests)
         )
         session.execute(update(Repository).where(Repository.id == repo_id).values(last_run_at=now))
-    return IngestResult(run_id, summary.tests, outcome.flaky_tests, duplicate=False)
+    return IngestResult(run_id, summary.tests, evaluation.flaky_tests, duplicate=False)
 
 
 def ingest(database: Database, tenant_id: str, meta: RunMetadata, data: bytes) -> IngestResult:

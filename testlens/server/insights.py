@@ -1,10 +1,11 @@
 """What testlens knows, for people and CI: the flaky feed, repositories, tests, analytics and
 quarantine.
 
-Every read here comes from ``test_states`` (one row per test and environment, kept current at
-ingest) and ``daily_rollups``; only a test's own recent runs are read from results, through
-the (test_id, id) index. A test that ran in several environments is reported once, with its
-figures combined: the worst state and score, summed counts.
+Every read here comes from the per-test figures on ``test_cases`` (combined over the test's
+environments at ingest: the worst state and score, summed counts), the per-environment rows of
+``test_states`` for one test's details, and ``daily_rollups``; only a test's own recent runs
+are read from results, through the (test_id, id) index. Lists are index range scans with a
+limit, so latency does not grow with history.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from ..core import flakiness as detection
 from ..core.durations import Sample, estimate
 from .auth import Principal, require
 from .database import Database
@@ -42,8 +42,6 @@ router = APIRouter(tags=["insights"])
 FEED_WINDOW = timedelta(days=30)
 PAGE_SIZE = 100
 RECENT_RUNS = 20
-# The order in which a test's environments decide its overall state.
-_STATE_RANK = {"broken": 3, "flaky": 2, "healthy": 1}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -94,47 +92,11 @@ def _active_quarantines(
     return {q.test_id: q for q in rows}
 
 
-@dataclass(slots=True)
-class Figures:
-    """One test's figures combined over its environments."""
-
-    state: str
-    flake_score: float
-    flake_score_low: float
-    flake_score_high: float
-    total_runs: int
-    failed_runs: int
-    flaky_runs: int
-    first_flaky_at: datetime | None
-    last_flaky_at: datetime | None
-    last_run_at: datetime
-    last_run_id: str
-
-    @property
-    def pass_rate(self) -> float | None:
-        if not self.total_runs:
-            return None
-        return round((self.total_runs - self.failed_runs) / self.total_runs, 4)
-
-
-def combine(rows: Sequence[TestState]) -> Figures:
-    worst = max(rows, key=lambda r: (_STATE_RANK.get(r.state, 0), r.flake_score))
-    latest = max(rows, key=lambda r: r.last_run_at)
-    firsts = [r.first_flaky_at for r in rows if r.first_flaky_at]
-    lasts = [r.last_flaky_at for r in rows if r.last_flaky_at]
-    return Figures(
-        state=worst.state,
-        flake_score=worst.flake_score,
-        flake_score_low=worst.flake_score_low,
-        flake_score_high=worst.flake_score_high,
-        total_runs=sum(r.total_runs for r in rows),
-        failed_runs=sum(r.failed_runs for r in rows),
-        flaky_runs=sum(r.flaky_runs for r in rows),
-        first_flaky_at=min(firsts, default=None),
-        last_flaky_at=max(lasts, default=None),
-        last_run_at=latest.last_run_at,
-        last_run_id=latest.last_run_id,
-    )
+def pass_rate(test: TestCase) -> float | None:
+    """Share of the test's runs that passed in the end (retries included)."""
+    if not test.total_runs:
+        return None
+    return round((test.total_runs - test.failed_runs) / test.total_runs, 4)
 
 
 def _states_by_test(session: Session, test_ids: Sequence[str]) -> dict[str, list[TestState]]:
@@ -145,12 +107,9 @@ def _states_by_test(session: Session, test_ids: Sequence[str]) -> dict[str, list
     return grouped
 
 
-def _last_24_hours(rows: Sequence[TestState], now: datetime) -> int:
-    return sum(
-        detection.last_24_hours_count(detection.TestState.from_json(r.data), now)
-        for r in rows
-        if r.last_flaky_at is not None and r.last_flaky_at > now - timedelta(hours=24)
-    )
+def last_24_hours(test: TestCase, now: datetime) -> int:
+    start = now.timestamp() - 24 * 3600
+    return sum(1 for at in json.loads(test.recent_flaky) if at > start)
 
 
 def class_name(test: TestCase) -> str:
@@ -218,42 +177,44 @@ def flaky_feed(
     name = _repo_name(query.org, query.repo)
     with database.transaction() as session:
         repo = find_repo(session, principal.tenant_id, name)
-        conditions = [TestState.repo_id == repo.id, TestState.last_flaky_at >= now - FEED_WINDOW]
+        conditions = [TestCase.repo_id == repo.id, TestCase.last_flaky_at >= now - FEED_WINDOW]
         if query.github_check_name:
-            conditions.append(TestState.check_name == query.github_check_name)
-        first = func.min(TestState.first_flaky_at)
-        page = session.execute(
-            select(TestState.test_id, first)
-            .where(*conditions)
-            .group_by(TestState.test_id)
-            .order_by(first.desc(), TestState.test_id)
-            .limit(PAGE_SIZE + 1)
-            .offset((query.page - 1) * PAGE_SIZE)
-        ).all()
-        has_more = len(page) > PAGE_SIZE
-        ids = [test_id for test_id, _ in page[:PAGE_SIZE]]
-        tests = {t.id: t for t in session.scalars(select(TestCase).where(TestCase.id.in_(ids)))}
-        states = _states_by_test(session, ids)
+            conditions.append(
+                select(TestState.test_id)
+                .where(
+                    TestState.test_id == TestCase.id,
+                    TestState.check_name == query.github_check_name,
+                )
+                .exists()
+            )
+        page = list(
+            session.scalars(
+                select(TestCase)
+                .where(*conditions)
+                .order_by(TestCase.first_flaky_at.desc(), TestCase.id)
+                .limit(PAGE_SIZE + 1)
+                .offset((query.page - 1) * PAGE_SIZE)
+            )
+        )
         provider = session.scalar(
-            select(Run.provider).where(Run.repo_id == repo.id).order_by(Run.created_at.desc())
+            select(Run.provider)
+            .where(Run.repo_id == repo.id)
+            .order_by(Run.created_at.desc())
+            .limit(1)
         )
+    has_more = len(page) > PAGE_SIZE
     base = str(request.base_url).rstrip("/")
-    cases = []
-    for test_id in ids:
-        rows = [
-            r for r in states[test_id] if r.last_flaky_at and r.last_flaky_at >= now - FEED_WINDOW
-        ]
-        figures = combine(rows)
-        cases.append(
-            {
-                "name": tests[test_id].name,
-                "class_name": class_name(tests[test_id]),
-                "first_occurrence": _iso(figures.first_flaky_at),
-                "last_occurrence": _iso(figures.last_flaky_at),
-                "details_url": f"{base}/api/tests/{test_id}",
-                "last_24_hours_count": _last_24_hours(rows, now),
-            }
-        )
+    cases = [
+        {
+            "name": test.name,
+            "class_name": class_name(test),
+            "first_occurrence": _iso(test.first_flaky_at),
+            "last_occurrence": _iso(test.last_flaky_at),
+            "details_url": f"{base}/api/tests/{test.id}",
+            "last_24_hours_count": last_24_hours(test, now),
+        }
+        for test in page[:PAGE_SIZE]
+    ]
     if has_more:
         response.headers["Link"] = (
             f"<{base}/api/v1/testdeck/flaky?org={query.org or ''}&repo={query.repo}"
@@ -285,37 +246,20 @@ class RepoCounts:
 
 
 def repo_counts(session: Session, repo_ids: Sequence[str], now: datetime) -> dict[str, RepoCounts]:
-    """Tests run in the last 30 days per repository, by their worst state."""
+    """Tests run in the last 30 days per repository, by state."""
     counts = {repo_id: RepoCounts() for repo_id in repo_ids}
     if not repo_ids:
         return counts
-    rank = (
-        select(
-            TestState.repo_id,
-            TestState.test_id,
-            func.max(_rank_case()).label("rank"),
-        )
-        .where(TestState.repo_id.in_(repo_ids), TestState.last_run_at >= now - FEED_WINDOW)
-        .group_by(TestState.repo_id, TestState.test_id)
-        .subquery()
-    )
     rows = session.execute(
-        select(rank.c.repo_id, rank.c.rank, func.count()).group_by(rank.c.repo_id, rank.c.rank)
+        select(TestCase.repo_id, TestCase.state, func.count())
+        .where(TestCase.repo_id.in_(repo_ids), TestCase.last_seen_at >= now - FEED_WINDOW)
+        .group_by(TestCase.repo_id, TestCase.state)
     )
-    for repo_id, state_rank, number in rows:
+    for repo_id, state, number in rows:
         c = counts[repo_id]
         c.total += number
-        if state_rank == 3:
-            c.broken += number
-        elif state_rank == 2:
-            c.flaky += number
-        else:
-            c.healthy += number
+        setattr(c, state, getattr(c, state) + number)
     return counts
-
-
-def _rank_case() -> Any:
-    return case((TestState.state == "broken", 3), (TestState.state == "flaky", 2), else_=1)
 
 
 def _repo_body(repo: Repository, counts: RepoCounts) -> dict[str, Any]:
@@ -347,25 +291,25 @@ def list_repos(request: Request, principal: Principal = Depends(require("read"))
     return {"repos": [_repo_body(r, counts[r.id]) for r in repos]}
 
 
-def _test_row(test: TestCase, figures: Figures, framework: str | None) -> dict[str, Any]:
+def _test_row(test: TestCase, framework: str | None, quarantined: bool) -> dict[str, Any]:
     return {
         "id": test.id,
         "name": test.name,
         "class_name": class_name(test),
         "file_path": test.file,
-        "flake_score": round(figures.flake_score, 4),
-        "pass_rate": figures.pass_rate,
-        "total_runs": figures.total_runs,
-        "state": figures.state,
+        "flake_score": round(test.flake_score, 4),
+        "pass_rate": pass_rate(test),
+        "total_runs": test.total_runs,
+        "state": "quarantined" if quarantined else test.state,
         "framework": framework,
         "root_cause_category": None,
         "root_cause_confidence": None,
-        "last_run": _iso(figures.last_run_at),
+        "last_run": _iso(test.last_seen_at),
     }
 
 
-def _frameworks(session: Session, run_ids: Iterable[str]) -> dict[str, str]:
-    ids = list(set(run_ids))
+def _frameworks(session: Session, run_ids: Iterable[str | None]) -> dict[str, str]:
+    ids = list({run_id for run_id in run_ids if run_id})
     if not ids:
         return {}
     return dict(session.execute(select(Run.id, Run.framework).where(Run.id.in_(ids))).all())
@@ -389,36 +333,22 @@ def get_repo(
         if repo is None:
             raise not_found("repository", repo_id)
         counts = repo_counts(session, [repo.id], now)[repo.id]
-        score = func.max(TestState.flake_score)
-        page_ids = [
-            test_id
-            for (test_id,) in session.execute(
-                select(TestState.test_id)
-                .where(TestState.repo_id == repo.id, TestState.last_run_at >= now - FEED_WINDOW)
-                .group_by(TestState.test_id)
-                .order_by(score.desc(), TestState.test_id)
+        tests = list(
+            session.scalars(
+                select(TestCase)
+                .where(TestCase.repo_id == repo.id, TestCase.last_seen_at >= now - FEED_WINDOW)
+                .order_by(TestCase.flake_score.desc(), TestCase.id)
                 .limit(PAGE_SIZE)
                 .offset((page - 1) * PAGE_SIZE)
             )
-        ]
-        tests = {
-            t.id: t for t in session.scalars(select(TestCase).where(TestCase.id.in_(page_ids)))
-        }
-        states = _states_by_test(session, page_ids)
-        quarantined = _active_quarantines(session, page_ids, now)
-        figures = {test_id: combine(states[test_id]) for test_id in page_ids}
-        frameworks = _frameworks(session, (f.last_run_id for f in figures.values()))
-    rows = []
-    for test_id in page_ids:
-        row = _test_row(
-            tests[test_id], figures[test_id], frameworks.get(figures[test_id].last_run_id)
         )
-        if test_id in quarantined:
-            row["state"] = "quarantined"
-        rows.append(row)
+        quarantined = _active_quarantines(session, (t.id for t in tests), now)
+        frameworks = _frameworks(session, (t.last_run_id for t in tests))
     return {
         "repo": _repo_body(repo, counts),
-        "tests": rows,
+        "tests": [
+            _test_row(t, frameworks.get(t.last_run_id or ""), t.id in quarantined) for t in tests
+        ],
         "summary": {
             "total": counts.total,
             "passing": counts.healthy,
@@ -433,10 +363,11 @@ def get_repo(
 
 def _durations(rows: Sequence[TestState]) -> dict[str, Any]:
     """p50/p90 from the stored samples of the test's busiest environment."""
-    busiest = max(rows, key=lambda r: r.total_runs)
-    history = json.loads(busiest.durations)
-    last = len(history) - 1
-    found = estimate(Sample(d, last - i, bool(c)) for i, (d, c) in enumerate(history))
+    found = None
+    if rows:
+        history = json.loads(max(rows, key=lambda r: r.total_runs).durations)
+        last = len(history) - 1
+        found = estimate(Sample(d, last - i, bool(c)) for i, (d, c) in enumerate(history))
     return {
         "duration_p50_ms": round(found.p50_ms, 3) if found else None,
         "duration_p90_ms": round(found.p90_ms, 3) if found else None,
@@ -468,29 +399,26 @@ def get_test(
             .order_by(TestResult.id.desc())
             .limit(RECENT_RUNS)
         ).all()
-        events = (
-            session.execute(
-                select(TestEvent)
-                .where(TestEvent.test_id == test.id)
-                .order_by(TestEvent.at.desc(), TestEvent.id.desc())
-                .limit(RECENT_RUNS)
-            )
-            .scalars()
-            .all()
-        )
-        framework = _frameworks(session, [r.last_run_id for r in rows])
-    body: dict[str, Any] = {
-        "id": test.id,
-        "name": test.name,
-        "class_name": class_name(test),
+        events = session.scalars(
+            select(TestEvent)
+            .where(TestEvent.test_id == test.id)
+            .order_by(TestEvent.at.desc(), TestEvent.id.desc())
+            .limit(RECENT_RUNS)
+        ).all()
+        framework = _frameworks(session, [test.last_run_id]).get(test.last_run_id or "")
+    return {
+        **_test_row(test, framework, quarantine is not None),
         "classname": test.classname,
         "suite": test.suite,
-        "file_path": test.file,
         "repo": {"id": repo.id, "name": repo.name},
         "first_seen": _iso(test.first_seen_at),
-        "last_seen": _iso(test.last_seen_at),
-        "root_cause_category": None,
-        "root_cause_confidence": None,
+        "flake_score_interval": [round(test.flake_score_low, 4), round(test.flake_score_high, 4)],
+        "failed_runs": test.failed_runs,
+        "flaky_runs": test.flaky_runs,
+        "first_occurrence": _iso(test.first_flaky_at),
+        "last_occurrence": _iso(test.last_flaky_at),
+        "last_24_hours_count": last_24_hours(test, now),
+        **_durations(rows),
         "quarantine": None
         if quarantine is None
         else {
@@ -498,64 +426,41 @@ def get_test(
             "created_at": _iso(quarantine.created_at),
             "expires_at": _iso(quarantine.expires_at),
         },
-    }
-    if rows:
-        figures = combine(rows)
-        body.update(
+        "environments": [
             {
-                "state": "quarantined" if quarantine else figures.state,
-                "flake_score": round(figures.flake_score, 4),
-                "flake_score_interval": [
-                    round(figures.flake_score_low, 4),
-                    round(figures.flake_score_high, 4),
-                ],
-                "pass_rate": figures.pass_rate,
-                "total_runs": figures.total_runs,
-                "failed_runs": figures.failed_runs,
-                "flaky_runs": figures.flaky_runs,
-                "first_occurrence": _iso(figures.first_flaky_at),
-                "last_occurrence": _iso(figures.last_flaky_at),
-                "last_24_hours_count": _last_24_hours(rows, now),
-                "framework": framework.get(figures.last_run_id),
-                "last_run": _iso(figures.last_run_at),
-                **_durations(rows),
-                "environments": [
-                    {
-                        "environment": r.environment or None,
-                        "state": r.state,
-                        "flake_score": round(r.flake_score, 4),
-                        "total_runs": r.total_runs,
-                        "flaky_runs": r.flaky_runs,
-                        "since": _iso(r.since),
-                    }
-                    for r in sorted(rows, key=lambda r: r.environment)
-                ],
+                "environment": r.environment or None,
+                "state": r.state,
+                "flake_score": round(r.flake_score, 4),
+                "total_runs": r.total_runs,
+                "flaky_runs": r.flaky_runs,
+                "since": _iso(r.since),
             }
-        )
-    body["recent_runs"] = [
-        {
-            "timestamp": _iso(at),
-            "status": status,
-            "duration_ms": duration,
-            "error_message": message,
-            "attempt": attempt,
-            "environment": env,
-            "run_id": run_id,
-        }
-        for at, status, duration, message, attempt, env, run_id in recent
-    ]
-    body["events"] = [
-        {
-            "at": _iso(e.at),
-            "from": e.from_state,
-            "to": e.to_state,
-            "reason": e.reason,
-            "environment": e.environment or None,
-            "run_ids": json.loads(e.run_ids),
-        }
-        for e in events
-    ]
-    return body
+            for r in sorted(rows, key=lambda r: r.environment)
+        ],
+        "recent_runs": [
+            {
+                "timestamp": _iso(at),
+                "status": status,
+                "duration_ms": duration,
+                "error_message": message,
+                "attempt": attempt,
+                "environment": env,
+                "run_id": run_id,
+            }
+            for at, status, duration, message, attempt, env, run_id in recent
+        ],
+        "events": [
+            {
+                "at": _iso(e.at),
+                "from": e.from_state,
+                "to": e.to_state,
+                "reason": e.reason,
+                "environment": e.environment or None,
+                "run_ids": json.loads(e.run_ids),
+            }
+            for e in events
+        ],
+    }
 
 
 # --- analytics (the /api/v1/analytics dialect) -----------------------------------------------
@@ -583,18 +488,14 @@ def analytics_flaky_tests(
     now = utcnow()
     with _db(request).transaction() as session:
         repo = _project(session, principal, project)
-        rows = session.execute(
-            select(TestCase, TestState)
-            .join(TestState, TestState.test_id == TestCase.id)
-            .where(TestState.repo_id == repo.id, TestState.last_flaky_at >= now - FEED_WINDOW)
+        tests = session.scalars(
+            select(TestCase).where(
+                TestCase.repo_id == repo.id, TestCase.last_flaky_at >= now - FEED_WINDOW
+            )
         ).all()
-    grouped: dict[str, tuple[TestCase, list[TestState]]] = {}
-    for test, state in rows:
-        grouped.setdefault(test.id, (test, []))[1].append(state)
     data = []
-    for test, states in grouped.values():
-        figures = combine(states)
-        rate = 100.0 * figures.flaky_runs / figures.total_runs if figures.total_runs else 0.0
+    for test in tests:
+        rate = 100.0 * test.flaky_runs / test.total_runs if test.total_runs else 0.0
         if rate >= min_rate:
             data.append(
                 {
@@ -602,9 +503,9 @@ def analytics_flaky_tests(
                     "testFile": test.file,
                     "testName": test.name,
                     "flakinessRate": round(rate, 2),
-                    "flakyRuns": figures.flaky_runs,
-                    "totalRuns": figures.total_runs,
-                    "lastFlakyAt": _iso(figures.last_flaky_at),
+                    "flakyRuns": test.flaky_runs,
+                    "totalRuns": test.total_runs,
+                    "lastFlakyAt": _iso(test.last_flaky_at),
                 }
             )
     data.sort(key=lambda d: (-d["flakinessRate"], d["testId"]))
@@ -650,10 +551,10 @@ def analytics_flakiness_trends(
     return {"project": repo.name, "days": days, "data": data}
 
 
-def recommend(test: TestCase, figures: Figures, quarantined: bool) -> dict[str, Any] | None:
+def recommend(test: TestCase, quarantined: bool) -> dict[str, Any] | None:
     """What to do about one test, how urgent, and what it costs today; None when healthy."""
-    rate = figures.flaky_runs / figures.total_runs if figures.total_runs else 0.0
-    if figures.state == "broken":
+    rate = test.flaky_runs / test.total_runs if test.total_runs else 0.0
+    if test.state == "broken":
         severity, text = (
             "critical",
             (
@@ -661,7 +562,7 @@ def recommend(test: TestCase, figures: Figures, quarantined: bool) -> dict[str, 
                 "Fix the code or the test; retries will not help."
             ),
         )
-    elif figures.state == "flaky":
+    elif test.state == "flaky":
         severity = "high" if rate >= 0.1 else "medium" if rate >= 0.02 else "low"
         text = "Fails intermittently on unchanged code. " + (
             "It is quarantined: fix it and lift the quarantine."
@@ -682,9 +583,9 @@ def recommend(test: TestCase, figures: Figures, quarantined: bool) -> dict[str, 
         "recommendation": text,
         "impact": {
             "flakiness_rate": round(100.0 * rate, 2),
-            "flaky_runs": figures.flaky_runs,
-            "failed_runs": figures.failed_runs,
-            "total_runs": figures.total_runs,
+            "flaky_runs": test.flaky_runs,
+            "failed_runs": test.failed_runs,
+            "total_runs": test.total_runs,
         },
     }
 
@@ -702,20 +603,13 @@ def analytics_recommendations(
     now = utcnow()
     with _db(request).transaction() as session:
         repo = _project(session, principal, project)
-        rows = session.execute(
-            select(TestCase, TestState)
-            .join(TestState, TestState.test_id == TestCase.id)
-            .where(TestState.repo_id == repo.id, TestState.state.in_(("flaky", "broken")))
+        tests = session.scalars(
+            select(TestCase).where(
+                TestCase.repo_id == repo.id, TestCase.state.in_(("flaky", "broken"))
+            )
         ).all()
-        quarantined = _active_quarantines(session, {t.id for t, _ in rows}, now)
-    grouped: dict[str, tuple[TestCase, list[TestState]]] = {}
-    for test, state in rows:
-        grouped.setdefault(test.id, (test, []))[1].append(state)
-    data = [
-        advice
-        for test, states in grouped.values()
-        if (advice := recommend(test, combine(states), test.id in quarantined))
-    ]
+        quarantined = _active_quarantines(session, (t.id for t in tests), now)
+    data = [advice for test in tests if (advice := recommend(test, test.id in quarantined))]
     data.sort(
         key=lambda d: (_SEVERITY_ORDER[d["severity"]], -d["impact"]["flaky_runs"], d["test"]["id"])
     )
@@ -782,10 +676,8 @@ def quarantine_test(
         if existing is None:
             existing = Quarantine(test_id=test.id, repo_id=test.repo_id, created_at=now)
             session.add(existing)
-            rows = _states_by_test(session, [test.id]).get(test.id, [])
-            before = combine(rows).state if rows else "healthy"
             _record_quarantine_event(
-                session, test, before, "quarantined", body.reason or "quarantined by a user"
+                session, test, test.state, "quarantined", body.reason or "quarantined by a user"
             )
         existing.reason = body.reason
         existing.expires_at = expires
@@ -804,9 +696,7 @@ def unquarantine_test(
         if existing is None:
             raise not_found("quarantine", test_id)
         session.delete(existing)
-        rows = _states_by_test(session, [test.id]).get(test.id, [])
-        after = combine(rows).state if rows else "healthy"
-        _record_quarantine_event(session, test, "quarantined", after, "quarantine lifted")
+        _record_quarantine_event(session, test, "quarantined", test.state, "quarantine lifted")
     return Response(status_code=204)
 
 

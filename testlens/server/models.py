@@ -133,11 +133,23 @@ class Run(Base):
 
 
 class TestCase(Base):
-    """A test's stable identity within a repository; ``id`` is a hash of that identity."""
+    """A test's stable identity within a repository, and its figures combined over every
+    environment it runs in (worst state, highest flake score, summed runs).
+
+    ``id`` is a hash of the identity. The figures are rewritten at each ingest that touches
+    the test, so repository pages and the flaky feed are index range scans with a limit,
+    whatever the history. ``recent_flaky`` is a JSON list of recent flaky occurrences (Unix
+    seconds), for the last-24-hours count.
+    """
 
     __tablename__ = "test_cases"
     __test__ = False
-    __table_args__ = (Index("ix_test_cases_repo_file", "repo_id", "file"),)
+    __table_args__ = (
+        Index("ix_test_cases_repo_file", "repo_id", "file"),
+        Index("ix_test_cases_repo_flaky", "repo_id", "first_flaky_at"),
+        Index("ix_test_cases_repo_score", "repo_id", "flake_score"),
+        Index("ix_test_cases_repo_state", "repo_id", "state"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     repo_id: Mapped[str] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
     file: Mapped[str] = mapped_column(Text, default="")
@@ -146,6 +158,17 @@ class TestCase(Base):
     name: Mapped[str] = mapped_column(Text)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(12), default="healthy", server_default="healthy")
+    flake_score: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    flake_score_low: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    flake_score_high: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    total_runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed_runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    flaky_runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    first_flaky_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_flaky_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_run_id: Mapped[str | None] = mapped_column(String(36))
+    recent_flaky: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
 
 
 class TestResult(Base):
@@ -187,10 +210,6 @@ class TestState(Base):
 
     __tablename__ = "test_states"
     __test__ = False
-    __table_args__ = (
-        Index("ix_test_states_repo_state", "repo_id", "state"),
-        Index("ix_test_states_repo_flaky", "repo_id", "first_flaky_at"),
-    )
     test_id: Mapped[str] = mapped_column(
         ForeignKey("test_cases.id", ondelete="CASCADE"), primary_key=True
     )

@@ -17,6 +17,24 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("test_cases", schema=None) as batch_op:
+        for column in (
+            sa.Column("state", sa.String(length=12), nullable=False, server_default="healthy"),
+            sa.Column("flake_score", sa.Float(), nullable=False, server_default="0"),
+            sa.Column("flake_score_low", sa.Float(), nullable=False, server_default="0"),
+            sa.Column("flake_score_high", sa.Float(), nullable=False, server_default="0"),
+            sa.Column("total_runs", sa.Integer(), nullable=False, server_default="0"),
+            sa.Column("failed_runs", sa.Integer(), nullable=False, server_default="0"),
+            sa.Column("flaky_runs", sa.Integer(), nullable=False, server_default="0"),
+            sa.Column("first_flaky_at", UTCDateTime(timezone=True), nullable=True),
+            sa.Column("last_flaky_at", UTCDateTime(timezone=True), nullable=True),
+            sa.Column("last_run_id", sa.String(length=36), nullable=True),
+            sa.Column("recent_flaky", sa.Text(), nullable=False, server_default="[]"),
+        ):
+            batch_op.add_column(column)
+        batch_op.create_index("ix_test_cases_repo_flaky", ["repo_id", "first_flaky_at"])
+        batch_op.create_index("ix_test_cases_repo_score", ["repo_id", "flake_score"])
+        batch_op.create_index("ix_test_cases_repo_state", ["repo_id", "state"])
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("flaky_detected", sa.Integer(), nullable=False, server_default="0")
@@ -236,19 +254,19 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("test_id", "environment", name=op.f("pk_test_states")),
     )
-    with op.batch_alter_table("test_states", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_test_states_repo_flaky", ["repo_id", "first_flaky_at"], unique=False
-        )
-        batch_op.create_index("ix_test_states_repo_state", ["repo_id", "state"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("test_cases", schema=None) as batch_op:
+        for index in ("ix_test_cases_repo_flaky", "ix_test_cases_repo_score",
+                      "ix_test_cases_repo_state"):
+            batch_op.drop_index(index)
+        for column in ("state", "flake_score", "flake_score_low", "flake_score_high",
+                       "total_runs", "failed_runs", "flaky_runs", "first_flaky_at",
+                       "last_flaky_at", "last_run_id", "recent_flaky"):
+            batch_op.drop_column(column)
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_column("flaky_detected")
-    with op.batch_alter_table("test_states", schema=None) as batch_op:
-        batch_op.drop_index("ix_test_states_repo_state")
-        batch_op.drop_index("ix_test_states_repo_flaky")
 
     op.drop_table("test_states")
     with op.batch_alter_table("test_events", schema=None) as batch_op:
