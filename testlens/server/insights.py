@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import Row, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..core.durations import Sample, estimate
@@ -38,6 +38,17 @@ from .models import (
 )
 
 router = APIRouter(tags=["insights"])
+
+# Lists select just the columns they show: rows, not ORM objects, keep pages fast.
+FEED_COLUMNS = (
+    TestCase.id, TestCase.name, TestCase.classname, TestCase.suite, TestCase.first_flaky_at,
+    TestCase.last_flaky_at, TestCase.recent_flaky,
+)  # fmt: skip
+LIST_COLUMNS = (
+    TestCase.id, TestCase.name, TestCase.classname, TestCase.suite, TestCase.file,
+    TestCase.flake_score, TestCase.total_runs, TestCase.failed_runs, TestCase.state,
+    TestCase.last_run_id, TestCase.last_seen_at,
+)  # fmt: skip
 
 FEED_WINDOW = timedelta(days=30)
 PAGE_SIZE = 100
@@ -92,7 +103,7 @@ def _active_quarantines(
     return {q.test_id: q for q in rows}
 
 
-def pass_rate(test: TestCase) -> float | None:
+def pass_rate(test: TestCase | Row) -> float | None:
     """Share of the test's runs that passed in the end (retries included)."""
     if not test.total_runs:
         return None
@@ -107,12 +118,12 @@ def _states_by_test(session: Session, test_ids: Sequence[str]) -> dict[str, list
     return grouped
 
 
-def last_24_hours(test: TestCase, now: datetime) -> int:
+def last_24_hours(test: TestCase | Row, now: datetime) -> int:
     start = now.timestamp() - 24 * 3600
     return sum(1 for at in json.loads(test.recent_flaky) if at > start)
 
 
-def class_name(test: TestCase) -> str:
+def class_name(test: TestCase | Row) -> str:
     return test.classname or test.suite
 
 
@@ -188,8 +199,8 @@ def flaky_feed(
                 .exists()
             )
         page = list(
-            session.scalars(
-                select(TestCase)
+            session.execute(
+                select(*FEED_COLUMNS)
                 .where(*conditions)
                 .order_by(TestCase.first_flaky_at.desc(), TestCase.id)
                 .limit(PAGE_SIZE + 1)
@@ -291,7 +302,7 @@ def list_repos(request: Request, principal: Principal = Depends(require("read"))
     return {"repos": [_repo_body(r, counts[r.id]) for r in repos]}
 
 
-def _test_row(test: TestCase, framework: str | None, quarantined: bool) -> dict[str, Any]:
+def _test_row(test: TestCase | Row, framework: str | None, quarantined: bool) -> dict[str, Any]:
     return {
         "id": test.id,
         "name": test.name,
@@ -334,8 +345,8 @@ def get_repo(
             raise not_found("repository", repo_id)
         counts = repo_counts(session, [repo.id], now)[repo.id]
         tests = list(
-            session.scalars(
-                select(TestCase)
+            session.execute(
+                select(*LIST_COLUMNS)
                 .where(TestCase.repo_id == repo.id, TestCase.last_seen_at >= now - FEED_WINDOW)
                 .order_by(TestCase.flake_score.desc(), TestCase.id)
                 .limit(PAGE_SIZE)
