@@ -120,7 +120,8 @@ class Transition:
 
 @dataclass(frozen=True, slots=True)
 class CodeSeen:
-    """One remembered commit or tree: when it was first seen and a run where it passed/failed."""
+    """One remembered commit or tree: when it was first seen, a run where it passed, and a
+    failure not yet shown to be a flake (a later pass on the same code shows that)."""
 
     first_seen: datetime
     pass_run: str | None = None
@@ -306,7 +307,8 @@ def last_24_hours_count(state: TestState, now: datetime) -> int:
 def credible_interval(
     state: TestState, config: DetectionConfig = DEFAULT_CONFIG
 ) -> tuple[float, float]:
-    """Equal-tailed credible interval of ``q`` (computed on read: it costs a few hundred µs)."""
+    """Equal-tailed credible interval of ``q``, computed from the posterior on demand rather
+    than stored, since the state's ``alpha`` and ``beta`` determine it."""
     return (_beta_quantile(config.lower_tail, state.alpha, state.beta),
             _beta_quantile(config.upper_tail, state.alpha, state.beta))
 
@@ -429,24 +431,25 @@ class _Update:
             return proof, True, False
         seen = s.codes.pop(obs.code_id, None) or CodeSeen(first_seen=obs.at)
         if proof is None and self.failed and seen.pass_run is not None:
-            proof = (self._same_code_reason(seen.pass_run, obs.run_id),
+            proof = (self._same_code_reason(obs.run_id, seen.pass_run),
                      (seen.pass_run, obs.run_id))
         elif proof is None and self.passed and seen.fail_run is not None:
             proof = (self._same_code_reason(seen.fail_run, obs.run_id),
                      (seen.fail_run, obs.run_id))
-        failed_before = seen.fail_run is not None
-        seen = CodeSeen(min(seen.first_seen, obs.at),
-                        seen.pass_run or (obs.run_id if self.passed else None),
-                        seen.fail_run or (obs.run_id if self.failed else None))
+        refutes = self.passed and seen.fail_run is not None
+        # After a pass (or a failure where it had passed) every failure here was a flake.
+        fail_run = None if self.passed or proof else seen.fail_run or obs.run_id
+        seen = CodeSeen(min(seen.first_seen, obs.at), seen.pass_run or
+                        (obs.run_id if self.passed else None), fail_run)
         s.codes[obs.code_id] = seen
         while len(s.codes) > self.cfg.code_memory:
             del s.codes[next(iter(s.codes))]
         ends_streak = s.streak is None or seen.first_seen >= s.streak.started_at
-        return proof, ends_streak, self.passed and failed_before
+        return proof, ends_streak, refutes
 
-    def _same_code_reason(self, earlier: str, now: str) -> str:
-        return (f"failed and passed on the same code {self.obs.code_id} "
-                f"(runs {earlier} and {now})")
+    def _same_code_reason(self, failed_run: str, passed_run: str) -> str:
+        return (f"failed in run {failed_run} and passed in run {passed_run} on the same code "
+                f"{self.obs.code_id}")
 
     def _count(self, failed: bool, times: int = 1) -> None:
         """Add runs on good code to the posterior of ``q``, fading older ones."""
@@ -507,8 +510,8 @@ class _Update:
         self._count(failed=True, times=streak.count)
         for at, run_id in streak.runs:
             self._flake(at, run_id)
-        self.s.flaky_runs += streak.count - len(streak.runs)
-        self.s.last_flaky_at = max(self.s.last_flaky_at or streak.last_at, streak.last_at)
+        s.flaky_runs += streak.count - len(streak.runs)  # runs beyond the remembered ones
+        s.last_flaky_at = max(s.last_flaky_at or streak.last_at, streak.last_at)
         return True
 
     def _check_score(self) -> None:
@@ -587,31 +590,33 @@ def _beta_cdf(x: float, a: float, b: float) -> float:
 
 
 def _beta_fraction(x: float, a: float, b: float) -> float:
-    """Modified Lentz evaluation of the incomplete beta continued fraction."""
-    tiny = 1e-300
-    d = 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
+    """Modified Lentz evaluation of the incomplete beta continued fraction, its two terms per
+    step written out (this loop is where interval computations spend their time)."""
+    tiny = 1e-300  # stands in for an exact zero denominator, as Lentz's method prescribes
+    d = 1.0 / ((1.0 - (a + b) * x / (a + 1.0)) or tiny)
     c, h = 1.0, d
     for m in range(1, 1000):
         m2 = 2 * m
-        for numerator in (m * (b - m) * x / ((a + m2 - 1.0) * (a + m2)),
-                          -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            delta = c * d
-            h *= delta
+        numerator = m * (b - m) * x / ((a + m2 - 1.0) * (a + m2))
+        d = 1.0 / ((1.0 + numerator * d) or tiny)
+        c = (1.0 + numerator / c) or tiny
+        h *= d * c
+        numerator = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0))
+        d = 1.0 / ((1.0 + numerator * d) or tiny)
+        c = (1.0 + numerator / c) or tiny
+        delta = d * c
+        h *= delta
         if abs(delta - 1.0) < 1e-13:
             break
     return h
 
 
 def _beta_quantile(p: float, a: float, b: float) -> float:
-    """Inverse of :func:`_beta_cdf` in ``x``: Newton steps kept inside a shrinking bisection
-    bracket, so it converges in a handful of evaluations and never diverges."""
+    """Inverse of :func:`_beta_cdf` in ``x``: Newton steps from the starting guess of
+    Numerical Recipes' ``invbetai``, kept inside a shrinking bisection bracket so that they
+    converge in a few evaluations and never diverge."""
     lo, hi = 0.0, 1.0
-    x = a / (a + b)
+    x = _beta_quantile_guess(p, a, b)
     log_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
     for _ in range(200):
         f = _beta_cdf(x, a, b) - p
@@ -625,6 +630,28 @@ def _beta_quantile(p: float, a: float, b: float) -> float:
         step = x - f / density if density > 0 else -1.0
         x = step if lo < step < hi else (lo + hi) / 2.0
     return x
+
+
+def _beta_quantile_guess(p: float, a: float, b: float) -> float:
+    """A close first guess: a normal approximation when both shapes are at least 1, else the
+    power laws that the distribution follows near each end."""
+    if a >= 1.0 and b >= 1.0:
+        t = math.sqrt(-2.0 * math.log(min(p, 1.0 - p)))
+        z = (2.30753 + t * 0.27061) / (1.0 + t * (0.99229 + t * 0.04481)) - t
+        z = -z if p < 0.5 else z
+        al = (z * z - 3.0) / 6.0
+        inv_a, inv_b = 1.0 / (2.0 * a - 1.0), 1.0 / (2.0 * b - 1.0)
+        h = 2.0 / (inv_a + inv_b)
+        w = z * math.sqrt(al + h) / h - (inv_b - inv_a) * (al + 5.0 / 6.0 - 2.0 / (3.0 * h))
+        guess = a / (a + b * math.exp(min(2.0 * w, 700.0)))
+    else:
+        head = math.exp(a * math.log(a / (a + b))) / a
+        tail = math.exp(b * math.log(b / (a + b))) / b
+        if p < head / (head + tail):
+            guess = (a * (head + tail) * p) ** (1.0 / a)
+        else:
+            guess = 1.0 - (b * (head + tail) * (1.0 - p)) ** (1.0 / b)
+    return min(max(guess, 1e-300), 1.0 - 1e-16)
 
 
 def _iso(at: datetime | None) -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Column, Connection, Engine, Insert, Table, create_engine, event
+from sqlalchemy import Column, Connection, Engine, Insert, Table, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -146,6 +146,29 @@ class Database:
             cursor.executemany(sql, rows)
         finally:
             cursor.close()
+
+    def claim_rows(
+        self, session: Session, table: Table, columns: Sequence[str], rows: Sequence[tuple]
+    ) -> None:
+        """Insert the missing ``rows`` and lock all of them, in key order (first column), so
+        that concurrent transactions reading and rewriting the same rows take turns instead
+        of losing each other's updates. PostgreSQL only: an SQLite write transaction already
+        holds the whole database's write lock.
+        """
+        if self.dialect != "postgresql" or not rows:
+            return
+        ordered = sorted(rows, key=lambda row: row[0])
+        key = columns[0]
+        self.insert_many(session.connection(), table, columns, ordered, conflict=(key,))
+        ids = [row[0] for row in ordered]
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            session.execute(
+                select(table.c[key])
+                .where(table.c[key].in_(chunk))
+                .order_by(table.c[key])
+                .with_for_update()
+            ).all()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -178,7 +178,14 @@ def gunzip(data: bytes, limit: int) -> bytes:
 
 
 _TEST_COLUMNS = (
-    "id", "repo_id", "file", "suite", "classname", "name", "first_seen_at", "last_seen_at",
+    "id",
+    "repo_id",
+    "file",
+    "suite",
+    "classname",
+    "name",
+    "first_seen_at",
+    "last_seen_at",
     *flakiness.SUMMARY_COLUMNS,
 )
 _RESULT_COLUMNS = (
@@ -276,29 +283,58 @@ def store_report(
             ],
         )
         test_ids = {test.identity: test_id(repo_id, test.identity) for test in report.tests}
+        now_db = database.to_driver(TestCase.__table__.c.last_seen_at)(now)
+        identities = {
+            tid: (
+                tid,
+                repo_id,
+                _text(t.file),
+                _text(t.suite),
+                _text(t.classname),
+                _text(t.name),
+                now_db,
+                now_db,
+            )
+            for t in report.tests
+            for tid in (test_ids[t.identity],)
+        }
+        database.claim_rows(
+            session, TestCase.__table__, _TEST_COLUMNS[:8], list(identities.values())
+        )
         context = flakiness.RunContext(
             repo_id, run_id, now, meta.commit, meta.tree_sha, meta.environment, meta.check_name
         )
         evaluation = flakiness.evaluate(database, session, context, report, test_ids)
-        now_db = database.to_driver(TestCase.__table__.c.last_seen_at)(now)
         tests: list[tuple] = []
         results: list[tuple] = []
         for test in report.tests:
             tid = test_ids[test.identity]
-            tests.append((
-                tid, repo_id, _text(test.file), _text(test.suite), _text(test.classname),
-                _text(test.name), now_db, now_db, *evaluation.summaries[tid],
-            ))
+            tests.append((*identities[tid], *evaluation.summaries[tid]))
             for number, a in enumerate(test.attempts):
-                results.append((
-                    run_id, tid, number, a.status, a.duration_ms,
-                    a.environment or meta.environment, a.censored, _text(a.error_type),
-                    _text(a.message), _text(a.stack), _text(a.stdout), _text(a.stderr),
-                ))
+                results.append(
+                    (
+                        run_id,
+                        tid,
+                        number,
+                        a.status,
+                        a.duration_ms,
+                        a.environment or meta.environment,
+                        a.censored,
+                        _text(a.error_type),
+                        _text(a.message),
+                        _text(a.stack),
+                        _text(a.stdout),
+                        _text(a.stderr),
+                    )
+                )
         connection = session.connection()
         database.insert_many(
-            connection, TestCase.__table__, _TEST_COLUMNS, tests,
-            conflict=["id"], update=["last_seen_at", *flakiness.SUMMARY_COLUMNS],
+            connection,
+            TestCase.__table__,
+            _TEST_COLUMNS,
+            tests,
+            conflict=["id"],
+            update=["last_seen_at", *flakiness.SUMMARY_COLUMNS],
         )
         database.insert_many(connection, TestResult.__table__, _RESULT_COLUMNS, results)
         flakiness.write(database, session, context, evaluation)

@@ -1,0 +1,386 @@
+"""Flaky-test detection: evidence, regressions, outages, resolution, quarantine, storage."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from testlens.core.flakiness import (
+    DEFAULT_CONFIG,
+    DetectionConfig,
+    Observation,
+    TestState,
+    Transition,
+    credible_interval,
+    last_24_hours_count,
+    mark_quarantined,
+    observations,
+    observe,
+    resolve_clean_runs,
+    unquarantine,
+)
+from testlens.core.model import Attempt, Report, TestCase
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+PASS = ("passed",)
+FAIL = ("failed",)
+
+
+def obs(i: int, statuses: tuple[str, ...] = PASS, *, code: str | None = "", env: str = "linux",
+        share: float = 0.0, tests: int | None = 100, at: datetime | None = None) -> Observation:
+    """Run ``r{i}`` at hour ``i`` on its own commit ``c{i}`` unless told otherwise."""
+    return Observation(run_id=f"r{i}", at=at or T0 + timedelta(hours=i),
+                       code_id=f"c{i}" if code == "" else code, environment=env,
+                       statuses=statuses, run_failure_share=share, run_tests=tests)
+
+
+def feed(state: TestState | None, observations_: list[Observation],
+         config: DetectionConfig = DEFAULT_CONFIG) -> tuple[TestState, list[Transition]]:
+    transitions: list[Transition] = []
+    for o in observations_:
+        state, new = observe(state, o, config)
+        transitions += new
+    assert state is not None
+    return state, transitions
+
+
+def passes(start: int, count: int, **kwargs) -> list[Observation]:
+    return [obs(i, PASS, **kwargs) for i in range(start, start + count)]
+
+
+# --- proof: failed and passed on the same code ---------------------------------------------
+
+def test_retry_that_passes_makes_the_test_flaky_at_once():
+    state, transitions = feed(None, [*passes(0, 5), obs(5, ("failed", "passed"))])
+    assert state.state == "flaky"
+    assert [(t.from_state, t.to_state, t.run_ids) for t in transitions] == [
+        ("healthy", "flaky", ("r5",))]
+    assert "within run r5" in transitions[0].reason
+    assert transitions[0].at == T0 + timedelta(hours=5)
+    assert (state.total_runs, state.failed_runs, state.flaky_runs) == (6, 0, 1)
+    assert state.first_flaky_at == state.last_flaky_at == T0 + timedelta(hours=5)
+
+
+def test_failure_and_pass_on_the_same_commit_in_two_runs_is_flaky():
+    state, transitions = feed(None, [*passes(0, 5), obs(5, FAIL, code="abc"),
+                                     obs(6, PASS, code="abc")])
+    assert state.state == "flaky"
+    assert transitions[-1].run_ids == ("r5", "r6")
+    assert "same code abc" in transitions[-1].reason
+    assert state.flaky_runs == 1
+
+
+def test_pass_then_failure_on_the_same_commit_is_flaky_without_waiting_for_a_pass():
+    state, transitions = feed(None, [*passes(0, 5), obs(5, PASS, code="abc"),
+                                     obs(6, FAIL, code="abc")])
+    assert state.state == "flaky"
+    assert transitions[-1].run_ids == ("r5", "r6")
+    assert state.streak is None  # the failure is a known flake, not a pending streak
+
+
+def test_same_tree_sha_on_different_commits_is_the_same_code():
+    def report(status: str) -> Report:
+        return Report("junit", [TestCase(name="test_a", attempts=[Attempt(status)]),
+                                *(TestCase(name=f"test_{i}", attempts=[Attempt("passed")])
+                                  for i in range(20))])
+
+    state = None
+    transitions: list[Transition] = []
+    uploads = [("r1", "commit1", "tree1", "passed"), ("r2", "commit2", "tree2", "failed"),
+               ("r3", "commit3", "tree2", "passed")]  # commit3 rebased, same tree as commit2
+    for i, (run_id, commit, tree, status) in enumerate(uploads):
+        observed = dict(observations(report(status), run_id=run_id, at=T0 + timedelta(hours=i),
+                                     commit=commit, tree_sha=tree, environment="linux"))
+        state, new = observe(state, observed["", "", "", "test_a"])
+        transitions += new
+    assert state is not None and state.state == "flaky"
+    assert transitions[-1].run_ids == ("r2", "r3")
+    assert "tree2" in transitions[-1].reason
+
+
+def test_different_environments_are_not_evidence_against_each_other():
+    linux, _ = feed(None, [*passes(0, 5, env="linux"), obs(5, FAIL, code="abc", env="linux")])
+    windows, transitions = feed(None, [*passes(0, 5, env="windows"),
+                                       obs(6, PASS, code="abc", env="windows")])
+    assert linux.state == windows.state == "healthy"
+    assert transitions == []
+    with pytest.raises(ValueError, match="environment"):
+        observe(linux, obs(7, PASS, code="abc", env="windows"))
+
+
+def test_observations_split_a_merged_matrix_by_environment():
+    report = Report("junit", [TestCase(name="test_a", attempts=[
+        Attempt("failed", environment="linux"), Attempt("passed", environment="windows")])])
+    observed = observations(report, run_id="r1", at=T0, commit="abc")
+    assert sorted((o.environment, o.statuses) for _, o in observed) == [
+        ("linux", ("failed",)), ("windows", ("passed",))]
+    by_env = {o.environment: o for _, o in observed}
+    assert (by_env["linux"].run_failure_share, by_env["windows"].run_failure_share) == (1.0, 0.0)
+
+
+# --- regressions are broken, not flaky -----------------------------------------------------
+
+def test_regression_is_broken_not_flaky_and_healthy_again_once_fixed():
+    history = [*passes(0, 30), *(obs(i, FAIL) for i in range(30, 36)), obs(36, PASS)]
+    state, transitions = feed(None, history)
+    assert [(t.from_state, t.to_state) for t in transitions] == [
+        ("healthy", "broken"), ("broken", "healthy")]
+    broke, fixed = transitions
+    assert broke.run_ids[0] == "r30"  # the first failing run names the commit that broke it
+    assert broke.at < T0 + timedelta(hours=34)
+    assert fixed.run_ids == ("r30", "r36")
+    assert state.state == "healthy"
+    assert (state.flaky_runs, state.failed_runs) == (0, 6)
+    assert state.flake_score < DEFAULT_CONFIG.prior_failures / (
+        DEFAULT_CONFIG.prior_failures + DEFAULT_CONFIG.prior_passes)
+
+
+def test_retried_failures_break_a_test_after_two_runs():
+    history = [*passes(0, 10), obs(10, ("failed",) * 3), obs(11, ("failed",) * 3)]
+    state, transitions = feed(None, history)
+    assert state.state == "broken"
+    assert transitions[-1].run_ids == ("r10", "r11")
+
+
+def test_regression_with_reruns_of_its_commit_is_still_broken():
+    history = [*passes(0, 30), obs(30, FAIL, code="bad"), obs(31, FAIL, code="bad"),
+               obs(32, FAIL, code="bad2"), obs(33, PASS, code="fix")]
+    state, transitions = feed(None, history)
+    assert [t.to_state for t in transitions] == ["broken", "healthy"]
+    assert state.flaky_runs == 0
+
+
+def test_rerun_of_code_older_than_the_regression_does_not_end_it():
+    history = [*passes(0, 30, code="good"), *(obs(i, FAIL) for i in range(30, 33)),
+               obs(33, PASS, code="good"), obs(34, FAIL)]
+    state, transitions = feed(None, history)
+    assert state.state == "broken"
+    assert [t.to_state for t in transitions] == ["broken"]
+    assert state.streak is not None and state.streak.count == 4
+
+
+def test_broken_test_that_passes_on_a_failing_commit_was_flaky_all_along():
+    history = [*passes(0, 30), *(obs(i, FAIL) for i in range(30, 34)), obs(40, PASS, code="c33")]
+    state, transitions = feed(None, history)
+    assert [(t.from_state, t.to_state) for t in transitions] == [
+        ("healthy", "broken"), ("broken", "flaky")]
+    assert transitions[-1].run_ids == ("r33", "r40")
+    assert state.flaky_runs == 4
+
+
+def test_flaky_test_that_regresses_is_flaky_again_once_fixed():
+    history = [*passes(0, 30), obs(30, ("failed", "passed")), *passes(31, 30),
+               *(obs(i, FAIL) for i in range(61, 70)), obs(70, PASS)]
+    state, transitions = feed(None, history)
+    assert [t.to_state for t in transitions] == ["flaky", "broken", "flaky"]
+    assert state.state == "flaky"
+
+
+# --- outages -------------------------------------------------------------------------------
+
+def test_runs_where_most_tests_failed_are_not_evidence():
+    history = [*passes(0, 20), obs(20, FAIL, share=0.8), obs(21, PASS, code="c20"),
+               obs(22, ("failed", "passed"), share=0.9), obs(23, FAIL, share=0.6),
+               obs(24, FAIL, share=0.7), *passes(25, 5)]
+    state, transitions = feed(None, history)
+    assert transitions == []
+    assert state.state == "healthy"
+    assert (state.outage_runs, state.flaky_runs, state.failed_runs) == (4, 0, 3)
+
+
+def test_outage_share_is_configurable_and_small_runs_are_never_outages():
+    strict = DetectionConfig(outage_failure_share=0.9)
+    state, _ = feed(None, [*passes(0, 5), obs(5, ("failed", "passed"), share=0.8)], strict)
+    assert state.state == "flaky"
+    state, _ = feed(None, [*passes(0, 5), obs(5, ("failed", "passed"), share=1.0, tests=3)])
+    assert state.state == "flaky"
+
+
+# --- the statistical score -----------------------------------------------------------------
+
+def runs_to_detection(rate: float, seed: int, limit: int) -> int | None:
+    """Runs until a test failing at ``rate`` on every commit (no retries, no reruns) is
+    called flaky, or None."""
+    rng = random.Random(seed)
+    state = None
+    for i in range(limit):
+        state, transitions = observe(state, obs(i, FAIL if rng.random() < rate else PASS))
+        if any(t.to_state == "flaky" for t in transitions):
+            return i + 1
+    return None
+
+
+def test_ten_percent_flaky_test_without_retries_is_found_by_statistics():
+    found = [runs_to_detection(0.10, seed, limit=200) for seed in range(30)]
+    assert all(n is not None for n in found)
+    assert statistics.median(n for n in found if n is not None) <= 40
+
+
+def test_stable_test_with_rare_isolated_failures_is_not_flaky():
+    history = [obs(i, FAIL if i in (40, 400) else PASS) for i in range(600)]
+    state, transitions = feed(None, history)
+    assert transitions == []
+    assert state.flaky_runs == 2  # each failure was followed by a pass, so it was a flake
+    low, high = credible_interval(state)
+    assert low < DEFAULT_CONFIG.flaky_min_rate < high
+
+
+def test_statistical_transition_names_the_failing_runs():
+    history = [obs(i, FAIL if i % 5 == 0 else PASS) for i in range(1, 40)]
+    state, transitions = feed(None, history)
+    assert [t.to_state for t in transitions] == ["flaky"]
+    assert "estimated" in transitions[0].reason
+    assert set(transitions[0].run_ids) <= {f"r{i}" for i in range(5, 40, 5)}
+    assert len(transitions[0].run_ids) >= 2
+    low, high = credible_interval(state)
+    assert low < state.flake_score < high
+    assert 0.05 < state.flake_score < 0.35
+
+
+def test_credible_interval_matches_closed_forms():
+    uniform = TestState(None, T0, T0, alpha=1.0, beta=1.0)
+    assert credible_interval(uniform) == pytest.approx((0.05, 0.95))
+    one_failure = TestState(None, T0, T0, alpha=1.0, beta=40.0)
+    # Beta(1, b) has quantile 1 - (1 - p) ** (1 / b)
+    assert credible_interval(one_failure) == pytest.approx(
+        (1 - 0.95 ** (1 / 40), 1 - 0.05 ** (1 / 40)), rel=1e-9)
+    often = TestState(None, T0, T0, alpha=25.0, beta=1.0)
+    assert credible_interval(often) == pytest.approx((0.05 ** (1 / 25), 0.95 ** (1 / 25)))
+    arcsine = TestState(None, T0, T0, alpha=0.5, beta=0.5)  # quantile sin²(πp/2)
+    assert credible_interval(arcsine) == pytest.approx(
+        (math.sin(math.pi * 0.025) ** 2, math.sin(math.pi * 0.475) ** 2))
+
+
+# --- resolution ----------------------------------------------------------------------------
+
+def flaky_then_clean(days: float, runs: int) -> tuple[TestState, list[Transition]]:
+    """Flaky through a retry at hour 0, then ``runs`` clean runs spread over ``days``."""
+    state, _ = feed(None, [obs(0, ("failed", "passed"))])
+    step = timedelta(days=days) / runs
+    return feed(state, [obs(i, PASS, at=T0 + step * i) for i in range(1, runs + 1)])
+
+
+def test_resolved_after_fourteen_quiet_days_and_enough_clean_runs():
+    needed = resolve_clean_runs()
+    state, transitions = flaky_then_clean(days=20, runs=needed + 40)
+    assert state.state == "healthy"
+    (resolved,) = transitions
+    assert (resolved.from_state, resolved.to_state) == ("flaky", "healthy")
+    assert resolved.at >= T0 + timedelta(days=14)
+    assert len(resolved.run_ids) == 1
+    assert state.flaky_since is None
+
+
+def test_not_resolved_before_fourteen_days_however_many_clean_runs():
+    state, transitions = flaky_then_clean(days=13.9, runs=1000)
+    assert state.state == "flaky" and transitions == []
+
+
+def test_not_resolved_after_fourteen_days_with_too_few_clean_runs():
+    state, transitions = flaky_then_clean(days=30, runs=resolve_clean_runs() - 1)
+    assert state.state == "flaky" and transitions == []
+    state, transitions = observe(state, obs(10_000, at=T0 + timedelta(days=31)))
+    assert state.state == "healthy" and len(transitions) == 1
+
+
+def test_resolution_rules_are_configurable():
+    quick = DetectionConfig(resolve_after=timedelta(days=1), resolve_max_rate=0.05)
+    assert resolve_clean_runs(quick) < resolve_clean_runs()
+    state, _ = feed(None, [obs(0, ("failed", "passed"))], quick)
+    runs = [obs(i, at=T0 + timedelta(hours=2 * i)) for i in range(1, resolve_clean_runs(quick) + 1)]
+    state, transitions = feed(state, runs, quick)
+    assert [t.to_state for t in transitions] == ["healthy"]
+
+
+def test_clean_run_bound_is_the_least_that_bounds_the_failure_rate():
+    needed = resolve_clean_runs()
+    bound = DEFAULT_CONFIG.resolve_max_rate
+
+    def upper(clean: int) -> float:
+        fresh = TestState(None, T0, T0, alpha=DEFAULT_CONFIG.prior_failures,
+                          beta=DEFAULT_CONFIG.prior_passes + clean)
+        return credible_interval(fresh)[1]
+
+    assert upper(needed) < bound <= upper(needed - 1)
+
+
+# --- quarantine ----------------------------------------------------------------------------
+
+def test_quarantine_keeps_the_test_quarantined_while_judging_it_underneath():
+    state, _ = feed(None, passes(0, 5))
+    state, quarantined = mark_quarantined(state, T0 + timedelta(hours=5, minutes=30))
+    assert quarantined is not None and quarantined.to_state == "quarantined"
+    assert state.state == "quarantined" and state.since == T0 + timedelta(hours=5, minutes=30)
+    state, transitions = feed(state, [obs(6, ("failed", "passed")), *passes(7, 3)])
+    assert state.state == "quarantined"
+    assert state.verdict == "flaky"
+    assert [(t.from_state, t.to_state) for t in transitions] == [("healthy", "flaky")]
+    assert (state.total_runs, state.flaky_runs) == (9, 1)
+    assert mark_quarantined(state, T0)[1] is None  # already quarantined
+    state, lifted = unquarantine(state, T0 + timedelta(days=1))
+    assert state.state == "flaky"
+    assert lifted is not None and (lifted.from_state, lifted.to_state) == ("quarantined", "flaky")
+
+
+# --- figures, storage and purity -----------------------------------------------------------
+
+def test_last_24_hours_count_counts_recent_flaky_runs_only():
+    history = [obs(i, ("failed", "passed") if i % 2 else PASS) for i in range(0, 60)]
+    state, _ = feed(None, history)
+    now = T0 + timedelta(hours=59)
+    assert last_24_hours_count(state, now) == 12  # odd hours 37..59
+    assert last_24_hours_count(state, now + timedelta(days=2)) == 0
+    assert state.flaky_runs == 30
+
+
+def test_observe_leaves_the_given_state_untouched():
+    state, _ = feed(None, [*passes(0, 5), obs(5, FAIL, code="x")])
+    before = state.to_json()
+    observe(state, obs(6, PASS, code="x"))
+    assert state.to_json() == before
+
+
+def test_skipped_runs_and_naive_times():
+    state, transitions = feed(None, [obs(0, ("skipped",))])
+    assert (state.total_runs, transitions) == (0, [])
+    with pytest.raises(ValueError, match="timezone"):
+        observe(None, replace(obs(1), at=datetime(2024, 1, 1)))
+
+
+def test_slightly_out_of_order_runs_keep_times_consistent():
+    state, _ = feed(None, [obs(5), obs(3, ("failed", "passed")), obs(4, ("failed", "passed"))])
+    assert state.first_seen == T0 + timedelta(hours=3)
+    assert state.last_seen == T0 + timedelta(hours=5)
+    assert [run for _, run in state.recent_flaky] == ["r3", "r4"]
+
+
+def test_state_round_trips_through_json():
+    history = [*passes(0, 20), obs(20, ("failed", "passed")), obs(21, FAIL, code="x"),
+               obs(22, FAIL)]
+    state, _ = feed(None, history)
+    state, _ = mark_quarantined(state, T0 + timedelta(days=1))
+    assert state.streak is not None and state.codes and state.recent_flaky
+    assert TestState.from_json(state.to_json()) == state
+
+
+def test_state_stays_small_however_long_the_history():
+    rng = random.Random(7)
+    state = None
+    commit = 0
+    for i in range(10_000):
+        commit += rng.random() < 0.8  # some runs are reruns of the same commit
+        statuses = rng.choice([PASS] * 8 + [FAIL, ("failed", "passed")])
+        state, _ = observe(state, obs(i, statuses, code=f"{commit:040x}",
+                                      share=0.9 if rng.random() < 0.01 else 0.01))
+    assert state is not None
+    text = state.to_json()
+    assert len(state.codes) == DEFAULT_CONFIG.code_memory
+    assert len(state.recent_flaky) == DEFAULT_CONFIG.recent_flaky_limit
+    assert len(text) < 16_000
+    assert TestState.from_json(text) == state
+    assert state.total_runs == 10_000
