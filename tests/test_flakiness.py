@@ -384,3 +384,35 @@ def test_state_stays_small_however_long_the_history():
     assert len(text) < 16_000
     assert TestState.from_json(text) == state
     assert state.total_runs == 10_000
+
+
+# --- branches: a pull request's failures may be its own regressions ---------------------------
+
+def test_branch_regressions_interleaved_with_mainline_passes_are_not_flaky():
+    history = passes(0, 30)
+    for i in range(30, 90, 2):  # every other run is a PR that breaks the test, then main passes
+        history.append(replace(obs(i, FAIL), mainline=False))
+        history.append(obs(i + 1, PASS))
+    state, transitions = feed(None, history)
+    assert state.verdict == "healthy"
+    assert state.flaky_runs == 0
+    assert transitions == []
+    assert state.failed_runs == 30  # still counted as runs that failed
+
+
+def test_branch_retry_and_same_commit_proof_still_count():
+    state, _ = feed(None, passes(0, 10) + [replace(obs(10, ("failed", "passed")), mainline=False)])
+    assert state.verdict == "flaky"
+    rerun = [replace(obs(20, FAIL, code="pr-head"), mainline=False),
+             replace(obs(21, PASS, code="pr-head"), mainline=False)]
+    state, _ = feed(None, passes(0, 10) + rerun)
+    assert state.verdict == "flaky"
+
+
+def test_branch_pass_does_not_end_a_mainline_regression():
+    history = passes(0, 20) + [obs(i, FAIL) for i in range(20, 24)]
+    history.append(replace(obs(24, PASS), mainline=False))  # a PR that does not have the bug
+    history.append(obs(25, FAIL))
+    state, _ = feed(None, history)
+    assert state.verdict == "broken"
+    assert state.flaky_runs == 0

@@ -265,3 +265,17 @@ def test_every_read_is_tenant_scoped(tenant, database, server, history):
         assert response.status_code == 404, path
         assert response.json()["code"] == "NOT_FOUND"
         assert tenant.client.get(path, params=params).status_code == 200, path
+
+
+def test_pull_request_regressions_do_not_make_tests_flaky(tenant):
+    """A PR that breaks a test, between mainline runs that pass, is the PR's own bug."""
+    cases = {**STABLE, "test_checkout": ["pass"]}
+    broken = {**STABLE, "test_checkout": ["fail"]}
+    for n in range(6):
+        main = upload(tenant.client, junit(cases), repo="acme/pr", branch="main",
+                      commit=f"m{n}" * 10)
+        pr = upload(tenant.client, junit(broken), repo="acme/pr", branch="feature/x",
+                    pr_number=str(40 + n), commit=f"p{n}" * 10)
+        assert main.json()["flaky_detected"] == pr.json()["flaky_detected"] == 0
+    feed = tenant.client.get("/api/v1/testdeck/flaky", params={"repo": "acme/pr"}).json()
+    assert feed["test_cases"] == []

@@ -96,6 +96,9 @@ class Observation:
     the git tree SHA when known, else the commit SHA: a tree names the code exactly even
     across rebases and merges. ``run_failure_share`` is the share of the run's tests (in this
     environment) that failed at least once; ``run_tests`` how many tests that share is of.
+    ``mainline`` is False for runs of pull requests and feature branches: their failures may
+    be the branch's own regressions, so from them only proof (a failure and a pass on the same
+    code) counts, and their passes do not end a failure streak of the mainline.
     """
 
     run_id: str
@@ -105,6 +108,7 @@ class Observation:
     statuses: tuple[str, ...]
     run_failure_share: float = 0.0
     run_tests: int | None = None
+    mainline: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +340,7 @@ def observations(
     commit: str | None,
     tree_sha: str | None = None,
     environment: str | None = None,
+    mainline: bool = True,
 ) -> list[tuple[tuple[str, str, str, str], Observation]]:
     """Split one uploaded report into one observation per test and environment.
 
@@ -359,7 +364,7 @@ def observations(
         for identity, statuses in tests:
             result.append((identity, Observation(
                 run_id=run_id, at=at, code_id=code_id, environment=env, statuses=statuses,
-                run_failure_share=share, run_tests=len(ran))))
+                run_failure_share=share, run_tests=len(ran), mainline=mainline)))
     return result
 
 
@@ -388,6 +393,8 @@ class _Update:
             return s, []
 
         proof, ends_streak, refutes = self._remember_code()
+        if not obs.mainline and not proof and (self.failed or s.streak is not None):
+            return s, []  # a branch's own failure, or a pass that says nothing of mainline
         new_flakes = False
         if self.failed and proof:  # failed on code that passed (in this run or another)
             self._count(failed=True)

@@ -66,6 +66,7 @@ class RunContext:
     tree_sha: str | None
     environment: str | None
     check_name: str | None
+    mainline: bool = True
 
 
 @dataclass(slots=True)
@@ -112,7 +113,9 @@ def _load(session: Session, test_ids: list[str]) -> dict[str, dict[str, tuple[st
         chunk = test_ids[start : start + _LOAD_CHUNK]
         rows = session.execute(
             select(
-                TestStateRow.test_id, TestStateRow.environment, TestStateRow.data,
+                TestStateRow.test_id,
+                TestStateRow.environment,
+                TestStateRow.data,
                 TestStateRow.durations,
             ).where(TestStateRow.test_id.in_(chunk))
         )
@@ -129,9 +132,16 @@ def _summary(states: list[detection.TestState], run_id: str, stamp) -> tuple:
     lasts = [s.last_flaky_at for s in states if s.last_flaky_at]
     recent = sorted(at.timestamp() for s in states for at, _run in s.recent_flaky)
     return (
-        worst.verdict, worst.flake_score, low, high, sum(s.total_runs for s in states),
-        sum(s.failed_runs for s in states), sum(s.flaky_runs for s in states),
-        stamp(min(firsts, default=None)), stamp(max(lasts, default=None)), run_id,
+        worst.verdict,
+        worst.flake_score,
+        low,
+        high,
+        sum(s.total_runs for s in states),
+        sum(s.failed_runs for s in states),
+        sum(s.flaky_runs for s in states),
+        stamp(min(firsts, default=None)),
+        stamp(max(lasts, default=None)),
+        run_id,
         json.dumps([round(t) for t in recent[-RECENT_FLAKY:]]),
     )
 
@@ -145,17 +155,28 @@ def evaluate(
 ) -> Evaluation:
     """Apply the run to the stored state of every test it touched (reads only)."""
     observed = detection.observations(
-        report, run_id=ctx.run_id, at=ctx.at, commit=ctx.commit, tree_sha=ctx.tree_sha,
+        report,
+        run_id=ctx.run_id,
+        at=ctx.at,
+        commit=ctx.commit,
+        tree_sha=ctx.tree_sha,
         environment=ctx.environment,
+        mainline=ctx.mainline,
     )
     samples = _durations_by_key(report, test_ids, ctx.environment)
     stored = _load(session, list(dict.fromkeys(test_ids.values())))
     stamp = database.to_driver(TestStateRow.__table__.c.last_run_at)
     at = stamp(ctx.at)
-    result = Evaluation(rollup={
-        "runs": 1, "test_runs": 0, "failed_test_runs": 0, "flaky_test_runs": 0,
-        "flaky_tests": 0, "flake_score_sum": 0.0,
-    })
+    result = Evaluation(
+        rollup={
+            "runs": 1,
+            "test_runs": 0,
+            "failed_test_runs": 0,
+            "flaky_test_runs": 0,
+            "flaky_tests": 0,
+            "flake_score_sum": 0.0,
+        }
+    )
     rollup = result.rollup
     new_states: dict[str, dict[str, detection.TestState]] = {}
     for identity, obs in observed:
@@ -168,19 +189,43 @@ def evaluate(
         history = json.loads(previous[1]) if previous else []
         history.extend(samples.get((tid, env), ()))
         low, high = flake_interval(state)
-        result.states.append((
-            tid, env, ctx.repo_id, state.verdict, stamp(state.since), state.flake_score, low,
-            high, state.pass_rate, state.total_runs, state.failed_runs, state.flaky_runs,
-            stamp(state.first_flaky_at), stamp(state.last_flaky_at), at, ctx.run_id,
-            ctx.check_name, json.dumps(history[-MAX_DURATION_SAMPLES:], separators=(",", ":")),
-            state.to_json(),
-        ))
+        result.states.append(
+            (
+                tid,
+                env,
+                ctx.repo_id,
+                state.verdict,
+                stamp(state.since),
+                state.flake_score,
+                low,
+                high,
+                state.pass_rate,
+                state.total_runs,
+                state.failed_runs,
+                state.flaky_runs,
+                stamp(state.first_flaky_at),
+                stamp(state.last_flaky_at),
+                at,
+                ctx.run_id,
+                ctx.check_name,
+                json.dumps(history[-MAX_DURATION_SAMPLES:], separators=(",", ":")),
+                state.to_json(),
+            )
+        )
         for transition in transitions:
-            result.events.append((
-                ctx.repo_id, tid, env, transition.from_state, transition.to_state,
-                stamp(transition.at), transition.reason, json.dumps(list(transition.run_ids)),
-                ctx.commit,
-            ))
+            result.events.append(
+                (
+                    ctx.repo_id,
+                    tid,
+                    env,
+                    transition.from_state,
+                    transition.to_state,
+                    stamp(transition.at),
+                    transition.reason,
+                    json.dumps(list(transition.run_ids)),
+                    ctx.commit,
+                )
+            )
             result.changes.append(Change(tid, state, transition))
         rollup["test_runs"] += 1
         if any(s in ("failed", "error") for s in obs.statuses):
@@ -208,8 +253,12 @@ def write(database: Database, session: Session, ctx: RunContext, result: Evaluat
     """Store what :func:`evaluate` computed (after the run's test_cases rows exist)."""
     connection = session.connection()
     database.insert_many(
-        connection, TestStateRow.__table__, STATE_COLUMNS, result.states,
-        conflict=("test_id", "environment"), update=STATE_COLUMNS[2:],
+        connection,
+        TestStateRow.__table__,
+        STATE_COLUMNS,
+        result.states,
+        conflict=("test_id", "environment"),
+        update=STATE_COLUMNS[2:],
     )
     database.insert_many(connection, TestEvent.__table__, EVENT_COLUMNS, result.events)
     session.execute(

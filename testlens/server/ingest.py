@@ -29,6 +29,7 @@ from .auth import Principal, require
 from .database import Database
 from .errors import ApiError, not_found
 from .models import Repository, Run, TestCase, TestResult, utcnow
+from .settings import DEFAULT_MAINLINE_BRANCHES
 
 router = APIRouter(tags=["results"])
 
@@ -236,7 +237,12 @@ def _repository(database: Database, session: Any, tenant_id: str, name: str) -> 
 
 
 def store_report(
-    database: Database, tenant_id: str, meta: RunMetadata, report: Report, ingest_key: str
+    database: Database,
+    tenant_id: str,
+    meta: RunMetadata,
+    report: Report,
+    ingest_key: str,
+    mainline_branches: tuple[str, ...] = DEFAULT_MAINLINE_BRANCHES,
 ) -> IngestResult:
     """Store one parsed report as a run, in a single transaction."""
     summary = report.summary()
@@ -302,7 +308,15 @@ def store_report(
             session, TestCase.__table__, _TEST_COLUMNS[:8], list(identities.values())
         )
         context = flakiness.RunContext(
-            repo_id, run_id, now, meta.commit, meta.tree_sha, meta.environment, meta.check_name
+            repo_id,
+            run_id,
+            now,
+            meta.commit,
+            meta.tree_sha,
+            meta.environment,
+            meta.check_name,
+            mainline=meta.pr_number is None
+            and (meta.branch is None or meta.branch in mainline_branches),
         )
         evaluation = flakiness.evaluate(database, session, context, report, test_ids)
         tests: list[tuple] = []
@@ -345,7 +359,13 @@ def store_report(
     return IngestResult(run_id, summary.tests, evaluation.flaky_tests, duplicate=False)
 
 
-def ingest(database: Database, tenant_id: str, meta: RunMetadata, data: bytes) -> IngestResult:
+def ingest(
+    database: Database,
+    tenant_id: str,
+    meta: RunMetadata,
+    data: bytes,
+    mainline_branches: tuple[str, ...] = DEFAULT_MAINLINE_BRANCHES,
+) -> IngestResult:
     """Parse and store; a concurrent duplicate upload resolves to the run that won."""
     try:
         report = parse_report(data, meta.format)
@@ -355,9 +375,9 @@ def ingest(database: Database, tenant_id: str, meta: RunMetadata, data: bytes) -
         ) from None
     key = _ingest_key(meta, data)
     try:
-        return store_report(database, tenant_id, meta, report, key)
+        return store_report(database, tenant_id, meta, report, key, mainline_branches)
     except IntegrityError:
-        return store_report(database, tenant_id, meta, report, key)
+        return store_report(database, tenant_id, meta, report, key, mainline_branches)
 
 
 @router.post("/api/test-results", status_code=201)
@@ -382,8 +402,14 @@ async def upload_test_results(
             raise _missing("file", "test report file (JUnit XML or JSON, optionally gzipped)")
         meta = read_metadata(form)
         data = await read_report(upload, limit)
+    settings = request.app.state.settings
     result = await run_in_threadpool(
-        ingest, request.app.state.database, principal.tenant_id, meta, data
+        ingest,
+        request.app.state.database,
+        principal.tenant_id,
+        meta,
+        data,
+        settings.mainline_branches,
     )
     headers = {"Testlens-Duplicate": "true"} if result.duplicate else None
     return JSONResponse(result.body(), status_code=201, headers=headers)
