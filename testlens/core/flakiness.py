@@ -25,7 +25,7 @@ import math
 from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
@@ -34,7 +34,9 @@ from .model import Report
 Verdict = Literal["healthy", "flaky", "broken"]
 State = Literal["healthy", "flaky", "broken", "quarantined"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _STREAK_RUNS = 20  # runs of a failure streak remembered one by one; longer ones only count
 
 
@@ -173,7 +175,10 @@ class TestState:
     last_flaky_at: datetime | None = None
     recent_flaky: list[tuple[datetime, str]] = field(default_factory=list)
     streak: Streak | None = None
-    codes: dict[str, CodeSeen] = field(default_factory=dict)
+    codes: dict[str, tuple[int, str | None, str | None]] = field(default_factory=dict)
+    """Recent commits/trees: (first seen, in µs since the epoch; a run where the test passed;
+    an unexplained failing run). Kept raw: only the one a run touches becomes a CodeSeen, as
+    converting all of them at every ingest would cost more than the rest of the update."""
 
     @property
     def state(self) -> State:
@@ -200,12 +205,12 @@ class TestState:
         return json.dumps({
             "v": _STATE_VERSION,
             "environment": self.environment,
-            "first_seen": _iso(self.first_seen),
-            "last_seen": _iso(self.last_seen),
+            "first_seen": _micros(self.first_seen),
+            "last_seen": _micros(self.last_seen),
             "verdict": self.verdict,
-            "verdict_since": _iso(self.verdict_since),
-            "flaky_since": _iso(self.flaky_since),
-            "quarantined_since": _iso(self.quarantined_since),
+            "verdict_since": _micros(self.verdict_since),
+            "flaky_since": _micros(self.flaky_since),
+            "quarantined_since": _micros(self.quarantined_since),
             "total_runs": self.total_runs,
             "failed_runs": self.failed_runs,
             "flaky_runs": self.flaky_runs,
@@ -213,18 +218,17 @@ class TestState:
             "alpha": self.alpha,
             "beta": self.beta,
             "clean_runs_since_flaky": self.clean_runs_since_flaky,
-            "first_flaky_at": _iso(self.first_flaky_at),
-            "last_flaky_at": _iso(self.last_flaky_at),
-            "recent_flaky": [[_iso(at), run] for at, run in self.recent_flaky],
+            "first_flaky_at": _micros(self.first_flaky_at),
+            "last_flaky_at": _micros(self.last_flaky_at),
+            "recent_flaky": [[_micros(at), run] for at, run in self.recent_flaky],
             "streak": None if self.streak is None else {
-                "started_at": _iso(self.streak.started_at),
-                "last_at": _iso(self.streak.last_at),
+                "started_at": _micros(self.streak.started_at),
+                "last_at": _micros(self.streak.last_at),
                 "count": self.streak.count,
                 "attempts": self.streak.attempts,
-                "runs": [[_iso(at), run] for at, run in self.streak.runs],
+                "runs": [[_micros(at), run] for at, run in self.streak.runs],
             },
-            "codes": [[code, _iso(seen.first_seen), seen.pass_run, seen.fail_run]
-                      for code, seen in self.codes.items()],
+            "codes": [[code, *entry] for code, entry in self.codes.items()],
         }, separators=(",", ":"))
 
     @classmethod
@@ -235,12 +239,12 @@ class TestState:
         s = d["streak"]
         return cls(
             environment=d["environment"],
-            first_seen=_dt(d["first_seen"]),
-            last_seen=_dt(d["last_seen"]),
+            first_seen=_from_micros(d["first_seen"]),
+            last_seen=_from_micros(d["last_seen"]),
             verdict=d["verdict"],
-            verdict_since=_opt_dt(d["verdict_since"]),
-            flaky_since=_opt_dt(d["flaky_since"]),
-            quarantined_since=_opt_dt(d["quarantined_since"]),
+            verdict_since=_opt_from_micros(d["verdict_since"]),
+            flaky_since=_opt_from_micros(d["flaky_since"]),
+            quarantined_since=_opt_from_micros(d["quarantined_since"]),
             total_runs=d["total_runs"],
             failed_runs=d["failed_runs"],
             flaky_runs=d["flaky_runs"],
@@ -248,14 +252,14 @@ class TestState:
             alpha=d["alpha"],
             beta=d["beta"],
             clean_runs_since_flaky=d["clean_runs_since_flaky"],
-            first_flaky_at=_opt_dt(d["first_flaky_at"]),
-            last_flaky_at=_opt_dt(d["last_flaky_at"]),
-            recent_flaky=[(_dt(at), run) for at, run in d["recent_flaky"]],
+            first_flaky_at=_opt_from_micros(d["first_flaky_at"]),
+            last_flaky_at=_opt_from_micros(d["last_flaky_at"]),
+            recent_flaky=[(_from_micros(at), run) for at, run in d["recent_flaky"]],
             streak=None if s is None else Streak(
-                started_at=_dt(s["started_at"]), last_at=_dt(s["last_at"]), count=s["count"],
-                attempts=s["attempts"],
-                runs=tuple((_dt(at), run) for at, run in s["runs"])),
-            codes={code: CodeSeen(_dt(first), pass_run, fail_run)
+                started_at=_from_micros(s["started_at"]), last_at=_from_micros(s["last_at"]),
+                count=s["count"], attempts=s["attempts"],
+                runs=tuple((_from_micros(at), run) for at, run in s["runs"])),
+            codes={code: (first, pass_run, fail_run)
                    for code, first, pass_run, fail_run in d["codes"]},
         )
 
@@ -436,7 +440,8 @@ class _Update:
             proof = None
         if obs.code_id is None:
             return proof, True, False
-        seen = s.codes.pop(obs.code_id, None) or CodeSeen(first_seen=obs.at)
+        raw = s.codes.pop(obs.code_id, None)
+        seen = CodeSeen(_from_micros(raw[0]), raw[1], raw[2]) if raw else CodeSeen(obs.at)
         if proof is None and self.failed and seen.pass_run is not None:
             proof = (self._same_code_reason(obs.run_id, seen.pass_run),
                      (seen.pass_run, obs.run_id))
@@ -448,7 +453,7 @@ class _Update:
         fail_run = None if self.passed or proof else seen.fail_run or obs.run_id
         seen = CodeSeen(min(seen.first_seen, obs.at), seen.pass_run or
                         (obs.run_id if self.passed else None), fail_run)
-        s.codes[obs.code_id] = seen
+        s.codes[obs.code_id] = (_micros(seen.first_seen), seen.pass_run, seen.fail_run)
         while len(s.codes) > self.cfg.code_memory:
             del s.codes[next(iter(s.codes))]
         ends_streak = s.streak is None or seen.first_seen >= s.streak.started_at
@@ -661,13 +666,14 @@ def _beta_quantile_guess(p: float, a: float, b: float) -> float:
     return min(max(guess, 1e-300), 1.0 - 1e-16)
 
 
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat()
+def _micros(at: datetime | None) -> int | None:
+    """A time as whole microseconds since the epoch: exact, and cheap to store and read."""
+    return None if at is None else (at - _EPOCH) // _MICROSECOND
 
 
-def _dt(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+def _from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
 
 
-def _opt_dt(text: str | None) -> datetime | None:
-    return None if text is None else _dt(text)
+def _opt_from_micros(micros: int | None) -> datetime | None:
+    return None if micros is None else _from_micros(micros)
