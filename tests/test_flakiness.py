@@ -401,7 +401,7 @@ def test_branch_regressions_interleaved_with_mainline_passes_are_not_flaky():
 
 
 def test_branch_retry_and_same_commit_proof_still_count():
-    state, _ = feed(None, passes(0, 10) + [replace(obs(10, ("failed", "passed")), mainline=False)])
+    state, _ = feed(None, [*passes(0, 10), replace(obs(10, ("failed", "passed")), mainline=False)])
     assert state.verdict == "flaky"
     rerun = [replace(obs(20, FAIL, code="pr-head"), mainline=False),
              replace(obs(21, PASS, code="pr-head"), mainline=False)]

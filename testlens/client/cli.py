@@ -1,4 +1,4 @@
-"""The ``testlens`` command: run the server, manage keys, parse and upload reports."""
+"""The ``testlens`` command: run the server, manage keys, parse and upload reports, shard tests."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import io
 import json
 import os
 import sys
+from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,13 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from ..core.durations import TestKey, format_test_durations
 from ..core.model import ReportError
 from ..core.parsers import format_names, parse_report
+from ..core.sharding import GROUP_BY, GroupBy
 from . import ci_env
 from .http import Client, ServerError
+from .sharding import ServerTarget, parse_shard_spec, split_tests
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 REPORT_SUFFIXES = (".xml", ".json", ".trx", ".jsonl", ".ndjson", ".gz")
@@ -229,6 +233,23 @@ def _detect_framework(paths: list[Path]) -> str:
         raise click.ClickException(f"{paths[0]}: {exc}") from None
 
 
+def run_fields(given: Mapping[str, str | None]) -> dict[str, str]:
+    """The upload form's metadata: each field as ``given``, else as the CI job's environment
+    says (see :mod:`ci_env`), so that uploads from the command and from the pytest plugin
+    describe a run the same way. Fields known to neither are left out."""
+    context = ci_env.detect(os.environ)
+    fields: dict[str, str] = {}
+    for name in ("repo", "branch", "commit", "workflow_run_id", "pr_number", "check_name"):
+        value = given.get(name) or getattr(context, name)
+        if value:
+            fields[name] = str(value)
+    if context.provider:
+        fields["provider"] = context.provider
+    if given.get("environment"):
+        fields["environment"] = str(given["environment"])
+    return fields
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--repo", help="owner/repo (default: from the CI environment)")
@@ -246,16 +267,7 @@ def upload(paths: tuple[str, ...], server: str, token: str | None, **options: st
     files = expand_paths(paths)
     if not files:
         raise click.UsageError(f"no report files match: {' '.join(paths)}")
-    context = ci_env.detect(os.environ)
-    fields: dict[str, str] = {}
-    for name in ("repo", "branch", "commit", "workflow_run_id", "pr_number", "check_name"):
-        value = options.get(name) or getattr(context, name)
-        if value:
-            fields[name] = str(value)
-    if context.provider:
-        fields["provider"] = context.provider
-    if options.get("environment"):
-        fields["environment"] = str(options["environment"])
+    fields = run_fields(options)
     if "repo" not in fields:
         raise click.UsageError("--repo is required outside a recognised CI")
     fields["framework"] = options.get("framework") or _detect_framework(files)
@@ -278,3 +290,138 @@ def upload(paths: tuple[str, ...], server: str, token: str | None, **options: st
             )
     if failures:
         sys.exit(1)
+
+
+# --- sharding ----------------------------------------------------------------------------
+
+
+def read_tests(arguments: tuple[str, ...]) -> list[str]:
+    """Test ids from arguments: an id, ``@FILE`` (one id per line) or ``-`` (standard input).
+
+    Blank lines and surrounding spaces are dropped, so ``pytest --collect-only -q`` output
+    filtered to its ids can be piped in as it is.
+    """
+    tests: list[str] = []
+    for argument in arguments:
+        if argument == "-":
+            lines = sys.stdin.read().splitlines()
+        elif argument.startswith("@"):
+            try:
+                lines = Path(argument[1:]).read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise click.BadParameter(f"cannot read {argument[1:]}: {exc}") from None
+        else:
+            lines = [argument]
+        tests.extend(stripped for line in lines if (stripped := line.strip()))
+    return tests
+
+
+def _warn(message: str) -> None:
+    click.echo(f"testlens: warning: {message}", err=True)
+
+
+@main.command()
+@click.argument("tests", nargs=-1, required=True)
+@click.option("--shards", type=click.IntRange(min=1), help="Number of shards (K).")
+@click.option("--index", "index_spec", required=True, metavar="I|I/K",
+              help="This node's shard, counted from 0; I/K also gives the number of shards.")
+@click.option("--group-by", type=click.Choice(GROUP_BY), default="none", show_default=True,
+              help="Keep the tests of one file or suite on one shard.")
+@click.option("--durations", "durations_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="pytest-split .test_durations or knapsack report, used without a server.")
+@click.option("--plan-id", help="Use this server plan (printed by the node that made it).")
+@click.option("--server", envvar="TESTLENS_SERVER", help="Server URL (or TESTLENS_SERVER).")
+@click.option("--token", envvar="TESTLENS_TOKEN", help="API key (or TESTLENS_TOKEN)")
+@click.option("--repo", help="owner/repo (default: from the CI environment)")
+@click.option("--environment", help="Durations of this environment, e.g. linux-py3.12")
+def shard(
+    tests: tuple[str, ...],
+    shards: int | None,
+    index_spec: str,
+    group_by: GroupBy,
+    durations_file: Path | None,
+    plan_id: str | None,
+    server: str | None,
+    token: str | None,
+    repo: str | None,
+    environment: str | None,
+) -> None:
+    """Print this node's share of TESTS, one per line, in the order they were given.
+
+    TESTS are test ids (pytest node ids, or spec files for knapsack), @FILE for a file of
+    ids, one per line, or - for standard input. Every node gets the same split from the same
+    tests, in any order. With a server the split follows each test's history; the plan id
+    goes to standard error so that other nodes can pass it as --plan-id. Without a server,
+    or when it cannot be reached, --durations is used, else every test counts the same.
+    """
+    try:
+        index, shards = parse_shard_spec(index_spec, shards)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--index") from None
+    if plan_id and not server:
+        raise click.UsageError("--plan-id needs --server (or TESTLENS_SERVER)")
+    target = None
+    if server:
+        repo = repo or ci_env.detect(os.environ).repo
+        if repo:
+            target = ServerTarget(server, token, repo, environment)
+        else:
+            _warn("no repository (--repo, or a recognised CI): not asking the server")
+    ids = read_tests(tests)
+    split = split_tests(ids, shards, group_by=group_by, server=target, plan_id=plan_id,
+                        durations=durations_file)
+    for warning in split.warnings:
+        _warn(warning)
+    if split.plan_id:
+        click.echo(f"testlens: plan-id {split.plan_id}", err=True)
+    selected = split.shards[index]
+    click.echo(f"testlens: shard {index}/{shards}: {len(selected)} of {len(set(ids))} tests "
+               f"({split.source})", err=True)
+    if selected:
+        sys.stdout.write("\n".join(selected) + "\n")
+
+
+@main.group()
+def durations() -> None:
+    """Test durations predicted by the server from each test's history."""
+
+
+@durations.command("export")
+@click.option("-o", "--output", default=".test_durations", show_default=True,
+              type=click.Path(dir_okay=False, allow_dash=True), help="File to write, or -.")
+@click.option("--repo", help="owner/repo (default: from the CI environment)")
+@click.option("--environment", help="Durations of this environment, e.g. linux-py3.12")
+@click.option("--server", envvar="TESTLENS_SERVER", default=DEFAULT_SERVER, show_default=True)
+@click.option("--token", envvar="TESTLENS_TOKEN", help="API key (or TESTLENS_TOKEN)")
+def durations_export(
+    output: str, repo: str | None, environment: str | None, server: str, token: str | None
+) -> None:
+    """Write pytest-split's .test_durations (seconds per node id) from the server.
+
+    Each test gets its predicted median duration, so pytest-split, or testlens shard
+    --durations, can split without reaching the server.
+    """
+    repo = repo or ci_env.detect(os.environ).repo
+    if not repo:
+        raise click.UsageError("--repo is required outside a recognised CI")
+    params = {"repo": repo, **({"environment": environment} if environment else {})}
+    with Client(server, token) as client:
+        try:
+            body = client.request("GET", "/api/durations", params=params).json()
+        except ServerError as exc:
+            raise click.ClickException(
+                f"server said {exc.status} {exc.code}: {exc.message}") from None
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"could not reach {server}: {exc}") from None
+    # The server's node ids, not ones rebuilt from the fields: it knows pytest's JUnit XML
+    # spells classes as dotted module paths that are no part of a node id.
+    predicted = {TestKey.from_nodeid(test["nodeid"]): test["p50_ms"] for test in body["tests"]}
+    if not predicted:
+        _warn(f"the server has no durations for {repo} in environment "
+              f"{body.get('environment') or '(none)'}")
+    text = format_test_durations(predicted)
+    if output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"{output}: {len(predicted)} tests", err=True)

@@ -20,6 +20,7 @@ history, so reads never scan raw results. ``docs/flakiness.md`` explains the mod
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from bisect import insort
@@ -36,6 +37,7 @@ State = Literal["healthy", "flaky", "broken", "quarantined"]
 
 _STATE_VERSION = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 _MICROSECOND = timedelta(microseconds=1)
 _STREAK_RUNS = 20  # runs of a failure streak remembered one by one; longer ones only count
 
@@ -73,8 +75,10 @@ class DetectionConfig:
     resolve_max_rate: float = 0.02
     """...and once its clean runs since the last flake bound ``q`` (upper end of the
     interval) below this rate."""
-    code_memory: int = 50
-    """How many recent commits/trees per test and environment are remembered for proof."""
+    code_memory: int = 20
+    """How many recent commits/trees per test and environment are remembered for proof.
+    Reruns happen while a commit is recent; older ones are left to the statistical score,
+    and every remembered commit is stored and rewritten with the test's state at each run."""
     recent_flaky_limit: int = 50
     """How many recent flaky occurrences are kept with their time (for the last-24h count)."""
 
@@ -283,7 +287,7 @@ def observe(
         raise ValueError(f"observation for environment {obs.environment!r} applied to the "
                          f"state of environment {state.environment!r}")
     else:
-        state = replace(state, recent_flaky=list(state.recent_flaky), codes=dict(state.codes))
+        state = _copy(state)
     ran = [status for status in obs.statuses if status != "skipped"]
     if not ran:
         return state, []
@@ -440,7 +444,8 @@ class _Update:
             proof = None
         if obs.code_id is None:
             return proof, True, False
-        raw = s.codes.pop(obs.code_id, None)
+        key = _code_key(obs.code_id)
+        raw = s.codes.pop(key, None)
         seen = CodeSeen(_from_micros(raw[0]), raw[1], raw[2]) if raw else CodeSeen(obs.at)
         if proof is None and self.failed and seen.pass_run is not None:
             proof = (self._same_code_reason(obs.run_id, seen.pass_run),
@@ -453,7 +458,7 @@ class _Update:
         fail_run = None if self.passed or proof else seen.fail_run or obs.run_id
         seen = CodeSeen(min(seen.first_seen, obs.at), seen.pass_run or
                         (obs.run_id if self.passed else None), fail_run)
-        s.codes[obs.code_id] = (_micros(seen.first_seen), seen.pass_run, seen.fail_run)
+        s.codes[key] = (_micros(seen.first_seen), seen.pass_run, seen.fail_run)
         while len(s.codes) > self.cfg.code_memory:
             del s.codes[next(iter(s.codes))]
         ends_streak = s.streak is None or seen.first_seen >= s.streak.started_at
@@ -664,6 +669,23 @@ def _beta_quantile_guess(p: float, a: float, b: float) -> float:
         else:
             guess = 1.0 - (b * (head + tail) * (1.0 - p)) ** (1.0 / b)
     return min(max(guess, 1e-300), 1.0 - 1e-16)
+
+
+def _code_key(code_id: str) -> str:
+    """A short key for a commit or tree: 64 bits of its hash tell apart the few dozen commits
+    one test remembers, at 16 characters instead of 40 in every stored state."""
+    return hashlib.blake2b(code_id.encode(), digest_size=8).hexdigest()
+
+
+def _copy(state: TestState) -> TestState:
+    """A copy whose lists and dicts can change without touching ``state`` (much cheaper than
+    ``dataclasses.replace``, which runs ``__init__``)."""
+    new = object.__new__(TestState)
+    for name in TestState.__slots__:
+        setattr(new, name, getattr(state, name))
+    new.recent_flaky = list(state.recent_flaky)
+    new.codes = dict(state.codes)
+    return new
 
 
 def _micros(at: datetime | None) -> int | None:
