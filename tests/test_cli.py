@@ -204,3 +204,21 @@ def test_keys_create_list_revoke(settings, server):
 )
 def test_ci_environment_detection(env, expected):
     assert ci_env.detect(env) == expected
+
+
+def test_flaky_lists_the_feed_as_a_table_and_as_json(tenant, server):
+    from test_insights_api import ingest_history
+
+    ingest_history(tenant.client, repo="acme/cli")
+    env = {"TESTLENS_SERVER": server.url, "TESTLENS_TOKEN": tenant.key}
+    table = run(["flaky", "--repo", "acme/cli"], env=env)
+    assert table.exit_code == 0, table.output
+    assert "test_pay" in table.output
+    assert "tests.test_shop.TestShop" in table.output
+    assert "test_login" not in table.output  # broken, not flaky
+    as_json = json.loads(run(["flaky", "--repo", "acme/cli", "--json"], env=env).output)
+    assert [c["name"] for c in as_json["test_cases"]] == ["test_pay"]
+    assert as_json["test_cases"][0]["last_24_hours_count"] == 1
+    missing = CliRunner().invoke(main, ["flaky", "--repo", "acme/none"], env=env)
+    assert missing.exit_code == 1
+    assert "404 NOT_FOUND" in missing.output

@@ -17,6 +17,7 @@ import click
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
 
 from ..core.durations import TestKey, format_test_durations
 from ..core.model import ReportError
@@ -323,12 +324,26 @@ def _warn(message: str) -> None:
 @main.command()
 @click.argument("tests", nargs=-1, required=True)
 @click.option("--shards", type=click.IntRange(min=1), help="Number of shards (K).")
-@click.option("--index", "index_spec", required=True, metavar="I|I/K",
-              help="This node's shard, counted from 0; I/K also gives the number of shards.")
-@click.option("--group-by", type=click.Choice(GROUP_BY), default="none", show_default=True,
-              help="Keep the tests of one file or suite on one shard.")
-@click.option("--durations", "durations_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="pytest-split .test_durations or knapsack report, used without a server.")
+@click.option(
+    "--index",
+    "index_spec",
+    required=True,
+    metavar="I|I/K",
+    help="This node's shard, counted from 0; I/K also gives the number of shards.",
+)
+@click.option(
+    "--group-by",
+    type=click.Choice(GROUP_BY),
+    default="none",
+    show_default=True,
+    help="Keep the tests of one file or suite on one shard.",
+)
+@click.option(
+    "--durations",
+    "durations_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="pytest-split .test_durations or knapsack report, used without a server.",
+)
 @click.option("--plan-id", help="Use this server plan (printed by the node that made it).")
 @click.option("--server", envvar="TESTLENS_SERVER", help="Server URL (or TESTLENS_SERVER).")
 @click.option("--token", envvar="TESTLENS_TOKEN", help="API key (or TESTLENS_TOKEN)")
@@ -368,17 +383,79 @@ def shard(
         else:
             _warn("no repository (--repo, or a recognised CI): not asking the server")
     ids = read_tests(tests)
-    split = split_tests(ids, shards, group_by=group_by, server=target, plan_id=plan_id,
-                        durations=durations_file)
+    split = split_tests(
+        ids, shards, group_by=group_by, server=target, plan_id=plan_id, durations=durations_file
+    )
     for warning in split.warnings:
         _warn(warning)
     if split.plan_id:
         click.echo(f"testlens: plan-id {split.plan_id}", err=True)
     selected = split.shards[index]
-    click.echo(f"testlens: shard {index}/{shards}: {len(selected)} of {len(set(ids))} tests "
-               f"({split.source})", err=True)
+    click.echo(
+        f"testlens: shard {index}/{shards}: {len(selected)} of {len(set(ids))} tests "
+        f"({split.source})",
+        err=True,
+    )
     if selected:
         sys.stdout.write("\n".join(selected) + "\n")
+
+
+def _get_json(
+    client: Client, server: str, path: str, params: Mapping[str, str | int]
+) -> httpx.Response:
+    """GET from the server, turning its refusals and a dead server into readable exits."""
+    try:
+        return client.request("GET", path, params=params)
+    except ServerError as exc:
+        raise click.ClickException(f"server said {exc.status} {exc.code}: {exc.message}") from None
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"could not reach {server}: {exc}") from None
+
+
+@main.command()
+@click.option("--repo", help="owner/repo (default: from the CI environment)")
+@click.option("--check-name", help="Only tests seen under this CI check.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--server", envvar="TESTLENS_SERVER", default=DEFAULT_SERVER, show_default=True)
+@click.option("--token", envvar="TESTLENS_TOKEN", help="API key (or TESTLENS_TOKEN)")
+def flaky(
+    repo: str | None, check_name: str | None, as_json: bool, server: str, token: str | None
+) -> None:
+    """List the repository's flaky tests of the last 30 days, newest first."""
+    repo = repo or ci_env.detect(os.environ).repo
+    if not repo:
+        raise click.UsageError("--repo is required outside a recognised CI")
+    params: dict[str, str | int] = {"repo": repo}
+    if check_name:
+        params["github_check_name"] = check_name
+    cases: list[dict[str, Any]] = []
+    with Client(server, token) as client:
+        page = 1
+        while True:
+            response = _get_json(client, server, "/api/v1/testdeck/flaky", {**params, "page": page})
+            cases.extend(response.json()["test_cases"])
+            if 'rel="next"' not in response.headers.get("link", ""):
+                break
+            page += 1
+    if as_json:
+        json.dump({"repo": repo, "test_cases": cases}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if not cases:
+        click.echo(f"{repo}: no flaky tests in the last 30 days")
+        return
+    table = Table(title=f"Flaky tests of {repo} ({len(cases)})")
+    for column in ("test", "class", "first seen", "last seen", "last 24 h"):
+        table.add_column(column, justify="right" if column == "last 24 h" else "left")
+    for case in cases:
+        table.add_row(
+            case["name"],
+            case["class_name"],
+            case["first_occurrence"],
+            case["last_occurrence"],
+            str(case["last_24_hours_count"]),
+        )
+    Console(width=200).print(table)
 
 
 @main.group()
@@ -387,8 +464,14 @@ def durations() -> None:
 
 
 @durations.command("export")
-@click.option("-o", "--output", default=".test_durations", show_default=True,
-              type=click.Path(dir_okay=False, allow_dash=True), help="File to write, or -.")
+@click.option(
+    "-o",
+    "--output",
+    default=".test_durations",
+    show_default=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="File to write, or -.",
+)
 @click.option("--repo", help="owner/repo (default: from the CI environment)")
 @click.option("--environment", help="Durations of this environment, e.g. linux-py3.12")
 @click.option("--server", envvar="TESTLENS_SERVER", default=DEFAULT_SERVER, show_default=True)
@@ -406,19 +489,15 @@ def durations_export(
         raise click.UsageError("--repo is required outside a recognised CI")
     params = {"repo": repo, **({"environment": environment} if environment else {})}
     with Client(server, token) as client:
-        try:
-            body = client.request("GET", "/api/durations", params=params).json()
-        except ServerError as exc:
-            raise click.ClickException(
-                f"server said {exc.status} {exc.code}: {exc.message}") from None
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"could not reach {server}: {exc}") from None
+        body = _get_json(client, server, "/api/durations", params).json()
     # The server's node ids, not ones rebuilt from the fields: it knows pytest's JUnit XML
     # spells classes as dotted module paths that are no part of a node id.
     predicted = {TestKey.from_nodeid(test["nodeid"]): test["p50_ms"] for test in body["tests"]}
     if not predicted:
-        _warn(f"the server has no durations for {repo} in environment "
-              f"{body.get('environment') or '(none)'}")
+        _warn(
+            f"the server has no durations for {repo} in environment "
+            f"{body.get('environment') or '(none)'}"
+        )
     text = format_test_durations(predicted)
     if output == "-":
         sys.stdout.write(text)
