@@ -26,8 +26,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     upgrade(database.engine)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
+    async def lifespan(served: FastAPI) -> AsyncIterator[None]:
+        with webhooks.delivery_worker(served):
+            yield
         database.dispose()
 
     app = FastAPI(

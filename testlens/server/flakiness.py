@@ -13,13 +13,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..core import flakiness as detection
-from ..core.model import Report
+from ..core.model import Report, TestCase
+from . import webhooks
 from .database import Database
+from .insights import iso
 from .models import DailyRollup, TestEvent
 from .models import TestState as TestStateRow
 
@@ -265,3 +268,48 @@ def write(database: Database, session: Session, ctx: RunContext, result: Evaluat
         database.upsert(DailyRollup, ["repo_id", "day"], increment=tuple(result.rollup)),
         {"repo_id": ctx.repo_id, "day": ctx.at.date().isoformat(), **result.rollup},
     )
+
+
+def notify(
+    session: Session,
+    tenant_id: str,
+    repo_name: str,
+    suite: dict[str, str],
+    commit: str | None,
+    evaluation: Evaluation,
+    tests: Mapping[str, TestCase],
+    now: datetime,
+) -> int:
+    """Queue ``new_flaky_test`` / ``resolved_flaky_test`` webhooks for this run's transitions
+    (once per test and event, whatever the number of environments); return how many."""
+    org, _, name = repo_name.partition("/")
+    sent: set[tuple[str, str]] = set()
+    queued = 0
+    for change in evaluation.changes:
+        moved = (change.transition.from_state, change.transition.to_state)
+        if moved[1] == "flaky" and moved[0] in ("healthy", "broken"):
+            event = "new_flaky_test"
+        elif moved == ("flaky", "healthy"):
+            event = "resolved_flaky_test"
+        else:
+            continue
+        if (change.test_id, event) in sent:
+            continue
+        sent.add((change.test_id, event))
+        test, state = tests[change.test_id], change.state
+        payload: dict[str, Any] = {
+            "action": event,
+            "repository": {"name": name, "org": org},
+            "test_suite": suite,
+            "test_case": {
+                "name": test.name,
+                "class_name": test.classname or test.suite,
+                "first_occurrence": iso(state.first_flaky_at),
+                "last_occurrence": iso(state.last_flaky_at),
+                "last_24_hours_count": detection.last_24_hours_count(state, now),
+            },
+        }
+        if event == "new_flaky_test":
+            payload["commit_sha"] = commit
+        queued += webhooks.enqueue(session, tenant_id, event, payload)
+    return queued

@@ -352,6 +352,16 @@ def store_report(
         )
         database.insert_many(connection, TestResult.__table__, _RESULT_COLUMNS, results)
         flakiness.write(database, session, context, evaluation)
+        flakiness.notify(
+            session,
+            tenant_id,
+            meta.repo,
+            {"name": meta.check_name or meta.framework, "provider": meta.provider or "github"},
+            meta.commit,
+            evaluation,
+            {test_ids[t.identity]: t for t in report.tests},
+            now,
+        )
         session.execute(
             update(Run).where(Run.id == run_id).values(flaky_detected=evaluation.flaky_tests)
         )

@@ -55,7 +55,8 @@ PAGE_SIZE = 100
 RECENT_RUNS = 20
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """UTC times as the seed dialects write them: ISO-8601 with a ``Z``."""
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
@@ -219,8 +220,8 @@ def flaky_feed(
         {
             "name": test.name,
             "class_name": class_name(test),
-            "first_occurrence": _iso(test.first_flaky_at),
-            "last_occurrence": _iso(test.last_flaky_at),
+            "first_occurrence": iso(test.first_flaky_at),
+            "last_occurrence": iso(test.last_flaky_at),
             "details_url": f"{base}/api/tests/{test.id}",
             "last_24_hours_count": last_24_hours(test, now),
         }
@@ -281,8 +282,8 @@ def _repo_body(repo: Repository, counts: RepoCounts) -> dict[str, Any]:
         "health_score": counts.health_score,
         "total_tests": counts.total,
         "flaky_count": counts.flaky,
-        "installed_at": _iso(repo.created_at),
-        "last_run": _iso(repo.last_run_at),
+        "installed_at": iso(repo.created_at),
+        "last_run": iso(repo.last_run_at),
     }
 
 
@@ -315,7 +316,7 @@ def _test_row(test: TestCase | Row, framework: str | None, quarantined: bool) ->
         "framework": framework,
         "root_cause_category": None,
         "root_cause_confidence": None,
-        "last_run": _iso(test.last_seen_at),
+        "last_run": iso(test.last_seen_at),
     }
 
 
@@ -422,20 +423,20 @@ def get_test(
         "classname": test.classname,
         "suite": test.suite,
         "repo": {"id": repo.id, "name": repo.name},
-        "first_seen": _iso(test.first_seen_at),
+        "first_seen": iso(test.first_seen_at),
         "flake_score_interval": [round(test.flake_score_low, 4), round(test.flake_score_high, 4)],
         "failed_runs": test.failed_runs,
         "flaky_runs": test.flaky_runs,
-        "first_occurrence": _iso(test.first_flaky_at),
-        "last_occurrence": _iso(test.last_flaky_at),
+        "first_occurrence": iso(test.first_flaky_at),
+        "last_occurrence": iso(test.last_flaky_at),
         "last_24_hours_count": last_24_hours(test, now),
         **_durations(rows),
         "quarantine": None
         if quarantine is None
         else {
             "reason": quarantine.reason,
-            "created_at": _iso(quarantine.created_at),
-            "expires_at": _iso(quarantine.expires_at),
+            "created_at": iso(quarantine.created_at),
+            "expires_at": iso(quarantine.expires_at),
         },
         "environments": [
             {
@@ -444,13 +445,13 @@ def get_test(
                 "flake_score": round(r.flake_score, 4),
                 "total_runs": r.total_runs,
                 "flaky_runs": r.flaky_runs,
-                "since": _iso(r.since),
+                "since": iso(r.since),
             }
             for r in sorted(rows, key=lambda r: r.environment)
         ],
         "recent_runs": [
             {
-                "timestamp": _iso(at),
+                "timestamp": iso(at),
                 "status": status,
                 "duration_ms": duration,
                 "error_message": message,
@@ -462,7 +463,7 @@ def get_test(
         ],
         "events": [
             {
-                "at": _iso(e.at),
+                "at": iso(e.at),
                 "from": e.from_state,
                 "to": e.to_state,
                 "reason": e.reason,
@@ -516,7 +517,7 @@ def analytics_flaky_tests(
                     "flakinessRate": round(rate, 2),
                     "flakyRuns": test.flaky_runs,
                     "totalRuns": test.total_runs,
-                    "lastFlakyAt": _iso(test.last_flaky_at),
+                    "lastFlakyAt": iso(test.last_flaky_at),
                 }
             )
     data.sort(key=lambda d: (-d["flakinessRate"], d["testId"]))
@@ -639,8 +640,8 @@ def _quarantine_body(test: TestCase, q: Quarantine) -> dict[str, Any]:
     return {
         "test_id": test.id,
         "reason": q.reason,
-        "created_at": _iso(q.created_at),
-        "expires_at": _iso(q.expires_at),
+        "created_at": iso(q.created_at),
+        "expires_at": iso(q.expires_at),
     }
 
 
@@ -742,7 +743,7 @@ def list_quarantine(
                 "name": t.name,
                 "nodeid": node_id(t),
                 "reason": q.reason,
-                "expires_at": _iso(q.expires_at),
+                "expires_at": iso(q.expires_at),
             }
             for t, q in rows
         ],
