@@ -32,7 +32,7 @@ from ingest import free_port, scratch_postgres, testlens_cmd
 from testlens.core.model import Attempt, Report, TestCase
 from testlens.server.auth import create_key
 from testlens.server.database import Database, upgrade
-from testlens.server.ingest import RunMetadata, store_report
+from testlens.server.ingest import RESULT_COLUMNS, RunMetadata, store_report
 from testlens.server.models import Repository, Run, TestResult, utcnow
 from testlens.server.models import TestCase as TestRow
 
@@ -40,20 +40,6 @@ TESTS = 2_000
 REAL_RUNS = 50
 REQUESTS = 200
 FILLER_RUN_SIZE = TESTS
-_RESULT_COLUMNS = (
-    "run_id",
-    "test_id",
-    "attempt",
-    "status",
-    "duration_ms",
-    "environment",
-    "censored",
-    "error_type",
-    "error_message",
-    "stack",
-    "stdout",
-    "stderr",
-)
 
 
 def report(run: int, rng: random.Random) -> Report:
@@ -124,7 +110,7 @@ def populate(database: Database, size: int) -> tuple[str, str]:
                     (run_id, tid, 0, "passed", 42.0, None, False, None, None, None, None, None)
                     for tid in test_ids
                 ]
-                database.insert_many(connection, TestResult.__table__, _RESULT_COLUMNS, rows)
+                database.insert_many(connection, TestResult.__table__, RESULT_COLUMNS, rows)
     return repo_id, secret
 
 

@@ -189,7 +189,7 @@ _TEST_COLUMNS = (
     "last_seen_at",
     *flakiness.SUMMARY_COLUMNS,
 )
-_RESULT_COLUMNS = (
+RESULT_COLUMNS = (
     "run_id",
     "test_id",
     "attempt",
@@ -350,7 +350,7 @@ def store_report(
             conflict=["id"],
             update=["last_seen_at", *flakiness.SUMMARY_COLUMNS],
         )
-        database.insert_many(connection, TestResult.__table__, _RESULT_COLUMNS, results)
+        database.insert_many(connection, TestResult.__table__, RESULT_COLUMNS, results)
         flakiness.write(database, session, context, evaluation)
         flakiness.notify(
             session,
