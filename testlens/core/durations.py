@@ -32,7 +32,7 @@ Source = Literal["history", "file", "suite", "repo", "default"]
 
 HALF_LIFE_RUNS = 1.5
 """A run this many runs old weighs half as much as the newest one, when the history is too
-short to calibrate. 1.5 is the shortest half-life at which the newest run alone is outvoted
+short to calibrate. 1.5 is about the shortest half-life at which the newest run alone is outvoted
 by the two before it, while two agreeing newest runs outvote everything older: a one-off is
 ignored and a real change is followed after two runs."""
 
@@ -66,6 +66,8 @@ class TestKey(NamedTuple):
     suite: str
     classname: str
     name: str
+
+    __test__ = False  # not a pytest test class
 
     @classmethod
     def from_nodeid(cls, nodeid: str) -> TestKey:
@@ -176,8 +178,7 @@ def predict(
     in order: the median estimate of tests with history in the same file
     (:attr:`TestKey.location`), then in the same non-empty suite, then in the whole history,
     then :data:`DEFAULT_MS`. Every key of ``history`` counts as a sibling, including tests
-    that are no longer in ``tests``. A level whose median is zero is skipped: a test never
-    seen is never predicted to be free.
+    that are no longer in ``tests``.
     """
     if calibration is None:
         calibration = calibrate(history)
@@ -303,13 +304,13 @@ def _signature(key: TestKey) -> tuple[str, str, str]:
 
 def _from_siblings(siblings: Sequence[Estimate], source: Source) -> Estimate | None:
     """A new test is predicted like a typical sibling (median p50), and its p90 says how slow
-    a sibling can be (90th percentile of their p90s)."""
-    if not siblings:
+    a sibling can be (90th percentile of their p90s). Siblings that took no time at all are
+    left out: a test never seen is never predicted to be free."""
+    timed = [sibling for sibling in siblings if sibling.p50_ms > 0]
+    if not timed:
         return None
-    p50 = median(sibling.p50_ms for sibling in siblings)
-    if p50 <= 0:
-        return None
-    p90 = _quantiles([(sibling.p90_ms, 1.0) for sibling in siblings], (0.9,))[0]
+    p50 = median(sibling.p50_ms for sibling in timed)
+    p90 = _quantiles([(sibling.p90_ms, 1.0) for sibling in timed], (0.9,))[0]
     return Estimate(p50_ms=p50, p90_ms=max(p50, p90), samples=0, source=source)
 
 

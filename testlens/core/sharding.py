@@ -6,10 +6,13 @@ on ids and shard numbers, and nothing depends on the order the caller lists test
 
 The packing is longest-processing-time first (LPT: the largest remaining unit goes to the
 least-loaded shard), then a bounded local search that moves one unit, or swaps two, between
-the slowest shard and another one while that lowers the pair's peak. Small instances are then
-solved exactly by a node-bounded branch and bound, where LPT's known worst case (4/3 of the
-optimum) actually shows; on real suites LPT plus the local search ends within a fraction of
-a percent of the lower bound, and the remaining error is the prediction's.
+the slowest shard and another one while that lowers the pair's peak, then, for small
+instances, an exact node-bounded branch and bound. Measured on the real suites of the shared
+corpus with their exact durations, LPT alone already ends within 0.001% of the lower bound
+when units are single tests; the local search pays off when units are coarse (whole files:
+1.0109 -> 1.0034 of the bound at 64 shards on localstack, 1.0056 -> 1.0033 at 32 on
+nf-metro), and the exact search where LPT's known worst case (up to 4/3 of the optimum)
+shows, on a handful of units. What remains in practice is the prediction's error.
 """
 
 from __future__ import annotations
@@ -95,6 +98,9 @@ def plan_shards(
         if not (math.isfinite(duration) and duration >= 0):
             raise ValueError(f"duration of {test.nodeid} must be finite and >= 0: {duration}")
     setup = setup_ms or {}
+    for group, cost in setup.items():
+        if not (math.isfinite(cost) and cost >= 0):
+            raise ValueError(f"setup cost of {group} must be finite and >= 0: {cost}")
     groups: dict[str, list[TestKey]] = {}
     for test in sorted(durations_ms):
         groups.setdefault(group_key(test, group_by), []).append(test)
@@ -136,9 +142,9 @@ def _split(unit: _Unit, shards: int, share: float, durations: Mapping[TestKey, f
         return [unit]  # every piece would cost a full share in setup alone
     count = min(shards, len(unit.tests), math.ceil((unit.weight - cost) / (share - cost)))
     singles = sorted(unit.tests, key=lambda test: (-durations[test], test))
-    bins = _pack([durations[test] for test in singles], max(count, 2))
+    bins = _pack([durations[test] for test in singles], count)
     return [_unit(sorted(singles[index] for index in members), durations, cost, unit.group)
-            for members in bins if members]
+            for members in bins]
 
 
 def _plan(units: list[_Unit], shards: int, durations: Mapping[TestKey, float],
