@@ -27,6 +27,7 @@ from statistics import median
 from typing import Literal, NamedTuple
 
 from .model import ReportError
+from .parsers.junit import SUITE_SEPARATOR
 
 Source = Literal["history", "file", "suite", "repo", "default"]
 
@@ -93,6 +94,23 @@ class TestKey(NamedTuple):
         return self.file or self.classname or self.suite
 
 
+def class_path(key: TestKey) -> str:
+    """The class or describe path of a test within its file, ``::``-separated."""
+    if not key.classname:
+        return key.suite.replace(SUITE_SEPARATOR, "::")
+    module = key.file.removesuffix(".py").replace("/", ".")
+    if key.file.endswith(".py") and (key.classname + ".").startswith(module + "."):
+        return key.classname[len(module) + 1 :].replace(".", "::")
+    return key.classname
+
+
+def pytest_nodeid(key: TestKey) -> str:
+    """The pytest-style id of a stored test (``file::Class::name``), whatever report it came
+    from: pytest's JUnit XML spells the class as a dotted path repeating the module, which is
+    no part of a node id."""
+    return "::".join(part for part in (key.file, class_path(key), key.name) if part)
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One measured run of a test.
@@ -155,8 +173,9 @@ def estimate(samples: Iterable[Sample], *, half_life: float = HALF_LIFE_RUNS) ->
     if not runs:
         return None
     newest = min(run.age for run in runs)
-    weighted = [(run.duration_ms, 0.5 ** ((run.age - newest) / half_life), run.censored)
-                for run in runs]
+    weighted = [
+        (run.duration_ms, 0.5 ** ((run.age - newest) / half_life), run.censored) for run in runs
+    ]
     observed = [(duration, weight) for duration, weight, censored in weighted if not censored]
     censored = [(duration, weight) for duration, weight, is_censored in weighted if is_censored]
     observed = _clip(observed)
@@ -196,12 +215,16 @@ def predict(
             by_suite.setdefault(key.suite, []).append(found)
     file_guess = {file: _from_siblings(found, "file") for file, found in by_file.items()}
     suite_guess = {suite: _from_siblings(found, "suite") for suite, found in by_suite.items()}
-    fallback = (_from_siblings(list(known.values()), "repo")
-                or Estimate(p50_ms=DEFAULT_MS, p90_ms=DEFAULT_MS, samples=0, source="default"))
+    fallback = _from_siblings(list(known.values()), "repo") or Estimate(
+        p50_ms=DEFAULT_MS, p90_ms=DEFAULT_MS, samples=0, source="default"
+    )
     moved = _moved(tests, known)
     return {
-        key: known.get(key) or moved.get(key) or file_guess.get(key.location)
-        or suite_guess.get(key.suite) or fallback
+        key: known.get(key)
+        or moved.get(key)
+        or file_guess.get(key.location)
+        or suite_guess.get(key.suite)
+        or fallback
         for key in tests
     }
 
@@ -223,22 +246,34 @@ def calibrate(
     cases: list[tuple[list[Sample], float]] = []
     tests = 0
     for runs in history.values():
-        ordinary = sorted((run for run in runs if not run.censored),
-                          key=lambda run: (run.age, run.duration_ms))
+        ordinary = sorted(
+            (run for run in runs if not run.censored), key=lambda run: (run.age, run.duration_ms)
+        )
         tests += len(ordinary) >= 3
-        cases.extend((ordinary[position + 1:], ordinary[position].duration_ms)
-                     for position in range(min(CALIBRATION_DEPTH, len(ordinary) - 2)))
+        cases.extend(
+            (ordinary[position + 1 :], ordinary[position].duration_ms)
+            for position in range(min(CALIBRATION_DEPTH, len(ordinary) - 2))
+        )
     if tests < CALIBRATION_MIN_TESTS:
         return Calibration(half_life=half_life or HALF_LIFE_RUNS)
     candidates = HALF_LIVES if half_life is None else (half_life,)
-    predictions = {candidate: [_weighted_median(older, candidate) for older, _ in cases]
-                   for candidate in candidates}
-    errors = {candidate: math.fsum((predicted - actual) ** 2 for predicted, (_, actual)
-                                   in zip(predictions[candidate], cases, strict=True))
-              for candidate in candidates}
+    predictions = {
+        candidate: [_weighted_median(older, candidate) for older, _ in cases]
+        for candidate in candidates
+    }
+    errors = {
+        candidate: math.fsum(
+            (predicted - actual) ** 2
+            for predicted, (_, actual) in zip(predictions[candidate], cases, strict=True)
+        )
+        for candidate in candidates
+    }
     best = min(candidates, key=lambda candidate: (errors[candidate], -candidate))
-    ratios = [(actual / predicted, 1.0) for predicted, (_, actual)
-              in zip(predictions[best], cases, strict=True) if predicted > 0]
+    ratios = [
+        (actual / predicted, 1.0)
+        for predicted, (_, actual) in zip(predictions[best], cases, strict=True)
+        if predicted > 0
+    ]
     p90_ratio = _quantiles(ratios, (0.9,))[0] if ratios else 1.0
     return Calibration(half_life=best, p90_ratio=max(1.0, p90_ratio))
 
@@ -246,8 +281,9 @@ def calibrate(
 def _weighted_median(runs: Sequence[Sample], half_life: float) -> float:
     """The p50 :func:`estimate` gives for ordinary runs (clipping never moves the median)."""
     newest = min(run.age for run in runs)
-    return _quantiles([(run.duration_ms, 0.5 ** ((run.age - newest) / half_life))
-                       for run in runs], (0.5,))[0]
+    return _quantiles(
+        [(run.duration_ms, 0.5 ** ((run.age - newest) / half_life)) for run in runs], (0.5,)
+    )[0]
 
 
 def parse_durations(data: str | bytes) -> dict[TestKey, float]:
@@ -271,8 +307,12 @@ def parse_durations(data: str | bytes) -> dict[TestKey, float]:
     for nodeid, seconds in document.items():
         if not isinstance(nodeid, str) or not nodeid:
             raise ReportError(f"a test id must be a non-empty string, not {nodeid!r}")
-        if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
-                or not math.isfinite(seconds) or seconds < 0):
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
             raise ReportError(f"duration of {nodeid!r} is not a non-negative number: {seconds!r}")
         durations[TestKey.from_nodeid(nodeid)] = seconds * 1000.0
     return durations
@@ -294,8 +334,11 @@ def _moved(tests: Sequence[TestKey], known: Mapping[TestKey, Estimate]) -> dict[
     for key in known:
         if key not in wanted:
             gone.setdefault(_signature(key), []).append(key)
-    return {key: known[gone[_signature(key)][0]] for key in tests
-            if key not in known and len(gone.get(_signature(key), ())) == 1}
+    return {
+        key: known[gone[_signature(key)][0]]
+        for key in tests
+        if key not in known and len(gone.get(_signature(key), ())) == 1
+    }
 
 
 def _signature(key: TestKey) -> tuple[str, str, str]:
@@ -320,8 +363,7 @@ def _clip(observed: list[tuple[float, float]]) -> list[tuple[float, float]]:
     center = _quantiles(observed, (0.5,))[0]
     spread = _quantiles([(abs(value - center), weight) for value, weight in observed], (0.5,))[0]
     bound = CLIP_MADS * _MAD_TO_SIGMA * spread
-    return [(min(max(value, center - bound), center + bound), weight)
-            for value, weight in observed]
+    return [(min(max(value, center - bound), center + bound), weight) for value, weight in observed]
 
 
 def _quantiles(points: Sequence[tuple[float, float]], qs: Sequence[float]) -> list[float]:
@@ -343,8 +385,10 @@ def _censored_quantiles(
     no complete run claims is beyond the longest censored run, and a quantile that lands there
     is reported at that run's duration, the most that is known.
     """
-    events = sorted([(value, 0, weight) for value, weight in observed if weight > 0]
-                    + [(value, 1, weight) for value, weight in censored if weight > 0])
+    events = sorted(
+        [(value, 0, weight) for value, weight in observed if weight > 0]
+        + [(value, 1, weight) for value, weight in censored if weight > 0]
+    )
     # Weight still at risk at each event, summed from the end so that the last one is exact.
     at_risk = list(accumulate(weight for _, _, weight in reversed(events)))[::-1]
     survival = 1.0

@@ -35,7 +35,15 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from ..core.durations import Estimate, Sample, Source, TestKey, predict
+from ..core.durations import (
+    Estimate,
+    Sample,
+    Source,
+    TestKey,
+    class_path,
+    predict,
+    pytest_nodeid,
+)
 from ..core.model import ReportError
 from ..core.parsers import parse_report
 from ..core.parsers.junit import SUITE_SEPARATOR
@@ -43,7 +51,7 @@ from ..core.sharding import GroupBy, plan_shards
 from .auth import Principal, require
 from .database import Database
 from .errors import ApiError, not_found
-from .ingest import REPO_PATTERN, _too_large
+from .ingest import REPO_PATTERN, too_large
 from .models import DurationJob, Repository, ShardPlanRecord, TestCase, TestState, utcnow
 
 router = APIRouter(tags=["durations"])
@@ -111,27 +119,12 @@ def match_tests(
     return matches
 
 
-def _class_path(key: TestKey) -> str:
-    """The class or describe path of a test within its file, ``::``-separated."""
-    if not key.classname:
-        return key.suite.replace(SUITE_SEPARATOR, "::")
-    module = key.file.removesuffix(".py").replace("/", ".")
-    if key.file.endswith(".py") and (key.classname + ".").startswith(module + "."):
-        return key.classname[len(module) + 1 :].replace(".", "::")
-    return key.classname
-
-
 def _loose(key: TestKey) -> tuple[str, str, str]:
     """(file, bare name, last class component): what steps 2 and 3 of matching compare."""
     head, bracket, params = key.name.partition("[")
     prefix, _, bare = head.rpartition("::")
-    path = prefix or _class_path(key)
+    path = prefix or class_path(key)
     return key.file, bare + bracket + params, path.rpartition("::")[2].rpartition(".")[2]
-
-
-def _nodeid(key: TestKey) -> str:
-    """A pytest-style id for a stored test, which :func:`match_tests` maps back to it."""
-    return "::".join(part for part in (key.file, _class_path(key), key.name) if part)
 
 
 # Reading history -----------------------------------------------------------------------------
@@ -166,12 +159,18 @@ def _history(
     if repo_id is None:
         return requested, {}
     environment = requested
-    if not (_has_states(session, repo_id, TestState.environment == requested)
-            or _has_states(session, repo_id, TestState.environment != "")):
+    if not (
+        _has_states(session, repo_id, TestState.environment == requested)
+        or _has_states(session, repo_id, TestState.environment != "")
+    ):
         environment = ""
     rows = session.execute(
         select(
-            TestCase.id, TestCase.file, TestCase.suite, TestCase.classname, TestCase.name,
+            TestCase.id,
+            TestCase.file,
+            TestCase.suite,
+            TestCase.classname,
+            TestCase.name,
             TestState.durations,
         )
         .join(TestCase, TestCase.id == TestState.test_id)
@@ -181,8 +180,10 @@ def _history(
     for test_id, file, suite, classname, name, durations in rows:
         pairs = json.loads(durations)
         newest = len(pairs) - 1
-        samples = [Sample(duration, newest - index, bool(censored))
-                   for index, (duration, censored) in enumerate(pairs)]
+        samples = [
+            Sample(duration, newest - index, bool(censored))
+            for index, (duration, censored) in enumerate(pairs)
+        ]
         if samples:
             history[TestKey(file, suite, classname, name)] = _History(test_id, samples)
     return environment, history
@@ -194,8 +195,10 @@ def _predictions(
     """Estimates for ``tests`` from the history they match; unmatched tests fall back as
     ``predict`` does (file, suite, repository, default)."""
     matched = match_tests(tests, history.keys())
-    estimates = predict([matched.get(test, test) for test in tests],
-                        {key: stored.samples for key, stored in history.items()})
+    estimates = predict(
+        [matched.get(test, test) for test in tests],
+        {key: stored.samples for key, stored in history.items()},
+    )
     return {test: estimates[matched.get(test, test)] for test in tests}
 
 
@@ -242,7 +245,7 @@ def list_durations(
             "suite": key.suite,
             "classname": key.classname,
             "name": key.name,
-            "nodeid": _nodeid(key),
+            "nodeid": pytest_nodeid(key),
             "p50_ms": estimates[key].p50_ms,
             "p90_ms": estimates[key].p90_ms,
             "samples": estimates[key].samples,
@@ -285,26 +288,41 @@ def create_shard_plan(
     for nodeid in body.tests:
         key = TestKey.from_nodeid(nodeid)
         if nodeids.setdefault(key, nodeid) != nodeid:
-            raise ApiError(422, "DUPLICATE_TEST", f"{nodeids[key]!r} and {nodeid!r} name the "
-                           "same test", {"tests": [nodeids[key], nodeid]})
+            raise ApiError(
+                422,
+                "DUPLICATE_TEST",
+                f"{nodeids[key]!r} and {nodeid!r} name the same test",
+                {"tests": [nodeids[key], nodeid]},
+            )
     database: Database = request.app.state.database
     with database.transaction() as session:
         repo_id = _repo_id(session, principal.tenant_id, body.repo)
         _, history = _history(session, repo_id, body.environment or "")
     estimates = _predictions(history, list(nodeids))
-    plan = plan_shards({key: found.p50_ms for key, found in estimates.items()}, body.shards,
-                       group_by=body.group_by)
+    plan = plan_shards(
+        {key: found.p50_ms for key, found in estimates.items()}, body.shards, group_by=body.group_by
+    )
     counts = Counter(found.source for found in estimates.values())
     plan_id = str(uuid.uuid4())
-    document = json.dumps({
-        "plan_id": plan_id,
-        "shards": [[nodeids[key] for key in shard] for shard in plan.shards],
-        "durations_ms": [round(duration, 3) for duration in plan.durations_ms],
-        "sources": {source: counts[source] for source in get_args(Source)},
-    }, separators=(",", ":"))
+    document = json.dumps(
+        {
+            "plan_id": plan_id,
+            "shards": [[nodeids[key] for key in shard] for shard in plan.shards],
+            "durations_ms": [round(duration, 3) for duration in plan.durations_ms],
+            "sources": {source: counts[source] for source in get_args(Source)},
+        },
+        separators=(",", ":"),
+    )
     with database.transaction() as session:
-        session.add(ShardPlanRecord(id=plan_id, tenant_id=principal.tenant_id, repo_id=repo_id,
-                                    plan=document, created_at=utcnow()))
+        session.add(
+            ShardPlanRecord(
+                id=plan_id,
+                tenant_id=principal.tenant_id,
+                repo_id=repo_id,
+                plan=document,
+                created_at=utcnow(),
+            )
+        )
     return Response(document, status_code=201, media_type="application/json")
 
 
@@ -315,8 +333,11 @@ def get_shard_plan(
     """A stored plan, exactly as it was created (404 for unknown or other tenants' plans)."""
     database: Database = request.app.state.database
     with database.transaction() as session:
-        document = session.scalar(select(ShardPlanRecord.plan).where(
-            ShardPlanRecord.id == plan_id, ShardPlanRecord.tenant_id == principal.tenant_id))
+        document = session.scalar(
+            select(ShardPlanRecord.plan).where(
+                ShardPlanRecord.id == plan_id, ShardPlanRecord.tenant_id == principal.tenant_id
+            )
+        )
     if document is None:
         raise not_found("shard plan", plan_id)
     return Response(document, media_type="application/json")
@@ -363,19 +384,36 @@ def create_durations_job(
     shard group and project) gets its own token for the one shared job."""
     database: Database = request.app.state.database
     now = utcnow()
-    identity = {"tenant_id": principal.tenant_id, "commit_id": body.commit_id,
-                "shard_group_key": body.shard_group_key, "project": body.project}
+    identity = {
+        "tenant_id": principal.tenant_id,
+        "commit_id": body.commit_id,
+        "shard_group_key": body.shard_group_key,
+        "project": body.project,
+    }
     with database.transaction() as session:
-        session.execute(database.upsert(DurationJob, list(identity)), {
-            "id": str(uuid.uuid4()), **identity, "status": "created", "created_at": now,
-            "updated_at": now,
-        })
+        session.execute(
+            database.upsert(DurationJob, list(identity)),
+            {
+                "id": str(uuid.uuid4()),
+                **identity,
+                "status": "created",
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
         job_id = session.scalar(select(DurationJob.id).filter_by(**identity))
-    claims = {"job": job_id, "tenant": principal.tenant_id, "jti": uuid.uuid4().hex,
-              "iat": now, "exp": now + TOKEN_TTL}
+    claims = {
+        "job": job_id,
+        "tenant": principal.tenant_id,
+        "jti": uuid.uuid4().hex,
+        "iat": now,
+        "exp": now + TOKEN_TTL,
+    }
     token = jwt.encode(claims, request.app.state.keys.derive(_TOKEN_KEY), algorithm="HS256")
-    return {"testDurationsToken": token,
-            "uploadUrl": _presign(request, _UPLOAD_ROUTE, job_id, UPLOAD_URL_TTL)}
+    return {
+        "testDurationsToken": token,
+        "uploadUrl": _presign(request, _UPLOAD_ROUTE, job_id, UPLOAD_URL_TTL),
+    }
 
 
 @router.put("/api/testDurations/jobs/{job_id}/report", name=_UPLOAD_ROUTE)
@@ -389,18 +427,21 @@ async def upload_durations_report(
     """
     _verify_url(request, _UPLOAD_ROUTE, job_id, expires, signature)
     if request.headers.get("content-encoding", "").strip().lower() != "br":
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
-                       "Send the report Brotli-compressed, with Content-Encoding: br")
+        raise ApiError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Send the report Brotli-compressed, with Content-Encoding: br",
+        )
     limit: int = request.app.state.settings.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit, "report")
+        raise too_large(limit, "report")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit, "report")
+            raise too_large(limit, "report")
         chunks.append(chunk)
     compressed = b"".join(chunks)
     database: Database = request.app.state.database
@@ -419,8 +460,9 @@ def submit_durations_job(request: Request) -> dict[str, str]:
     with database.transaction() as session:
         status = session.scalar(select(DurationJob.status).where(DurationJob.id == job_id))
         if status == "created":
-            raise ApiError(400, "REPORT_NOT_UPLOADED",
-                           "Upload the report to uploadUrl before submitting")
+            raise ApiError(
+                400, "REPORT_NOT_UPLOADED", "Upload the report to uploadUrl before submitting"
+            )
         claimed = _claim(session, job_id, ("uploaded", "failed"))
     if claimed:
         _start(database, job_id)
@@ -436,21 +478,33 @@ def download_durations(
     _verify_url(request, _DOWNLOAD_ROUTE, job_id, expires, signature)
     database: Database = request.app.state.database
     with database.transaction() as session:
-        row = session.execute(select(DurationJob.status, DurationJob.result, DurationJob.error)
-                              .where(DurationJob.id == job_id)).first()
+        row = session.execute(
+            select(DurationJob.status, DurationJob.result, DurationJob.error).where(
+                DurationJob.id == job_id
+            )
+        ).first()
         if row is None:
             raise not_found("durations job", job_id)
         claimed = row.status == "computing" and _claim(session, job_id, ())
     if claimed:
         _start(database, job_id)
     if row.status == "ready":
-        return Response(row.result, media_type="application/json",
-                        headers={"Content-Encoding": "br"})
+        return Response(
+            row.result, media_type="application/json", headers={"Content-Encoding": "br"}
+        )
     if row.status == "failed":
-        raise ApiError(500, "COMPUTATION_FAILED",
-                       f"Computing the durations failed; submit again to retry: {row.error}")
-    raise ApiError(404, "NOT_READY", "The durations are being computed; retry shortly",
-                   {"id": job_id}, headers={"Retry-After": "1"})
+        raise ApiError(
+            500,
+            "COMPUTATION_FAILED",
+            f"Computing the durations failed; submit again to retry: {row.error}",
+        )
+    raise ApiError(
+        404,
+        "NOT_READY",
+        "The durations are being computed; retry shortly",
+        {"id": job_id},
+        headers={"Retry-After": "1"},
+    )
 
 
 def _presign(request: Request, route: str, job_id: str, ttl: timedelta) -> str:
@@ -473,17 +527,33 @@ def _token_job(request: Request) -> str:
     """The job a ``testDurationsToken`` names, after checking its signature, expiry and tenant."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "UNAUTHORIZED", "Send Authorization: Bearer <testDurationsToken>",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "UNAUTHORIZED",
+            "Send Authorization: Bearer <testDurationsToken>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     try:
-        claims = jwt.decode(token.strip(), request.app.state.keys.derive(_TOKEN_KEY),
-                            algorithms=["HS256"], options={"require": ["exp", "job", "tenant"]})
+        claims = jwt.decode(
+            token.strip(),
+            request.app.state.keys.derive(_TOKEN_KEY),
+            algorithms=["HS256"],
+            options={"require": ["exp", "job", "tenant"]},
+        )
     except jwt.ExpiredSignatureError:
-        raise ApiError(401, "TOKEN_EXPIRED", "The testDurationsToken has expired",
-                       headers={"WWW-Authenticate": "Bearer"}) from None
+        raise ApiError(
+            401,
+            "TOKEN_EXPIRED",
+            "The testDurationsToken has expired",
+            headers={"WWW-Authenticate": "Bearer"},
+        ) from None
     except jwt.InvalidTokenError:
-        raise ApiError(401, "INVALID_TOKEN", "Invalid testDurationsToken",
-                       headers={"WWW-Authenticate": "Bearer"}) from None
+        raise ApiError(
+            401,
+            "INVALID_TOKEN",
+            "Invalid testDurationsToken",
+            headers={"WWW-Authenticate": "Bearer"},
+        ) from None
     job = _job(request.app.state.database, str(claims["job"]))
     if job.tenant_id != claims["tenant"]:
         raise ApiError(403, "FORBIDDEN", "The token does not belong to the job's tenant")
@@ -501,8 +571,9 @@ class _JobRow:
 def _job(database: Database, job_id: str) -> _JobRow:
     with database.transaction() as session:
         row = session.execute(
-            select(DurationJob.id, DurationJob.tenant_id, DurationJob.project, DurationJob.status)
-            .where(DurationJob.id == job_id)
+            select(
+                DurationJob.id, DurationJob.tenant_id, DurationJob.project, DurationJob.status
+            ).where(DurationJob.id == job_id)
         ).first()
     if row is None:
         raise not_found("durations job", job_id)
@@ -517,7 +588,7 @@ def _check_report(compressed: bytes, limit: int, project: str) -> None:
     except brotli.error:
         raise _invalid_report("the body is not Brotli-compressed data") from None
     if len(data) > limit:
-        raise _too_large(limit, "decompressed report")
+        raise too_large(limit, "decompressed report")
     if not decompressor.is_finished():
         raise _invalid_report("the Brotli stream is truncated")
     try:
@@ -529,29 +600,33 @@ def _check_report(compressed: bytes, limit: int, project: str) -> None:
         raise _invalid_report("the report is nested too deeply") from None
     named = project or document.get("flakinessProject")
     if not isinstance(named, str) or not REPO_PATTERN.match(named):
-        raise _invalid_report("no repository: pass orgSlug and projectSlug when creating the "
-                              "job, or set flakinessProject to 'org/project' in the report")
+        raise _invalid_report(
+            "no repository: pass orgSlug and projectSlug when creating the "
+            "job, or set flakinessProject to 'org/project' in the report"
+        )
 
 
 def _invalid_report(reason: str) -> ApiError:
-    return ApiError(400, "INVALID_REPORT", f"Invalid Flakiness report: {reason}",
-                    {"reason": reason})
+    return ApiError(
+        400, "INVALID_REPORT", f"Invalid Flakiness report: {reason}", {"reason": reason}
+    )
 
 
 def _keep_report(database: Database, job_id: str, compressed: bytes) -> None:
     """Store the report unless another shard's upload got there first."""
     with database.transaction() as session:
-        session.execute(update(DurationJob)
-                        .where(DurationJob.id == job_id, DurationJob.status == "created")
-                        .values(report=compressed, status="uploaded", updated_at=utcnow()))
+        session.execute(
+            update(DurationJob)
+            .where(DurationJob.id == job_id, DurationJob.status == "created")
+            .values(report=compressed, status="uploaded", updated_at=utcnow())
+        )
 
 
 def _claim(session: Session, job_id: str, statuses: tuple[str, ...]) -> bool:
     """Mark the job computing if it is in ``statuses`` or its computation went stale; true for
     exactly one caller, whichever process it runs in."""
     now = utcnow()
-    stale = (DurationJob.status == "computing") & (
-        DurationJob.updated_at < now - STALE_COMPUTATION)
+    stale = (DurationJob.status == "computing") & (DurationJob.updated_at < now - STALE_COMPUTATION)
     claimed = session.execute(
         update(DurationJob)
         .where(DurationJob.id == job_id, DurationJob.status.in_(statuses) | stale)
@@ -561,8 +636,9 @@ def _claim(session: Session, job_id: str, statuses: tuple[str, ...]) -> bool:
 
 
 def _start(database: Database, job_id: str) -> None:
-    threading.Thread(target=_compute, args=(database, job_id), name=f"durations-{job_id}",
-                     daemon=True).start()
+    threading.Thread(
+        target=_compute, args=(database, job_id), name=f"durations-{job_id}", daemon=True
+    ).start()
 
 
 def _compute(database: Database, job_id: str) -> None:
@@ -574,8 +650,11 @@ def _compute(database: Database, job_id: str) -> None:
         log.exception("durations job %s failed", job_id)
         values = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     with database.transaction() as session:
-        session.execute(update(DurationJob).where(DurationJob.id == job_id)
-                        .values(**values, updated_at=utcnow()))
+        session.execute(
+            update(DurationJob)
+            .where(DurationJob.id == job_id)
+            .values(**values, updated_at=utcnow())
+        )
 
 
 def _fill(database: Database, job_id: str) -> bytes:
@@ -587,8 +666,9 @@ def _fill(database: Database, job_id: str) -> bytes:
     """
     with database.transaction() as session:
         tenant_id, project, report = session.execute(
-            select(DurationJob.tenant_id, DurationJob.project, DurationJob.report)
-            .where(DurationJob.id == job_id)
+            select(DurationJob.tenant_id, DurationJob.project, DurationJob.report).where(
+                DurationJob.id == job_id
+            )
         ).one()
     document = json.loads(brotli.decompress(report).decode("utf-8-sig"))
     tests = list(_walk(document))
@@ -600,13 +680,22 @@ def _fill(database: Database, job_id: str) -> bytes:
     for name in dict.fromkeys(names):  # one history in memory at a time
         with database.transaction() as session:
             _, history = _history(session, repo_id, name)
-        measured[name] = {key: found for key, found in _predictions(history, keys).items()
-                          if found.source == "history"}
+        measured[name] = {
+            key: found
+            for key, found in _predictions(history, keys).items()
+            if found.source == "history"
+        }
     for test, key in tests:
-        test["attempts"] = [{"environmentIdx": index, "duration": measured[name][key].p50_ms}
-                            for index, name in enumerate(names) if key in measured[name]]
-    return brotli.compress(json.dumps(document, separators=(",", ":")).encode(),
-                           mode=brotli.MODE_TEXT, quality=RESULT_QUALITY)
+        test["attempts"] = [
+            {"environmentIdx": index, "duration": measured[name][key].p50_ms}
+            for index, name in enumerate(names)
+            if key in measured[name]
+        ]
+    return brotli.compress(
+        json.dumps(document, separators=(",", ":")).encode(),
+        mode=brotli.MODE_TEXT,
+        quality=RESULT_QUALITY,
+    )
 
 
 def _walk(document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], TestKey]]:
@@ -617,8 +706,9 @@ def _walk(document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], TestKey]]:
     def location_file(node: dict[str, Any]) -> str:
         return (node.get("location") or {}).get("file") or ""
 
-    def tests(node: dict[str, Any], file: str, path: tuple[str, ...]
-              ) -> Iterator[tuple[dict[str, Any], TestKey]]:
+    def tests(
+        node: dict[str, Any], file: str, path: tuple[str, ...]
+    ) -> Iterator[tuple[dict[str, Any], TestKey]]:
         for suite in node.get("suites") or ():
             inner_file, inner_path = file, path
             if suite["type"] == "file":
@@ -627,8 +717,9 @@ def _walk(document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], TestKey]]:
                 inner_path = (*path, suite["title"])
             yield from tests(suite, inner_file, inner_path)
         for test in node.get("tests") or ():
-            key = TestKey(file or location_file(test), SUITE_SEPARATOR.join(path), "",
-                          test["title"])
+            key = TestKey(
+                file or location_file(test), SUITE_SEPARATOR.join(path), "", test["title"]
+            )
             yield test, key
 
     yield from tests(document, "", ())

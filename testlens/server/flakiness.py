@@ -22,8 +22,7 @@ from ..core import flakiness as detection
 from ..core.model import Report, TestCase
 from . import webhooks
 from .database import Database
-from .insights import iso
-from .models import DailyRollup, TestEvent
+from .models import DailyRollup, TestEvent, iso
 from .models import TestState as TestStateRow
 
 MAX_DURATION_SAMPLES = 30

@@ -94,7 +94,7 @@ def _invalid(field: str, expected: str, message: str) -> ApiError:
     return ApiError(400, "INVALID_FIELD", message, {"field": field, "expected": expected})
 
 
-def _too_large(limit: int, what: str) -> ApiError:
+def too_large(limit: int, what: str) -> ApiError:
     return ApiError(
         413,
         "PAYLOAD_TOO_LARGE",
@@ -151,7 +151,7 @@ async def read_report(upload: UploadFile, limit: int) -> bytes:
     while chunk := await upload.read(_READ_CHUNK):
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit, "report")
+            raise too_large(limit, "report")
         chunks.append(chunk)
     data = b"".join(chunks)
     if data[:2] == b"\x1f\x8b":
@@ -167,14 +167,14 @@ def gunzip(data: bytes, limit: int) -> bytes:
     try:
         out = decompressor.decompress(data, limit + 1)
         if len(out) > limit or decompressor.unconsumed_tail:
-            raise _too_large(limit, "decompressed report")
+            raise too_large(limit, "decompressed report")
         out += decompressor.flush()
     except zlib.error as exc:
         raise ApiError(
             422, "UNPARSEABLE_REPORT", f"Invalid gzip data: {exc}", {"reason": str(exc)}
         ) from None
     if len(out) > limit:
-        raise _too_large(limit, "decompressed report")
+        raise too_large(limit, "decompressed report")
     return out
 
 
@@ -398,7 +398,7 @@ async def upload_test_results(
     limit: int = request.app.state.settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + _FORM_OVERHEAD:
-        raise _too_large(limit, "upload")
+        raise too_large(limit, "upload")
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise ApiError(

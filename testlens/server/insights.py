@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Row, func, or_, select
 from sqlalchemy.orm import Session
 
-from ..core.durations import Sample, estimate
+from ..core.durations import Sample, TestKey, estimate, pytest_nodeid
 from .auth import Principal, require
 from .database import Database
 from .errors import ApiError, not_found
@@ -34,6 +34,7 @@ from .models import (
     TestEvent,
     TestResult,
     TestState,
+    iso,
     utcnow,
 )
 
@@ -53,11 +54,6 @@ LIST_COLUMNS = (
 FEED_WINDOW = timedelta(days=30)
 PAGE_SIZE = 100
 RECENT_RUNS = 20
-
-
-def iso(value: datetime | None) -> str | None:
-    """UTC times as the seed dialects write them: ISO-8601 with a ``Z``."""
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def _db(request: Request) -> Database:
@@ -741,26 +737,10 @@ def list_quarantine(
                 "suite": t.suite,
                 "classname": t.classname,
                 "name": t.name,
-                "nodeid": node_id(t),
+                "nodeid": pytest_nodeid(TestKey(t.file, t.suite, t.classname, t.name)),
                 "reason": q.reason,
                 "expires_at": iso(q.expires_at),
             }
             for t, q in rows
         ],
     }
-
-
-def node_id(test: TestCase) -> str:
-    """The pytest-style id of a stored test (``file::Class::name``).
-
-    pytest's JUnit XML writes the class as a dotted path that repeats the module
-    (``tests.test_cart.TestCart``); that prefix is dropped so the id is pytest's own.
-    """
-    classname = test.classname
-    if test.file.endswith(".py"):
-        module = test.file[:-3].replace("/", ".")
-        if classname == module:
-            classname = ""
-        elif classname.startswith(module + "."):
-            classname = classname[len(module) + 1 :].replace(".", "::")
-    return "::".join(part for part in (test.file, classname, test.name) if part)

@@ -62,6 +62,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso(value: datetime | None) -> str | None:
+    """UTC times as the seed dialects write them: ISO-8601 with a ``Z``."""
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
