@@ -16,7 +16,6 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,8 @@ import httpx
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import free_port, scratch_postgres, testlens_cmd
+from ingest import scratch_postgres
+from server import serving
 
 from testlens.core.model import Attempt, Report, TestCase
 from testlens.server.auth import create_key
@@ -166,28 +166,8 @@ def run_backend(backend: str, size: int) -> dict[str, tuple[float, float]]:
             f"  {backend}: loaded {stored:,} results in {time.perf_counter() - started:.0f}s",
             flush=True,
         )
-        port = free_port()
-        server = subprocess.Popen(
-            [testlens_cmd(), "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"{base}/healthz")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+        with serving(env, Path(tmp) / "server.log") as base:
             timings = measure(base, key, repo_id, test_ids)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     return {name: (statistics.median(v), percentile(v, 95)) for name, v in timings.items()}
 
 

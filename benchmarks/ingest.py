@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from server import serving, testlens_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("TESTLENS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -36,27 +35,21 @@ def report(tests: int, seed: int) -> tuple[bytes, int]:
         parts.append(f'<testsuite name="suite{s}">\n')
         for c in range(per_suite):
             n = s * per_suite + c
-            attrs = (f'classname="app.module{s}.Test{c % 10}" name="test_{n}" '
-                     f'file="tests/module{s}.py" time="{((n * 31 + seed) % 250) / 1000:.3f}"')
+            attrs = (
+                f'classname="app.module{s}.Test{c % 10}" name="test_{n}" '
+                f'file="tests/module{s}.py" time="{((n * 31 + seed) % 250) / 1000:.3f}"'
+            )
             if n % 20 == 0:
-                parts.append(f'<testcase {attrs}><failure message="flaky {seed}">trace</failure>'
-                             "</testcase>\n")
+                parts.append(
+                    f'<testcase {attrs}><failure message="flaky {seed}">trace</failure>'
+                    "</testcase>\n"
+                )
                 attempts += 1
             parts.append(f"<testcase {attrs}/>\n")
             attempts += 1
         parts.append("</testsuite>\n")
     parts.append("</testsuites>\n")
     return "".join(parts).encode(), attempts
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def testlens_cmd() -> str:
-    return str(Path(sys.executable).with_name("testlens"))
 
 
 def scratch_postgres() -> str:
@@ -76,45 +69,34 @@ def bench(backend: str, tests: int, uploads: int) -> list[float]:
             env["TESTLENS_DATABASE_URL"] = scratch_postgres()
         key = subprocess.run(
             [testlens_cmd(), "keys", "create", "--tenant", "bench", "--scopes", "ingest"],
-            env=env, check=True, capture_output=True, text=True,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
-        port = free_port()
-        server = subprocess.Popen(
-            [testlens_cmd(), "serve", "--port", str(port)], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            with httpx.Client(base_url=url, timeout=300,
-                              headers={"Authorization": f"Bearer {key}"}) as client:
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        client.get("/healthz")
-                        break
-                    except httpx.TransportError:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.1)
-                rates = []
-                for i in range(uploads + 1):
-                    data, attempts = report(tests, i)
-                    start = time.perf_counter()
-                    response = client.post(
-                        "/api/test-results", files={"file": ("junit.xml", data)},
-                        data={"repo": "bench/app", "framework": "pytest", "commit": f"{i:040x}"},
-                    )
-                    elapsed = time.perf_counter() - start
-                    response.raise_for_status()
-                    if i:  # the first upload creates every test row: reported apart below
-                        rates.append(attempts / elapsed)
-                    else:
-                        first = attempts / elapsed
-                print(f"  {backend}: first upload (creates {tests} tests) {first:,.0f} results/s")
-                return rates
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        with (
+            serving(env, Path(tmp) / "server.log") as url,
+            httpx.Client(
+                base_url=url, timeout=300, headers={"Authorization": f"Bearer {key}"}
+            ) as client,
+        ):
+            rates = []
+            for i in range(uploads + 1):
+                data, attempts = report(tests, i)
+                start = time.perf_counter()
+                response = client.post(
+                    "/api/test-results",
+                    files={"file": ("junit.xml", data)},
+                    data={"repo": "bench/app", "framework": "pytest", "commit": f"{i:040x}"},
+                )
+                elapsed = time.perf_counter() - start
+                response.raise_for_status()
+                if i:  # the first upload creates every test row: reported apart below
+                    rates.append(attempts / elapsed)
+                else:
+                    first = attempts / elapsed
+            print(f"  {backend}: first upload (creates {tests} tests) {first:,.0f} results/s")
+            return rates
 
 
 def main() -> None:
