@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Row, func, or_, select
+from sqlalchemy import Row, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..core.durations import Sample, TestKey, estimate, pytest_nodeid
@@ -85,18 +85,18 @@ def _find_test(session: Session, tenant_id: str, test_id: str) -> tuple[TestCase
     return row[0], row[1]
 
 
+def _active(now: datetime) -> Any:
+    """The condition for a quarantine in force at ``now``."""
+    return or_(Quarantine.expires_at.is_(None), Quarantine.expires_at > now)
+
+
 def _active_quarantines(
     session: Session, test_ids: Iterable[str], now: datetime
 ) -> dict[str, Quarantine]:
     ids = list(test_ids)
     if not ids:
         return {}
-    rows = session.scalars(
-        select(Quarantine).where(
-            Quarantine.test_id.in_(ids),
-            or_(Quarantine.expires_at.is_(None), Quarantine.expires_at > now),
-        )
-    )
+    rows = session.scalars(select(Quarantine).where(Quarantine.test_id.in_(ids), _active(now)))
     return {q.test_id: q for q in rows}
 
 
@@ -316,13 +316,6 @@ def _test_row(test: TestCase | Row, framework: str | None, quarantined: bool) ->
     }
 
 
-def _frameworks(session: Session, run_ids: Iterable[str | None]) -> dict[str, str]:
-    ids = list({run_id for run_id in run_ids if run_id})
-    if not ids:
-        return {}
-    return dict(session.execute(select(Run.id, Run.framework).where(Run.id.in_(ids))).all())
-
-
 @router.get("/api/repos/{repo_id}")
 def get_repo(
     repo_id: str,
@@ -341,22 +334,21 @@ def get_repo(
         if repo is None:
             raise not_found("repository", repo_id)
         counts = repo_counts(session, [repo.id], now)[repo.id]
+        # One query for the page, its frameworks and quarantines: round trips dominate here.
         tests = list(
             session.execute(
-                select(*LIST_COLUMNS)
+                select(*LIST_COLUMNS, Run.framework, Quarantine.test_id.label("quarantined"))
+                .outerjoin(Run, Run.id == TestCase.last_run_id)
+                .outerjoin(Quarantine, and_(Quarantine.test_id == TestCase.id, _active(now)))
                 .where(TestCase.repo_id == repo.id, TestCase.last_seen_at >= now - FEED_WINDOW)
                 .order_by(TestCase.flake_score.desc(), TestCase.id)
                 .limit(PAGE_SIZE)
                 .offset((page - 1) * PAGE_SIZE)
             )
         )
-        quarantined = _active_quarantines(session, (t.id for t in tests), now)
-        frameworks = _frameworks(session, (t.last_run_id for t in tests))
     return {
         "repo": _repo_body(repo, counts),
-        "tests": [
-            _test_row(t, frameworks.get(t.last_run_id or ""), t.id in quarantined) for t in tests
-        ],
+        "tests": [_test_row(t, t.framework, t.quarantined is not None) for t in tests],
         "summary": {
             "total": counts.total,
             "passing": counts.healthy,
@@ -413,7 +405,7 @@ def get_test(
             .order_by(TestEvent.at.desc(), TestEvent.id.desc())
             .limit(RECENT_RUNS)
         ).all()
-        framework = _frameworks(session, [test.last_run_id]).get(test.last_run_id or "")
+        framework = session.scalar(select(Run.framework).where(Run.id == test.last_run_id))
     return {
         **_test_row(test, framework, quarantine is not None),
         "classname": test.classname,
@@ -722,10 +714,7 @@ def list_quarantine(
         rows = session.execute(
             select(TestCase, Quarantine)
             .join(Quarantine, Quarantine.test_id == TestCase.id)
-            .where(
-                Quarantine.repo_id == repository.id,
-                or_(Quarantine.expires_at.is_(None), Quarantine.expires_at > now),
-            )
+            .where(Quarantine.repo_id == repository.id, _active(now))
             .order_by(TestCase.file, TestCase.name)
         ).all()
     return {
