@@ -15,8 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Row, and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -175,10 +177,9 @@ def _repo_name(org: str | None, repo: str | None) -> str:
 @router.get("/api/v1/testdeck/flaky")
 def flaky_feed(
     request: Request,
-    response: Response,
     query: FeedQuery = Depends(_feed_query),
     principal: Principal = Depends(require("read")),
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Flaky tests of the last 30 days, newest first occurrence first, 100 per page."""
     database = _db(request)
     now = utcnow()
@@ -223,16 +224,18 @@ def flaky_feed(
         }
         for test in page[:PAGE_SIZE]
     ]
+    headers = {}
     if has_more:
-        response.headers["Link"] = (
-            f"<{base}/api/v1/testdeck/flaky?org={query.org or ''}&repo={query.repo}"
-            f'&page={query.page + 1}>; rel="next"'
-        )
-    return {
-        "repository": _split_repo(repo.name),
-        "github_check": {"name": query.github_check_name, "provider": provider or "github"},
-        "test_cases": cases,
-    }
+        params = {**query.model_dump(exclude_none=True), "page": query.page + 1}
+        headers["Link"] = f'<{base}/api/v1/testdeck/flaky?{urlencode(params)}>; rel="next"'
+    return JSONResponse(
+        {
+            "repository": _split_repo(repo.name),
+            "github_check": {"name": query.github_check_name, "provider": provider or "github"},
+            "test_cases": cases,
+        },
+        headers=headers,
+    )
 
 
 # --- repositories ----------------------------------------------------------------------------
@@ -284,7 +287,7 @@ def _repo_body(repo: Repository, counts: RepoCounts) -> dict[str, Any]:
 
 
 @router.get("/api/repos")
-def list_repos(request: Request, principal: Principal = Depends(require("read"))) -> dict:
+def list_repos(request: Request, principal: Principal = Depends(require("read"))) -> JSONResponse:
     """The tenant's repositories with their health."""
     now = utcnow()
     with _db(request).transaction() as session:
@@ -296,7 +299,7 @@ def list_repos(request: Request, principal: Principal = Depends(require("read"))
             )
         )
         counts = repo_counts(session, [r.id for r in repos], now)
-    return {"repos": [_repo_body(r, counts[r.id]) for r in repos]}
+    return JSONResponse({"repos": [_repo_body(r, counts[r.id]) for r in repos]})
 
 
 def _test_row(test: TestCase | Row, framework: str | None, quarantined: bool) -> dict[str, Any]:
@@ -322,7 +325,7 @@ def get_repo(
     request: Request,
     page: int = Query(1, ge=1),
     principal: Principal = Depends(require("read")),
-) -> dict[str, Any]:
+) -> JSONResponse:
     """A repository, its tests (most flaky first, 100 per page) and a summary."""
     now = utcnow()
     with _db(request).transaction() as session:
@@ -346,16 +349,18 @@ def get_repo(
                 .offset((page - 1) * PAGE_SIZE)
             )
         )
-    return {
-        "repo": _repo_body(repo, counts),
-        "tests": [_test_row(t, t.framework, t.quarantined is not None) for t in tests],
-        "summary": {
-            "total": counts.total,
-            "passing": counts.healthy,
-            "flaky": counts.flaky,
-            "failing": counts.broken,
-        },
-    }
+    return JSONResponse(
+        {
+            "repo": _repo_body(repo, counts),
+            "tests": [_test_row(t, t.framework, t.quarantined is not None) for t in tests],
+            "summary": {
+                "total": counts.total,
+                "passing": counts.healthy,
+                "flaky": counts.flaky,
+                "failing": counts.broken,
+            },
+        }
+    )
 
 
 # --- one test ------------------------------------------------------------------------------
@@ -377,7 +382,7 @@ def _durations(rows: Sequence[TestState]) -> dict[str, Any]:
 @router.get("/api/tests/{test_id}")
 def get_test(
     test_id: str, request: Request, principal: Principal = Depends(require("read"))
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Everything testlens knows of one test, with its recent runs and state changes."""
     now = utcnow()
     with _db(request).transaction() as session:
@@ -406,61 +411,66 @@ def get_test(
             .limit(RECENT_RUNS)
         ).all()
         framework = session.scalar(select(Run.framework).where(Run.id == test.last_run_id))
-    return {
-        **_test_row(test, framework, quarantine is not None),
-        "classname": test.classname,
-        "suite": test.suite,
-        "repo": {"id": repo.id, "name": repo.name},
-        "first_seen": iso(test.first_seen_at),
-        "flake_score_interval": [round(test.flake_score_low, 4), round(test.flake_score_high, 4)],
-        "failed_runs": test.failed_runs,
-        "flaky_runs": test.flaky_runs,
-        "first_occurrence": iso(test.first_flaky_at),
-        "last_occurrence": iso(test.last_flaky_at),
-        "last_24_hours_count": last_24_hours(test, now),
-        **_durations(rows),
-        "quarantine": None
-        if quarantine is None
-        else {
-            "reason": quarantine.reason,
-            "created_at": iso(quarantine.created_at),
-            "expires_at": iso(quarantine.expires_at),
-        },
-        "environments": [
-            {
-                "environment": r.environment or None,
-                "state": r.state,
-                "flake_score": round(r.flake_score, 4),
-                "total_runs": r.total_runs,
-                "flaky_runs": r.flaky_runs,
-                "since": iso(r.since),
-            }
-            for r in sorted(rows, key=lambda r: r.environment)
-        ],
-        "recent_runs": [
-            {
-                "timestamp": iso(at),
-                "status": status,
-                "duration_ms": duration,
-                "error_message": message,
-                "attempt": attempt,
-                "environment": env,
-                "run_id": run_id,
-            }
-            for at, status, duration, message, attempt, env, run_id in recent
-        ],
-        "events": [
-            {
-                "at": iso(e.at),
-                "from": e.from_state,
-                "to": e.to_state,
-                "reason": e.reason,
-                "environment": e.environment or None,
-                "run_ids": json.loads(e.run_ids),
-            }
-            for e in events
-        ],
-    }
+    return JSONResponse(
+        {
+            **_test_row(test, framework, quarantine is not None),
+            "classname": test.classname,
+            "suite": test.suite,
+            "repo": {"id": repo.id, "name": repo.name},
+            "first_seen": iso(test.first_seen_at),
+            "flake_score_interval": [
+                round(test.flake_score_low, 4),
+                round(test.flake_score_high, 4),
+            ],
+            "failed_runs": test.failed_runs,
+            "flaky_runs": test.flaky_runs,
+            "first_occurrence": iso(test.first_flaky_at),
+            "last_occurrence": iso(test.last_flaky_at),
+            "last_24_hours_count": last_24_hours(test, now),
+            **_durations(rows),
+            "quarantine": None
+            if quarantine is None
+            else {
+                "reason": quarantine.reason,
+                "created_at": iso(quarantine.created_at),
+                "expires_at": iso(quarantine.expires_at),
+            },
+            "environments": [
+                {
+                    "environment": r.environment or None,
+                    "state": r.state,
+                    "flake_score": round(r.flake_score, 4),
+                    "total_runs": r.total_runs,
+                    "flaky_runs": r.flaky_runs,
+                    "since": iso(r.since),
+                }
+                for r in sorted(rows, key=lambda r: r.environment)
+            ],
+            "recent_runs": [
+                {
+                    "timestamp": iso(at),
+                    "status": status,
+                    "duration_ms": duration,
+                    "error_message": message,
+                    "attempt": attempt,
+                    "environment": env,
+                    "run_id": run_id,
+                }
+                for at, status, duration, message, attempt, env, run_id in recent
+            ],
+            "events": [
+                {
+                    "at": iso(e.at),
+                    "from": e.from_state,
+                    "to": e.to_state,
+                    "reason": e.reason,
+                    "environment": e.environment or None,
+                    "run_ids": json.loads(e.run_ids),
+                }
+                for e in events
+            ],
+        }
+    )
 
 
 # --- analytics (the /api/v1/analytics dialect) -----------------------------------------------
@@ -483,7 +493,7 @@ def analytics_flaky_tests(
     project: str = Query(""),
     min_rate: float = Query(0.0, alias="minRate", ge=0, le=100),
     principal: Principal = Depends(require("read")),
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Tests that were flaky in the last 30 days, by flakiness rate (percent of runs)."""
     now = utcnow()
     with _db(request).transaction() as session:
@@ -509,7 +519,7 @@ def analytics_flaky_tests(
                 }
             )
     data.sort(key=lambda d: (-d["flakinessRate"], d["testId"]))
-    return {"project": repo.name, "data": data}
+    return JSONResponse({"project": repo.name, "data": data})
 
 
 @router.get("/api/v1/analytics/flakiness-trends")
@@ -518,7 +528,7 @@ def analytics_flakiness_trends(
     project: str = Query(""),
     days: int = Query(30, ge=1, le=365),
     principal: Principal = Depends(require("read")),
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Per UTC day: distinct tests that flaked, and their mean flake score (percent)."""
     today = utcnow().date()
     first = today - timedelta(days=days - 1)
@@ -548,7 +558,7 @@ def analytics_flakiness_trends(
                 "failedTestRuns": rollup.failed_test_runs if rollup else 0,
             }
         )
-    return {"project": repo.name, "days": days, "data": data}
+    return JSONResponse({"project": repo.name, "days": days, "data": data})
 
 
 def recommend(test: TestCase, quarantined: bool) -> dict[str, Any] | None:
@@ -598,7 +608,7 @@ def analytics_recommendations(
     request: Request,
     project: str = Query(""),
     principal: Principal = Depends(require("read")),
-) -> dict[str, Any]:
+) -> JSONResponse:
     """What to fix first: broken tests, then flaky ones by how often they flake."""
     now = utcnow()
     with _db(request).transaction() as session:
@@ -613,7 +623,7 @@ def analytics_recommendations(
     data.sort(
         key=lambda d: (_SEVERITY_ORDER[d["severity"]], -d["impact"]["flaky_runs"], d["test"]["id"])
     )
-    return {"project": repo.name, "data": data}
+    return JSONResponse({"project": repo.name, "data": data})
 
 
 # --- quarantine ----------------------------------------------------------------------------
@@ -705,7 +715,7 @@ def list_quarantine(
     request: Request,
     repo: str = Query(..., description="owner/repo"),
     principal: Principal = Depends(require("read")),
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Active quarantines of a repository: the list CI clients read to know which failures
     must not fail the build."""
     now = utcnow()
@@ -717,19 +727,21 @@ def list_quarantine(
             .where(Quarantine.repo_id == repository.id, _active(now))
             .order_by(TestCase.file, TestCase.name)
         ).all()
-    return {
-        "repo": repository.name,
-        "tests": [
-            {
-                "id": t.id,
-                "file": t.file,
-                "suite": t.suite,
-                "classname": t.classname,
-                "name": t.name,
-                "nodeid": pytest_nodeid(TestKey(t.file, t.suite, t.classname, t.name)),
-                "reason": q.reason,
-                "expires_at": iso(q.expires_at),
-            }
-            for t, q in rows
-        ],
-    }
+    return JSONResponse(
+        {
+            "repo": repository.name,
+            "tests": [
+                {
+                    "id": t.id,
+                    "file": t.file,
+                    "suite": t.suite,
+                    "classname": t.classname,
+                    "name": t.name,
+                    "nodeid": pytest_nodeid(TestKey(t.file, t.suite, t.classname, t.name)),
+                    "reason": q.reason,
+                    "expires_at": iso(q.expires_at),
+                }
+                for t, q in rows
+            ],
+        }
+    )
