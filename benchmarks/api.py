@@ -7,7 +7,8 @@ through the real ingest code (which builds the per-test states the APIs read); t
 size is filled with older result rows for the same tests, written at driver speed. Then
 ``testlens serve`` answers timed requests over HTTP, and p50/p95 are printed per endpoint,
 with the ratio of the largest size to the smallest. Target: p95 under 25 ms, and the 5M
-figure no more than 1.5x the 100k one.
+figure no more than 1.5x the 100k one. PostgreSQL is vacuumed after loading, as its
+autovacuum (on by default) would have done by then.
 """
 
 from __future__ import annotations
