@@ -28,7 +28,7 @@ from . import flakiness
 from .auth import Principal, require
 from .database import Database
 from .errors import ApiError, not_found
-from .models import Repository, Run, TestCase, TestResult, utcnow
+from .models import Repository, Run, TestCase, TestResult, iso, utcnow
 from .settings import DEFAULT_MAINLINE_BRANCHES
 
 router = APIRouter(tags=["results"])
@@ -425,10 +425,6 @@ async def upload_test_results(
     return JSONResponse(result.body(), status_code=201, headers=headers)
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 @router.get("/api/runs/{run_id}")
 def get_run(run_id: str, request: Request, principal: Principal = Depends(require("read"))) -> dict:
     """One stored run: its metadata and totals (404 for unknown or other tenants' runs)."""
@@ -456,7 +452,7 @@ def get_run(run_id: str, request: Request, principal: Principal = Depends(requir
             "check_name": run.check_name,
             "pr_number": run.pr_number,
             "workflow_run_id": run.workflow_run_id,
-            "created_at": _iso(run.created_at),
+            "created_at": iso(run.created_at),
             "summary": {
                 "tests": run.tests,
                 "passed": run.passed,

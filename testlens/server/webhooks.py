@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from .auth import Principal, require
 from .database import Database
 from .errors import not_found
-from .models import Webhook, WebhookDelivery, utcnow
+from .models import Webhook, WebhookDelivery, iso, utcnow
 from .settings import Settings
 from .signing import Keys
 
@@ -106,7 +106,7 @@ def _webhook_json(hook: Webhook) -> dict[str, Any]:
         "id": hook.id,
         "url": hook.url,
         "events": hook.events.split(","),
-        "created_at": hook.created_at.isoformat(),
+        "created_at": iso(hook.created_at),
     }
 
 
@@ -119,9 +119,9 @@ def _delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
         "attempts": delivery.attempts,
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error,
-        "created_at": delivery.created_at.isoformat(),
-        "next_attempt_at": delivery.next_attempt_at.isoformat() if pending else None,
-        "delivered_at": delivery.delivered_at.isoformat() if delivery.delivered_at else None,
+        "created_at": iso(delivery.created_at),
+        "next_attempt_at": iso(delivery.next_attempt_at) if pending else None,
+        "delivered_at": iso(delivery.delivered_at),
         "attempts_log": json.loads(delivery.attempt_log),
     }
 
@@ -314,7 +314,7 @@ class _Attempt:
 
     def log_entry(self) -> dict[str, Any]:
         return {
-            "at": self.at.isoformat(),
+            "at": iso(self.at),
             "status_code": self.status_code,
             "error": self.error,
             "duration_ms": self.duration_ms,
