@@ -215,3 +215,25 @@ def test_unknown_path_uses_shared_error_body(tenant):
     response = tenant.client.get("/api/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"] == "Not Found"
+
+
+def test_unexpected_errors_are_500_with_a_request_id_and_no_internals(tenant, monkeypatch):
+    from testlens.server import ingest
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("database exploded: password=hunter2")
+
+    monkeypatch.setattr(ingest, "store_report", broken)
+    response = upload(tenant.client, RERUN_XML, commit="d" * 40)
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error"] == "Internal Server Error"
+    assert body["code"] == "INTERNAL_ERROR"
+    assert body["details"]["request_id"] == response.headers["x-request-id"]
+    assert "hunter2" not in response.text and "exploded" not in response.text
+    # A request id the client sent is kept, so logs on both sides can be matched.
+    again = tenant.client.post(
+        "/api/test-results", files={"file": ("r.xml", RERUN_XML)},
+        data={"repo": "acme/shop", "framework": "pytest"}, headers={"X-Request-ID": "ci-42"},
+    )
+    assert again.json()["details"]["request_id"] == "ci-42"

@@ -47,8 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = rid
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception:  # answered here so the connection stays usable
+            return errors.internal_error(rid)
         response.headers["X-Request-ID"] = rid
         return response
 

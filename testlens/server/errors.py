@@ -8,7 +8,6 @@ unexpected exception) goes through here, so clients parse exactly one shape.
 from __future__ import annotations
 
 import logging
-import uuid
 from http import HTTPStatus
 from typing import Any
 
@@ -98,16 +97,16 @@ def install(app: FastAPI) -> None:
         message = f"Invalid field {first['field']}: {first['problem']}"
         return error_response(ApiError(422, "VALIDATION_ERROR", message, {"errors": problems}))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
-        log.exception("unhandled error (request_id=%s)", request_id)
-        return error_response(
-            ApiError(
-                500,
-                "INTERNAL_ERROR",
-                "An unexpected error occurred; quote the request_id when reporting it.",
-                {"request_id": request_id},
-                headers={"X-Request-ID": request_id},
-            )
+
+def internal_error(request_id: str) -> JSONResponse:
+    """The 500 for an unexpected exception (logged with its traceback, never shown)."""
+    log.exception("unhandled error (request_id=%s)", request_id)
+    return error_response(
+        ApiError(
+            500,
+            "INTERNAL_ERROR",
+            "An unexpected error occurred; quote the request_id when reporting it.",
+            {"request_id": request_id},
+            headers={"X-Request-ID": request_id},
         )
+    )
