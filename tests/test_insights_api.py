@@ -279,3 +279,19 @@ def test_pull_request_regressions_do_not_make_tests_flaky(tenant):
         assert main.json()["flaky_detected"] == pr.json()["flaky_detected"] == 0
     feed = tenant.client.get("/api/v1/testdeck/flaky", params={"repo": "acme/pr"}).json()
     assert feed["test_cases"] == []
+
+
+def test_duration_samples_keep_the_newest_without_growing_unbounded():
+    import json
+
+    from testlens.server.flakiness import MAX_DURATION_SAMPLES, _append_samples
+
+    stored = "[]"
+    for n in range(5 * MAX_DURATION_SAMPLES):
+        stored = _append_samples(stored, [[float(n), n % 7 == 0]])
+        kept = json.loads(stored)
+        assert len(kept) <= 2 * MAX_DURATION_SAMPLES
+        assert kept[-1] == [float(n), n % 7 == 0]  # the newest sample is always last
+    assert len(kept) >= MAX_DURATION_SAMPLES
+    assert [d for d, _ in kept] == [float(n) for n in range(150 - len(kept), 150)]
+    assert _append_samples(stored, None) == stored

@@ -25,7 +25,7 @@ from .database import Database
 from .models import DailyRollup, TestEvent, iso
 from .models import TestState as TestStateRow
 
-MAX_DURATION_SAMPLES = 30
+MAX_DURATION_SAMPLES = 30  # kept: between this and twice this many (see _append_samples)
 RECENT_FLAKY = 50
 _LOAD_CHUNK = 5000
 _STATE_RANK = {"healthy": 0, "flaky": 1, "broken": 2}
@@ -126,8 +126,40 @@ def _load(session: Session, test_ids: list[str]) -> dict[str, dict[str, tuple[st
     return found
 
 
+def _append_samples(stored: str, new: list[list[float]] | None) -> str:
+    """The stored duration samples (JSON) with ``new`` appended, without parsing them.
+
+    The list is cut back to the newest :data:`MAX_DURATION_SAMPLES` only once it holds twice
+    as many, so the parse is paid once every so many runs instead of at every ingest.
+    """
+    if not new:
+        return stored
+    added = json.dumps(new, separators=(",", ":"))[1:-1]
+    text = f"[{added}]" if stored == "[]" else f"{stored[:-1]},{added}]"
+    if text.count("],[") >= 2 * MAX_DURATION_SAMPLES:
+        text = json.dumps(json.loads(text)[-MAX_DURATION_SAMPLES:], separators=(",", ":"))
+    return text
+
+
 def _summary(states: list[detection.TestState], run_id: str, stamp) -> tuple:
     """A test's figures over all its environments: the worst state and score, summed runs."""
+    if len(states) == 1:  # most tests: no combining to do
+        only = states[0]
+        low, high = flake_interval(only)
+        recent = [round(at.timestamp()) for at, _run in only.recent_flaky[-RECENT_FLAKY:]]
+        return (
+            only.verdict,
+            only.flake_score,
+            low,
+            high,
+            only.total_runs,
+            only.failed_runs,
+            only.flaky_runs,
+            stamp(only.first_flaky_at),
+            stamp(only.last_flaky_at),
+            run_id,
+            json.dumps(recent) if recent else "[]",
+        )
     worst = max(states, key=lambda s: (_STATE_RANK[s.verdict], s.flake_score))
     low, high = flake_interval(worst)
     firsts = [s.first_flaky_at for s in states if s.first_flaky_at]
@@ -188,8 +220,7 @@ def evaluate(
         before = detection.TestState.from_json(previous[0]) if previous else None
         state, transitions = detection.observe(before, obs)
         new_states.setdefault(tid, {})[env] = state
-        history = json.loads(previous[1]) if previous else []
-        history.extend(samples.get((tid, env), ()))
+        durations = _append_samples(previous[1] if previous else "[]", samples.get((tid, env)))
         low, high = flake_interval(state)
         result.states.append(
             (
@@ -210,7 +241,7 @@ def evaluate(
                 at,
                 ctx.run_id,
                 ctx.check_name,
-                json.dumps(history[-MAX_DURATION_SAMPLES:], separators=(",", ":")),
+                durations,
                 state.to_json(),
             )
         )

@@ -209,8 +209,9 @@ class TestState(Base):
 
     ``data`` is the serialized ``testlens.core.flakiness.TestState`` (bounded in size); the
     plain columns copy the figures that APIs filter and sort on, so reads never scan results.
-    ``environment`` is ``""`` for runs that name none. ``durations`` holds the recent duration
-    samples (JSON) that predictions are computed from.
+    ``environment`` is ``""`` for runs that name none. ``durations`` holds the 30 to 60 most
+    recent duration samples, oldest first, as JSON ``[[duration_ms, censored], ...]``:
+    predictions (p50, p90) are computed from them when asked for, not at every ingest.
     """
 
     __tablename__ = "test_states"
