@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from .. import __version__
-from . import durations, errors, ingest, insights, webhooks
+from . import analytics, durations, errors, ingest, insights, quarantine, webhooks
 from .database import Database, upgrade
 from .settings import Settings
 from .signing import Keys
@@ -72,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(ingest.router)
     app.include_router(insights.router)
+    app.include_router(analytics.router)
+    app.include_router(quarantine.router)
     app.include_router(webhooks.router)
     app.include_router(durations.router)
     return app

@@ -1,5 +1,4 @@
-"""What testlens knows, for people and CI: the flaky feed, repositories, tests, analytics and
-quarantine.
+"""What testlens knows, for people and CI: the flaky feed, repositories and tests.
 
 Every read here comes from the per-test figures on ``test_cases`` (combined over the test's
 environments at ingest: the worst state and score, summed counts), the per-environment rows of
@@ -11,24 +10,23 @@ limit, so latency does not grow with history.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import Row, and_, func, or_, select
+from sqlalchemy import Row, and_, func, select
 from sqlalchemy.orm import Session
 
-from ..core.durations import Sample, TestKey, estimate, pytest_nodeid
+from ..core.durations import Sample, estimate
 from .auth import Principal, require
 from .database import Database
 from .errors import ApiError, not_found
 from .models import (
-    DailyRollup,
     Quarantine,
     Repository,
     Run,
@@ -39,6 +37,8 @@ from .models import (
     iso,
     utcnow,
 )
+from .quarantine import active, active_quarantines
+from .scoping import find_repo, find_test
 
 router = APIRouter(tags=["insights"])
 
@@ -65,41 +65,6 @@ def _db(request: Request) -> Database:
 def _split_repo(name: str) -> dict[str, str]:
     org, _, repo = name.partition("/")
     return {"name": repo, "org": org}
-
-
-def find_repo(session: Session, tenant_id: str, name: str) -> Repository:
-    repo = session.scalar(
-        select(Repository).where(Repository.tenant_id == tenant_id, Repository.name == name)
-    )
-    if repo is None:
-        raise not_found("repository", name)
-    return repo
-
-
-def _find_test(session: Session, tenant_id: str, test_id: str) -> tuple[TestCase, Repository]:
-    row = session.execute(
-        select(TestCase, Repository)
-        .join(Repository, Repository.id == TestCase.repo_id)
-        .where(TestCase.id == test_id, Repository.tenant_id == tenant_id)
-    ).first()
-    if row is None:
-        raise not_found("test", test_id)
-    return row[0], row[1]
-
-
-def _active(now: datetime) -> Any:
-    """The condition for a quarantine in force at ``now``."""
-    return or_(Quarantine.expires_at.is_(None), Quarantine.expires_at > now)
-
-
-def _active_quarantines(
-    session: Session, test_ids: Iterable[str], now: datetime
-) -> dict[str, Quarantine]:
-    ids = list(test_ids)
-    if not ids:
-        return {}
-    rows = session.scalars(select(Quarantine).where(Quarantine.test_id.in_(ids), _active(now)))
-    return {q.test_id: q for q in rows}
 
 
 def pass_rate(test: TestCase | Row) -> float | None:
@@ -342,7 +307,7 @@ def get_repo(
             session.execute(
                 select(*LIST_COLUMNS, Run.framework, Quarantine.test_id.label("quarantined"))
                 .outerjoin(Run, Run.id == TestCase.last_run_id)
-                .outerjoin(Quarantine, and_(Quarantine.test_id == TestCase.id, _active(now)))
+                .outerjoin(Quarantine, and_(Quarantine.test_id == TestCase.id, active(now)))
                 .where(TestCase.repo_id == repo.id, TestCase.last_seen_at >= now - FEED_WINDOW)
                 .order_by(TestCase.flake_score.desc(), TestCase.id)
                 .limit(PAGE_SIZE)
@@ -386,9 +351,9 @@ def get_test(
     """Everything testlens knows of one test, with its recent runs and state changes."""
     now = utcnow()
     with _db(request).transaction() as session:
-        test, repo = _find_test(session, principal.tenant_id, test_id)
+        test, repo = find_test(session, principal.tenant_id, test_id)
         rows = _states_by_test(session, [test.id]).get(test.id, [])
-        quarantine = _active_quarantines(session, [test.id], now).get(test.id)
+        quarantine = active_quarantines(session, [test.id], now).get(test.id)
         recent = session.execute(
             select(
                 Run.created_at,
@@ -468,280 +433,6 @@ def get_test(
                     "run_ids": json.loads(e.run_ids),
                 }
                 for e in events
-            ],
-        }
-    )
-
-
-# --- analytics (the /api/v1/analytics dialect) -----------------------------------------------
-
-
-def _project(session: Session, principal: Principal, project: str) -> Repository:
-    if not project:
-        raise ApiError(
-            400,
-            "MISSING_FIELD",
-            "Missing required field: project",
-            {"field": "project", "expected": "repository name 'owner/repo'"},
-        )
-    return find_repo(session, principal.tenant_id, project)
-
-
-@router.get("/api/v1/analytics/flaky-tests")
-def analytics_flaky_tests(
-    request: Request,
-    project: str = Query(""),
-    min_rate: float = Query(0.0, alias="minRate", ge=0, le=100),
-    principal: Principal = Depends(require("read")),
-) -> JSONResponse:
-    """Tests that were flaky in the last 30 days, by flakiness rate (percent of runs)."""
-    now = utcnow()
-    with _db(request).transaction() as session:
-        repo = _project(session, principal, project)
-        tests = session.scalars(
-            select(TestCase).where(
-                TestCase.repo_id == repo.id, TestCase.last_flaky_at >= now - FEED_WINDOW
-            )
-        ).all()
-    data = []
-    for test in tests:
-        rate = 100.0 * test.flaky_runs / test.total_runs if test.total_runs else 0.0
-        if rate >= min_rate:
-            data.append(
-                {
-                    "testId": test.id,
-                    "testFile": test.file,
-                    "testName": test.name,
-                    "flakinessRate": round(rate, 2),
-                    "flakyRuns": test.flaky_runs,
-                    "totalRuns": test.total_runs,
-                    "lastFlakyAt": iso(test.last_flaky_at),
-                }
-            )
-    data.sort(key=lambda d: (-d["flakinessRate"], d["testId"]))
-    return JSONResponse({"project": repo.name, "data": data})
-
-
-@router.get("/api/v1/analytics/flakiness-trends")
-def analytics_flakiness_trends(
-    request: Request,
-    project: str = Query(""),
-    days: int = Query(30, ge=1, le=365),
-    principal: Principal = Depends(require("read")),
-) -> JSONResponse:
-    """Per UTC day: distinct tests that flaked, and their mean flake score (percent)."""
-    today = utcnow().date()
-    first = today - timedelta(days=days - 1)
-    with _db(request).transaction() as session:
-        repo = _project(session, principal, project)
-        rollups = {
-            r.day: r
-            for r in session.scalars(
-                select(DailyRollup).where(
-                    DailyRollup.repo_id == repo.id, DailyRollup.day >= first.isoformat()
-                )
-            )
-        }
-    data = []
-    for offset in range(days):
-        day = (first + timedelta(days=offset)).isoformat()
-        rollup = rollups.get(day)
-        count = rollup.flaky_tests if rollup else 0
-        data.append(
-            {
-                "detectionDate": day,
-                "flakyTestCount": count,
-                "avgFlakinessRate": round(100.0 * rollup.flake_score_sum / count, 2)
-                if count
-                else 0.0,
-                "testRuns": rollup.test_runs if rollup else 0,
-                "failedTestRuns": rollup.failed_test_runs if rollup else 0,
-            }
-        )
-    return JSONResponse({"project": repo.name, "days": days, "data": data})
-
-
-def recommend(test: TestCase, quarantined: bool) -> dict[str, Any] | None:
-    """What to do about one test, how urgent, and what it costs today; None when healthy."""
-    rate = test.flaky_runs / test.total_runs if test.total_runs else 0.0
-    if test.state == "broken":
-        severity, text = (
-            "critical",
-            (
-                "Fails on every run since a recent change: a regression, not flakiness. "
-                "Fix the code or the test; retries will not help."
-            ),
-        )
-    elif test.state == "flaky":
-        severity = "high" if rate >= 0.1 else "medium" if rate >= 0.02 else "low"
-        text = "Fails intermittently on unchanged code. " + (
-            "It is quarantined: fix it and lift the quarantine."
-            if quarantined
-            else "Quarantine it so it stops failing builds, then look for shared state, timing "
-            "assumptions or order dependence in its failures."
-        )
-    else:
-        return None
-    return {
-        "test": {
-            "id": test.id,
-            "name": test.name,
-            "file": test.file,
-            "class_name": class_name(test),
-        },
-        "severity": severity,
-        "recommendation": text,
-        "impact": {
-            "flakiness_rate": round(100.0 * rate, 2),
-            "flaky_runs": test.flaky_runs,
-            "failed_runs": test.failed_runs,
-            "total_runs": test.total_runs,
-        },
-    }
-
-
-_SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-
-
-@router.get("/api/v1/analytics/flaky-recommendations")
-def analytics_recommendations(
-    request: Request,
-    project: str = Query(""),
-    principal: Principal = Depends(require("read")),
-) -> JSONResponse:
-    """What to fix first: broken tests, then flaky ones by how often they flake."""
-    now = utcnow()
-    with _db(request).transaction() as session:
-        repo = _project(session, principal, project)
-        tests = session.scalars(
-            select(TestCase).where(
-                TestCase.repo_id == repo.id, TestCase.state.in_(("flaky", "broken"))
-            )
-        ).all()
-        quarantined = _active_quarantines(session, (t.id for t in tests), now)
-    data = [advice for test in tests if (advice := recommend(test, test.id in quarantined))]
-    data.sort(
-        key=lambda d: (_SEVERITY_ORDER[d["severity"]], -d["impact"]["flaky_runs"], d["test"]["id"])
-    )
-    return JSONResponse({"project": repo.name, "data": data})
-
-
-# --- quarantine ----------------------------------------------------------------------------
-
-
-class QuarantineRequest(BaseModel):
-    reason: str = Field("", max_length=2000)
-    expires_at: datetime | None = None
-
-
-def _quarantine_body(test: TestCase, q: Quarantine) -> dict[str, Any]:
-    return {
-        "test_id": test.id,
-        "reason": q.reason,
-        "created_at": iso(q.created_at),
-        "expires_at": iso(q.expires_at),
-    }
-
-
-def _record_quarantine_event(
-    session: Session, test: TestCase, from_state: str, to_state: str, reason: str
-) -> None:
-    session.add(
-        TestEvent(
-            repo_id=test.repo_id,
-            test_id=test.id,
-            environment="",
-            from_state=from_state,
-            to_state=to_state,
-            at=utcnow(),
-            reason=reason,
-            run_ids="[]",
-        )
-    )
-
-
-@router.post("/api/tests/{test_id}/quarantine", status_code=201)
-def quarantine_test(
-    test_id: str,
-    body: QuarantineRequest,
-    request: Request,
-    principal: Principal = Depends(require("admin")),
-) -> dict[str, Any]:
-    """Quarantine a test: CI clients stop failing builds on its failures (until expiry)."""
-    now = utcnow()
-    expires = body.expires_at
-    if expires is not None:
-        if expires.tzinfo is None:
-            expires = expires.replace(tzinfo=UTC)
-        if expires <= now:
-            raise ApiError(
-                400,
-                "INVALID_FIELD",
-                "expires_at must be in the future",
-                {"field": "expires_at", "expected": "ISO-8601 time in the future"},
-            )
-    with _db(request).transaction() as session:
-        test, _repo = _find_test(session, principal.tenant_id, test_id)
-        existing = session.get(Quarantine, test.id)
-        if existing is None:
-            existing = Quarantine(test_id=test.id, repo_id=test.repo_id, created_at=now)
-            session.add(existing)
-            _record_quarantine_event(
-                session, test, test.state, "quarantined", body.reason or "quarantined by a user"
-            )
-        existing.reason = body.reason
-        existing.expires_at = expires
-        existing.created_by = principal.key_id
-        return _quarantine_body(test, existing)
-
-
-@router.delete("/api/tests/{test_id}/quarantine", status_code=204)
-def unquarantine_test(
-    test_id: str, request: Request, principal: Principal = Depends(require("admin"))
-) -> Response:
-    """Lift a quarantine."""
-    with _db(request).transaction() as session:
-        test, _repo = _find_test(session, principal.tenant_id, test_id)
-        existing = session.get(Quarantine, test.id)
-        if existing is None:
-            raise not_found("quarantine", test_id)
-        session.delete(existing)
-        _record_quarantine_event(session, test, "quarantined", test.state, "quarantine lifted")
-    return Response(status_code=204)
-
-
-@router.get("/api/quarantine")
-def list_quarantine(
-    request: Request,
-    repo: str = Query(..., description="owner/repo"),
-    principal: Principal = Depends(require("read")),
-) -> JSONResponse:
-    """Active quarantines of a repository: the list CI clients read to know which failures
-    must not fail the build."""
-    now = utcnow()
-    with _db(request).transaction() as session:
-        repository = find_repo(session, principal.tenant_id, repo)
-        rows = session.execute(
-            select(TestCase, Quarantine)
-            .join(Quarantine, Quarantine.test_id == TestCase.id)
-            .where(Quarantine.repo_id == repository.id, _active(now))
-            .order_by(TestCase.file, TestCase.name)
-        ).all()
-    return JSONResponse(
-        {
-            "repo": repository.name,
-            "tests": [
-                {
-                    "id": t.id,
-                    "file": t.file,
-                    "suite": t.suite,
-                    "classname": t.classname,
-                    "name": t.name,
-                    "nodeid": pytest_nodeid(TestKey(t.file, t.suite, t.classname, t.name)),
-                    "reason": q.reason,
-                    "expires_at": iso(q.expires_at),
-                }
-                for t, q in rows
             ],
         }
     )

@@ -1,0 +1,172 @@
+"""The ``/api/v1/analytics`` dialect: flaky tests by rate, daily trends, and what to fix
+first. Reads the per-test figures on ``test_cases`` and the daily rollups.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .auth import Principal, require
+from .errors import ApiError
+from .insights import FEED_WINDOW, class_name
+from .models import DailyRollup, Repository, TestCase, iso, utcnow
+from .quarantine import active_quarantines
+from .scoping import find_repo
+
+router = APIRouter(tags=["analytics"])
+
+
+def _project(session: Session, principal: Principal, project: str) -> Repository:
+    if not project:
+        raise ApiError(
+            400,
+            "MISSING_FIELD",
+            "Missing required field: project",
+            {"field": "project", "expected": "repository name 'owner/repo'"},
+        )
+    return find_repo(session, principal.tenant_id, project)
+
+
+@router.get("/api/v1/analytics/flaky-tests")
+def analytics_flaky_tests(
+    request: Request,
+    project: str = Query(""),
+    min_rate: float = Query(0.0, alias="minRate", ge=0, le=100),
+    principal: Principal = Depends(require("read")),
+) -> JSONResponse:
+    """Tests that were flaky in the last 30 days, by flakiness rate (percent of runs)."""
+    now = utcnow()
+    with request.app.state.database.transaction() as session:
+        repo = _project(session, principal, project)
+        tests = session.scalars(
+            select(TestCase).where(
+                TestCase.repo_id == repo.id, TestCase.last_flaky_at >= now - FEED_WINDOW
+            )
+        ).all()
+    data = []
+    for test in tests:
+        rate = 100.0 * test.flaky_runs / test.total_runs if test.total_runs else 0.0
+        if rate >= min_rate:
+            data.append(
+                {
+                    "testId": test.id,
+                    "testFile": test.file,
+                    "testName": test.name,
+                    "flakinessRate": round(rate, 2),
+                    "flakyRuns": test.flaky_runs,
+                    "totalRuns": test.total_runs,
+                    "lastFlakyAt": iso(test.last_flaky_at),
+                }
+            )
+    data.sort(key=lambda d: (-d["flakinessRate"], d["testId"]))
+    return JSONResponse({"project": repo.name, "data": data})
+
+
+@router.get("/api/v1/analytics/flakiness-trends")
+def analytics_flakiness_trends(
+    request: Request,
+    project: str = Query(""),
+    days: int = Query(30, ge=1, le=365),
+    principal: Principal = Depends(require("read")),
+) -> JSONResponse:
+    """Per UTC day: distinct tests that flaked, and their mean flake score (percent)."""
+    today = utcnow().date()
+    first = today - timedelta(days=days - 1)
+    with request.app.state.database.transaction() as session:
+        repo = _project(session, principal, project)
+        rollups = {
+            r.day: r
+            for r in session.scalars(
+                select(DailyRollup).where(
+                    DailyRollup.repo_id == repo.id, DailyRollup.day >= first.isoformat()
+                )
+            )
+        }
+    data = []
+    for offset in range(days):
+        day = (first + timedelta(days=offset)).isoformat()
+        rollup = rollups.get(day)
+        count = rollup.flaky_tests if rollup else 0
+        data.append(
+            {
+                "detectionDate": day,
+                "flakyTestCount": count,
+                "avgFlakinessRate": round(100.0 * rollup.flake_score_sum / count, 2)
+                if count
+                else 0.0,
+                "testRuns": rollup.test_runs if rollup else 0,
+                "failedTestRuns": rollup.failed_test_runs if rollup else 0,
+            }
+        )
+    return JSONResponse({"project": repo.name, "days": days, "data": data})
+
+
+def recommend(test: TestCase, quarantined: bool) -> dict[str, Any] | None:
+    """What to do about one test, how urgent, and what it costs today; None when healthy."""
+    rate = test.flaky_runs / test.total_runs if test.total_runs else 0.0
+    if test.state == "broken":
+        severity, text = (
+            "critical",
+            (
+                "Fails on every run since a recent change: a regression, not flakiness. "
+                "Fix the code or the test; retries will not help."
+            ),
+        )
+    elif test.state == "flaky":
+        severity = "high" if rate >= 0.1 else "medium" if rate >= 0.02 else "low"
+        text = "Fails intermittently on unchanged code. " + (
+            "It is quarantined: fix it and lift the quarantine."
+            if quarantined
+            else "Quarantine it so it stops failing builds, then look for shared state, timing "
+            "assumptions or order dependence in its failures."
+        )
+    else:
+        return None
+    return {
+        "test": {
+            "id": test.id,
+            "name": test.name,
+            "file": test.file,
+            "class_name": class_name(test),
+        },
+        "severity": severity,
+        "recommendation": text,
+        "impact": {
+            "flakiness_rate": round(100.0 * rate, 2),
+            "flaky_runs": test.flaky_runs,
+            "failed_runs": test.failed_runs,
+            "total_runs": test.total_runs,
+        },
+    }
+
+
+_SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+@router.get("/api/v1/analytics/flaky-recommendations")
+def analytics_recommendations(
+    request: Request,
+    project: str = Query(""),
+    principal: Principal = Depends(require("read")),
+) -> JSONResponse:
+    """What to fix first: broken tests, then flaky ones by how often they flake."""
+    now = utcnow()
+    with request.app.state.database.transaction() as session:
+        repo = _project(session, principal, project)
+        tests = session.scalars(
+            select(TestCase).where(
+                TestCase.repo_id == repo.id, TestCase.state.in_(("flaky", "broken"))
+            )
+        ).all()
+        quarantined = active_quarantines(session, (t.id for t in tests), now)
+    data = [advice for test in tests if (advice := recommend(test, test.id in quarantined))]
+    data.sort(
+        key=lambda d: (_SEVERITY_ORDER[d["severity"]], -d["impact"]["flaky_runs"], d["test"]["id"])
+    )
+    return JSONResponse({"project": repo.name, "data": data})
