@@ -95,8 +95,9 @@ def simulate(seed: int) -> Simulation:
             # Log-uniform within the band, so its low end is as well represented as its high.
             rate = math.exp(rng.uniform(math.log(low), math.log(high)))
             retries = RETRIES * (i % 2)
-            flaky_envs = (rng.choice(ENVIRONMENTS),) if rng.random() < ONE_ENV_SHARE \
-                else ENVIRONMENTS
+            flaky_envs = (
+                (rng.choice(ENVIRONMENTS),) if rng.random() < ONE_ENV_SHARE else ENVIRONMENTS
+            )
             for env in ENVIRONMENTS:
                 truth[name, env] = Truth(rate if env in flaky_envs else 0.0, retries)
 
@@ -117,18 +118,29 @@ def simulate(seed: int) -> Simulation:
             run_at, rerun = at, True
             while rerun:
                 outage = rng.uniform(*OUTAGE_FAILURE) if rng.random() < OUTAGE_CHANCE else 0.0
-                tests = [_run_test(rng, name, truth[name, env], (name, env, commit) in broken,
-                                   outage) for name in names]
-                runs.append(SimRun(repo, "main", sha, env, len(runs), run_at,
-                                   f"{repo}/{len(runs)}", Report("junit", tests)))
+                tests = [
+                    _run_test(rng, name, truth[name, env], (name, env, commit) in broken, outage)
+                    for name in names
+                ]
+                runs.append(
+                    SimRun(
+                        repo,
+                        "main",
+                        sha,
+                        env,
+                        len(runs),
+                        run_at,
+                        f"{repo}/{len(runs)}",
+                        Report("junit", tests),
+                    )
+                )
                 failing = any(t.status in ("failed", "error") for t in tests)
                 rerun = rng.random() < RERUN_CHANCE[failing]
                 run_at += timedelta(minutes=rng.randint(10, 60))
     return Simulation(runs, truth)
 
 
-def _run_test(rng: random.Random, name: str, truth: Truth, broken: bool,
-              outage: float) -> TestCase:
+def _run_test(rng: random.Random, name: str, truth: Truth, broken: bool, outage: float) -> TestCase:
     """One test's attempts in one run; ``outage`` is the run's outage failure chance or 0."""
     fail_chance = 1.0 if broken else max(outage, truth.flaky_rate)
     attempts = []
@@ -137,8 +149,7 @@ def _run_test(rng: random.Random, name: str, truth: Truth, broken: bool,
         attempts.append(Attempt("failed" if failed else "passed", duration_ms=10.0))
         if not failed:
             break
-    return TestCase(name=name, classname="app.tests", file="tests/test_app.py",
-                    attempts=attempts)
+    return TestCase(name=name, classname="app.tests", file="tests/test_app.py", attempts=attempts)
 
 
 def detect_testlens(runs: list[SimRun]) -> dict[TestKey, Detection]:
@@ -150,8 +161,9 @@ def detect_testlens(runs: list[SimRun]) -> dict[TestKey, Detection]:
     states: dict[TestKey, TestState] = {}
     first: dict[TestKey, int] = {}
     for run in runs:
-        for identity, obs in observations(run.report, run_id=run.run_id, at=run.at,
-                                          commit=run.commit, environment=run.environment):
+        for identity, obs in observations(
+            run.report, run_id=run.run_id, at=run.at, commit=run.commit, environment=run.environment
+        ):
             key = (identity[3], obs.environment or "")
             states[key], transitions = observe(states.get(key), obs)
             if key not in first and any(t.to_state == "flaky" for t in transitions):
@@ -181,8 +193,7 @@ def detect_same_commit(runs: list[SimRun]) -> dict[TestKey, Detection]:
             outcomes.update(a.is_failure for a in test.attempts)
             if len(outcomes) == 2:
                 first.setdefault(key, run.index)
-    return {key: Detection(first.get(key), "flaky" if key in first else "healthy")
-            for key in keys}
+    return {key: Detection(first.get(key), "flaky" if key in first else "healthy") for key in keys}
 
 
 def detect_failure_rate(runs: list[SimRun]) -> dict[TestKey, Detection]:
@@ -199,8 +210,9 @@ def detect_failure_rate(runs: list[SimRun]) -> dict[TestKey, Detection]:
             count[1] += any(a.is_failure for a in test.attempts)
             if count[0] >= 10 and count[1] > 0.3 * count[0]:
                 first.setdefault(key, run.index)
-    return {key: Detection(first.get(key), "flaky" if key in first else "healthy")
-            for key in counts}
+    return {
+        key: Detection(first.get(key), "flaky" if key in first else "healthy") for key in counts
+    }
 
 
 DETECTORS: dict[str, Detector] = {
@@ -235,8 +247,9 @@ def score(sim: Simulation, detections: dict[TestKey, Detection], tally: Tally) -
         if truth.flaky_rate > 0:
             tally.flaky_at_end += detections[key].final_state == "flaky"
             band = next(i for i, (_, high) in enumerate(BANDS) if truth.flaky_rate <= high)
-            tally.flaky.append((band, truth.retries > 0,
-                                None if found is None else position[found]))
+            tally.flaky.append(
+                (band, truth.retries > 0, None if found is None else position[found])
+            )
 
 
 def _median(values: list[int | None]) -> str:
@@ -251,22 +264,31 @@ def _median(values: list[int | None]) -> str:
 def report(tallies: dict[str, Tally], seconds: dict[str, float]) -> None:
     names = list(tallies)
     print("\nPrecision (every test ever called flaky, all bands)")
-    print(f"{'detector':<12} {'flagged':>8} {'false':>6} {'precision':>10} "
-          f"{'flaky at end':>13} {'seconds':>8}")
+    print(
+        f"{'detector':<12} {'flagged':>8} {'false':>6} {'precision':>10} "
+        f"{'flaky at end':>13} {'seconds':>8}"
+    )
     for name, tally in tallies.items():
         precision = 1 - tally.false_flagged / tally.flagged if tally.flagged else 1.0
-        print(f"{name:<12} {tally.flagged:>8} {tally.false_flagged:>6} {precision:>10.3f} "
-              f"{tally.flaky_at_end:>13} {seconds[name]:>8.1f}")
+        print(
+            f"{name:<12} {tally.flagged:>8} {tally.false_flagged:>6} {precision:>10.3f} "
+            f"{tally.flaky_at_end:>13} {seconds[name]:>8.1f}"
+        )
     for retried, label in ((None, "all flaky tests"), (False, "no retries"), (True, "retried")):
         print(f"\nRecall and median runs to detection ({label}; undetected counts as never)")
-        print(f"{'band':<10} {'n':>4} " + " ".join(f"{n + ' recall':>18} {'median':>7}"
-                                                   for n in names))
+        print(
+            f"{'band':<10} {'n':>4} "
+            + " ".join(f"{n + ' recall':>18} {'median':>7}" for n in names)
+        )
         for band, (low, high) in enumerate(BANDS):
             cells = []
             count = 0
             for tally in tallies.values():
-                runs = [r for b, with_retries, r in tally.flaky
-                        if b == band and retried in (None, with_retries)]
+                runs = [
+                    r
+                    for b, with_retries, r in tally.flaky
+                    if b == band and retried in (None, with_retries)
+                ]
                 count = len(runs)
                 found = sum(r is not None for r in runs)
                 cells.append(f"{found / count if count else 0:>18.3f} {_median(runs):>7}")
@@ -289,8 +311,10 @@ def main() -> None:
             seconds[name] += time.perf_counter() - start
             score(sim, detections, tallies[name])
     tests = len({name for name, _ in sim.truth})
-    print(f"{args.seeds} histories, {runs_total} runs, {tests} tests x "
-          f"{len(ENVIRONMENTS)} environments each")
+    print(
+        f"{args.seeds} histories, {runs_total} runs, {tests} tests x "
+        f"{len(ENVIRONMENTS)} environments each"
+    )
     report(tallies, seconds)
 
 

@@ -39,12 +39,16 @@ def generated_junit(cases: int = 100_000, per_suite: int = 500) -> bytes:
         parts.append(f'<testsuite name="pkg.module{s}.TestSuite" tests="{per_suite}">\n')
         for c in range(per_suite):
             n = s * per_suite + c
-            attrs = (f'classname="pkg.module{s}.TestSuite" name="test_case_{c}[param-{n % 7}]" '
-                     f'file="tests/module{s}/test_suite.py" time="{(n % 97) / 100:.3f}"')
+            attrs = (
+                f'classname="pkg.module{s}.TestSuite" name="test_case_{c}[param-{n % 7}]" '
+                f'file="tests/module{s}/test_suite.py" time="{(n % 97) / 100:.3f}"'
+            )
             if n % 20 == 0:
-                parts.append(f'<testcase {attrs}><failure message="assert {n} == {n + 1}" '
-                             f'type="AssertionError">Traceback line {n}\nAssertionError</failure>'
-                             "<system-out>some output</system-out></testcase>\n")
+                parts.append(
+                    f'<testcase {attrs}><failure message="assert {n} == {n + 1}" '
+                    f'type="AssertionError">Traceback line {n}\nAssertionError</failure>'
+                    "<system-out>some output</system-out></testcase>\n"
+                )
             elif n % 50 == 1:
                 parts.append(f'<testcase {attrs}><skipped message="not on linux"/></testcase>\n')
             else:
@@ -72,8 +76,14 @@ def junitparser_read(data: bytes) -> int:
         suite = suites.pop()
         suites.extend(suite.iterchildren(junitparser.TestSuite))
         for case in suite:
-            _ = (case.name, case.classname, case.time, case._elem.get("file"),
-                 case.system_out, case.system_err)
+            _ = (
+                case.name,
+                case.classname,
+                case.time,
+                case._elem.get("file"),
+                case.system_out,
+                case.system_err,
+            )
             for result in case.result:
                 _ = (result.message, result.type, result.text)
             count += 1
@@ -99,8 +109,10 @@ def main() -> None:
         if not path.is_file():
             sys.exit(f"corpus report missing: {path}")
         inputs.append((path.name, path.read_bytes()))
-    header = (f"{'input':<52} {'cases':>7} {'floor c/s':>11} {'testlens c/s':>13} "
-              f"{'junitparser c/s':>16} {'tl/floor':>9} {'tl vs jp':>9}")
+    header = (
+        f"{'input':<52} {'cases':>7} {'floor c/s':>11} {'testlens c/s':>13} "
+        f"{'junitparser c/s':>16} {'tl/floor':>9} {'tl vs jp':>9}"
+    )
     print(header)
     print("-" * len(header))
     ratios, speedups = [], []
@@ -111,11 +123,15 @@ def main() -> None:
         t_jp, _ = best_time(junitparser_read, data, repeat)
         ratios.append(t_tl / t_floor)
         speedups.append(t_jp / t_tl)
-        print(f"{name[:52]:<52} {cases:>7} {cases / t_floor:>11,.0f} {cases / t_tl:>13,.0f} "
-              f"{cases / t_jp:>16,.0f} {t_tl / t_floor:>8.2f}x {t_jp / t_tl:>8.1f}x")
-    print(f"\ntestlens time / floor: worst {max(ratios):.2f}x (target <= 2x); "
-          f"speed-up over junitparser: worst {min(speedups):.1f}x, "
-          f"median {statistics.median(speedups):.1f}x (target >= 5x)")
+        print(
+            f"{name[:52]:<52} {cases:>7} {cases / t_floor:>11,.0f} {cases / t_tl:>13,.0f} "
+            f"{cases / t_jp:>16,.0f} {t_tl / t_floor:>8.2f}x {t_jp / t_tl:>8.1f}x"
+        )
+    print(
+        f"\ntestlens time / floor: worst {max(ratios):.2f}x (target <= 2x); "
+        f"speed-up over junitparser: worst {min(speedups):.1f}x, "
+        f"median {statistics.median(speedups):.1f}x (target >= 5x)"
+    )
 
 
 if __name__ == "__main__":

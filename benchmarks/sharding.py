@@ -89,8 +89,9 @@ class Item(NamedTuple):
 
 def load_runs(dataset: Path) -> list[tuple[str, Durations]]:
     """The dataset's versions, oldest first, as (file name, test -> ms)."""
-    by_commit = {path.stem.split("_", 1)[1]: path
-                 for path in (dataset / "snapshots").glob("*.json")}
+    by_commit = {
+        path.stem.split("_", 1)[1]: path for path in (dataset / "snapshots").glob("*.json")
+    }
     runs = []
     for line in reversed((dataset / "snapshots.tsv").read_text().splitlines()):
         fields = line.split("\t")
@@ -101,8 +102,9 @@ def load_runs(dataset: Path) -> list[tuple[str, Durations]]:
 
 
 def testlens(version: Version, shards: int) -> Shards:
-    return plan_shards({test: version.estimates[test].p50_ms for test in version.tests},
-                       shards).shards
+    return plan_shards(
+        {test: version.estimates[test].p50_ms for test in version.tests}, shards
+    ).shards
 
 
 def pytest_split(name: str) -> Method:
@@ -112,23 +114,26 @@ def pytest_split(name: str) -> Method:
         items = [Item(test.nodeid) for test in version.tests]
         seconds = {test.nodeid: ms / 1000.0 for test, ms in version.previous.items()}
         by_id = {test.nodeid: test for test in version.tests}
-        return [[by_id[item.nodeid] for item in group.selected]
-                for group in algorithm(shards, items, seconds)]
+        return [
+            [by_id[item.nodeid] for item in group.selected]
+            for group in algorithm(shards, items, seconds)
+        ]
 
     return run
 
 
 def jest_equal_count(version: Version, shards: int) -> Shards:
-    ordered = sorted(version.tests,
-                     key=lambda test: hashlib.sha1(test.nodeid.encode()).hexdigest())
+    ordered = sorted(version.tests, key=lambda test: hashlib.sha1(test.nodeid.encode()).hexdigest())
     size = -(-len(ordered) // shards)
-    return [ordered[index * size:(index + 1) * size] for index in range(shards)]
+    return [ordered[index * size : (index + 1) * size] for index in range(shards)]
 
 
 def lpt_last_run(version: Version, shards: int) -> Shards:
     unknown = statistics.median(version.previous.values())
-    weights = sorted(((version.previous.get(test, unknown), test) for test in version.tests),
-                     key=lambda pair: (-pair[0], pair[1]))
+    weights = sorted(
+        ((version.previous.get(test, unknown), test) for test in version.tests),
+        key=lambda pair: (-pair[0], pair[1]),
+    )
     bins: list[list[TestKey]] = [[] for _ in range(shards)]
     heap = [(0.0, shard) for shard in range(shards)]
     for weight, test in weights:
@@ -143,8 +148,10 @@ def exact(version: Version, shards: int) -> Shards:
 
 
 def oracle_known(version: Version, shards: int) -> Shards:
-    weights = {test: version.actual[test] if test in version.known
-               else version.estimates[test].p50_ms for test in version.tests}
+    weights = {
+        test: version.actual[test] if test in version.known else version.estimates[test].p50_ms
+        for test in version.tests
+    }
     return plan_shards(weights, shards).shards
 
 
@@ -157,8 +164,12 @@ METHODS: dict[str, Method] = {
     "testlens exact durations": exact,
     "oracle, known tests exact": oracle_known,
 }
-BASELINES = ("pytest-split least_duration", "pytest-split duration_based_chunks",
-             "jest equal count", "LPT last run")
+BASELINES = (
+    "pytest-split least_duration",
+    "pytest-split duration_based_chunks",
+    "jest equal count",
+    "LPT last run",
+)
 
 
 def ratio(shards: Shards, actual: Durations) -> float:
@@ -172,12 +183,15 @@ def ape(predicted: float, actual: float) -> float:
 
 @dataclass
 class Results:
-    scores: dict[str, dict[int, list[float]]] = field(default_factory=lambda: {
-        name: {shards: [] for shards in SHARD_COUNTS} for name in METHODS})
-    known: dict[str, list[float]] = field(default_factory=lambda: {
-        "testlens": [], "last value": [], "mean of history": []})
-    new: dict[str, list[float]] = field(default_factory=lambda: {
-        "testlens": [], "pytest-split average": []})
+    scores: dict[str, dict[int, list[float]]] = field(
+        default_factory=lambda: {name: {shards: [] for shards in SHARD_COUNTS} for name in METHODS}
+    )
+    known: dict[str, list[float]] = field(
+        default_factory=lambda: {"testlens": [], "last value": [], "mean of history": []}
+    )
+    new: dict[str, list[float]] = field(
+        default_factory=lambda: {"testlens": [], "pytest-split average": []}
+    )
     p90_covered: list[bool] = field(default_factory=list)
     half_lives: list[float] = field(default_factory=list)
     unscored: int = 0
@@ -191,13 +205,20 @@ def run_dataset(runs: list[tuple[str, Durations]]) -> Results:
         if index > 0 and all(previous.get(test, ms) == ms for test, ms in actual.items()):
             results.unscored += 1
         elif index > 0:
-            samples = {test: [Sample(ms, age=index - 1 - at) for at, ms in measured]
-                       for test, measured in history.items()}
+            samples = {
+                test: [Sample(ms, age=index - 1 - at) for at, ms in measured]
+                for test, measured in history.items()
+            }
             calibration = calibrate(samples)
             results.half_lives.append(calibration.half_life)
             tests = sorted(actual)
-            version = Version(tests, previous, predict(tests, samples, calibration=calibration),
-                              actual, frozenset(history))
+            version = Version(
+                tests,
+                previous,
+                predict(tests, samples, calibration=calibration),
+                actual,
+                frozenset(history),
+            )
             for shards in SHARD_COUNTS:
                 for name, method in METHODS.items():
                     results.scores[name][shards].append(ratio(method(version, shards), actual))
@@ -209,8 +230,9 @@ def run_dataset(runs: list[tuple[str, Durations]]) -> Results:
     return results
 
 
-def score_predictions(results: Results, history: Mapping[TestKey, list[tuple[int, float]]],
-                      version: Version) -> None:
+def score_predictions(
+    results: Results, history: Mapping[TestKey, list[tuple[int, float]]], version: Version
+) -> None:
     relevant = [version.previous[test] for test in version.tests if test in version.previous]
     average = statistics.fmean(relevant) if relevant else 1000.0  # as pytest-split does
     for test, ms in version.actual.items():
@@ -243,39 +265,55 @@ def paired_difference(results: Results, baseline: str) -> tuple[float, float]:
     """Mean and standard error of testlens' score minus ``baseline``'s, version by version:
     whether a difference between two methods is more than the luck of one version."""
     ours, theirs = results.scores["testlens"], results.scores[baseline]
-    differences = [statistics.fmean(ours[k][index] - theirs[k][index] for k in SHARD_COUNTS)
-                   for index in range(len(ours[SHARD_COUNTS[0]]))]
+    differences = [
+        statistics.fmean(ours[k][index] - theirs[k][index] for k in SHARD_COUNTS)
+        for index in range(len(ours[SHARD_COUNTS[0]]))
+    ]
     if len(differences) < 2:
         return differences[0], math.nan
-    return (statistics.fmean(differences),
-            statistics.stdev(differences) / math.sqrt(len(differences)))
+    return (
+        statistics.fmean(differences),
+        statistics.stdev(differences) / math.sqrt(len(differences)),
+    )
 
 
 def print_results(results: Results) -> None:
     width = max(len(name) for name in METHODS) + 2
-    print(" " * width + "".join(f"{'K=' + str(k):>20}" for k in SHARD_COUNTS)
-          + f"{'mean over K':>13}")
+    print(
+        " " * width + "".join(f"{'K=' + str(k):>20}" for k in SHARD_COUNTS) + f"{'mean over K':>13}"
+    )
     for name, by_shards in results.scores.items():
-        print(f"{name:<{width}}" + "".join(f"{summary(by_shards[k]):>20}" for k in SHARD_COUNTS)
-              + f"{mean_over_k(results, name):>13.3f}")
+        print(
+            f"{name:<{width}}"
+            + "".join(f"{summary(by_shards[k]):>20}" for k in SHARD_COUNTS)
+            + f"{mean_over_k(results, name):>13.3f}"
+        )
 
     def mdape(values: list[float]) -> str:
         return f"{100 * statistics.median(values):.1f}%" if values else "-"
 
-    print(f"  MdAPE, tests with history ({len(results.known['testlens'])} new measurements): "
-          + ", ".join(f"{name} {mdape(values)}" for name, values in results.known.items()))
+    print(
+        f"  MdAPE, tests with history ({len(results.known['testlens'])} new measurements): "
+        + ", ".join(f"{name} {mdape(values)}" for name, values in results.known.items())
+    )
     if results.p90_covered:
         share = sum(results.p90_covered) / len(results.p90_covered)
         print(f"  testlens p90 covers {100 * share:.0f}% of them")
-    print(f"  MdAPE, new tests ({len(results.new['testlens'])}): "
-          + ", ".join(f"{name} {mdape(values)}" for name, values in results.new.items()))
+    print(
+        f"  MdAPE, new tests ({len(results.new['testlens'])}): "
+        + ", ".join(f"{name} {mdape(values)}" for name, values in results.new.items())
+    )
     for baseline in ("pytest-split least_duration", "LPT last run"):
         mean, error = paired_difference(results, baseline)
-        print(f"  testlens - {baseline}, per version (mean over K): {mean:+.4f} "
-              f"+- {error:.4f} (standard error)")
+        print(
+            f"  testlens - {baseline}, per version (mean over K): {mean:+.4f} "
+            f"+- {error:.4f} (standard error)"
+        )
     chosen = Counter(results.half_lives)
-    print("  half-life chosen by calibrate (runs: versions): "
-          + ", ".join(f"{half_life:g}: {chosen[half_life]}" for half_life in sorted(chosen)))
+    print(
+        "  half-life chosen by calibrate (runs: versions): "
+        + ", ".join(f"{half_life:g}: {chosen[half_life]}" for half_life in sorted(chosen))
+    )
 
 
 def verdicts(dataset: str, results: Results) -> list[str]:
@@ -299,8 +337,9 @@ def verdicts(dataset: str, results: Results) -> list[str]:
 
 
 def main() -> int:
-    datasets = sorted(path for path in (CORPUS / "durations").iterdir()
-                      if (path / "snapshots.tsv").is_file())
+    datasets = sorted(
+        path for path in (CORPUS / "durations").iterdir() if (path / "snapshots.tsv").is_file()
+    )
     if not datasets:
         print(f"no duration datasets under {CORPUS / 'durations'}; set TESTLENS_CORPUS")
         return 1
@@ -310,9 +349,11 @@ def main() -> int:
         runs = load_runs(dataset)
         results = run_dataset(runs)
         scored = len(runs) - 1 - results.unscored
-        print(f"\n## {dataset.name}: {len(runs)} versions, {scored} scored "
-              f"({results.unscored} carried no new measurement), "
-              f"{len(runs[-1][1])} tests in the newest")
+        print(
+            f"\n## {dataset.name}: {len(runs)} versions, {scored} scored "
+            f"({results.unscored} carried no new measurement), "
+            f"{len(runs[-1][1])} tests in the newest"
+        )
         if not scored:
             print("  nothing to score: no version after the first measured any test anew")
             continue

@@ -16,9 +16,14 @@ from testlens.client.cli import main
 from testlens.client.http import Client, ServerError
 
 GITHUB_ENV = {
-    "GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "acme/api", "GITHUB_REF_NAME": "12/merge",
-    "GITHUB_HEAD_REF": "feature/login", "GITHUB_SHA": "f" * 40, "GITHUB_RUN_ID": "991",
-    "GITHUB_REF": "refs/pull/12/merge", "GITHUB_JOB": "unit-tests",
+    "GITHUB_ACTIONS": "true",
+    "GITHUB_REPOSITORY": "acme/api",
+    "GITHUB_REF_NAME": "12/merge",
+    "GITHUB_HEAD_REF": "feature/login",
+    "GITHUB_SHA": "f" * 40,
+    "GITHUB_RUN_ID": "991",
+    "GITHUB_REF": "refs/pull/12/merge",
+    "GITHUB_JOB": "unit-tests",
 }
 
 
@@ -34,7 +39,14 @@ def test_parse_prints_normalized_json():
     document = json.loads(result.output)
     assert document["format"] == "junit"
     assert set(document["summary"]) == {
-        "tests", "passed", "failed", "errors", "skipped", "flaky", "attempts", "duration_ms"
+        "tests",
+        "passed",
+        "failed",
+        "errors",
+        "skipped",
+        "flaky",
+        "attempts",
+        "duration_ms",
     }
     assert document["summary"]["tests"] == len(document["tests"]) > 0
     first = document["tests"][0]
@@ -69,13 +81,26 @@ def test_upload_takes_defaults_from_github_actions(tenant, database, server, tmp
 
 
 def test_upload_globs_and_large_files_gzip(tenant, database, server, tmp_path):
-    big = corpus_file("test-reporter", "__tests__", "fixtures", "external", "jest",
-                      "jest-test-results.xml")
+    big = corpus_file(
+        "test-reporter", "__tests__", "fixtures", "external", "jest", "jest-test-results.xml"
+    )
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "big.xml").write_bytes(big.read_bytes())
     (tmp_path / "a" / "small.xml").write_bytes(RERUN_XML)
-    result = run(["upload", str(tmp_path / "**" / "*.xml"), "--repo", "acme/web",
-                  "--framework", "jest", "--server", server.url, "--token", tenant.key])
+    result = run(
+        [
+            "upload",
+            str(tmp_path / "**" / "*.xml"),
+            "--repo",
+            "acme/web",
+            "--framework",
+            "jest",
+            "--server",
+            server.url,
+            "--token",
+            tenant.key,
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert result.output.count(" run ") == 2
     assert stored(database, tenant.name)["runs"] == 2
@@ -84,8 +109,19 @@ def test_upload_globs_and_large_files_gzip(tenant, database, server, tmp_path):
 def test_upload_exits_nonzero_with_server_message(server, tmp_path):
     path = tmp_path / "r.xml"
     path.write_bytes(RERUN_XML)
-    result = CliRunner().invoke(main, ["upload", str(path), "--repo", "acme/web", "--server",
-                                       server.url, "--token", "tl_sk_wrong"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "upload",
+            str(path),
+            "--repo",
+            "acme/web",
+            "--server",
+            server.url,
+            "--token",
+            "tl_sk_wrong",
+        ],
+    )
     assert result.exit_code == 1
     assert "401 INVALID_API_KEY: Invalid or revoked API key" in result.output
 
@@ -113,8 +149,8 @@ class FlakyServer:
                 status, headers = outer.script.pop(0) if outer.script else (201, {})
                 body = json.dumps(
                     {"success": True, "tests_processed": 1, "flaky_detected": 0, "run_id": "r1"}
-                    if status == 201 else
-                    {"error": "x", "code": "BUSY", "message": "try later", "details": {}}
+                    if status == 201
+                    else {"error": "x", "code": "BUSY", "message": "try later", "details": {}}
                 ).encode()
                 self.send_response(status)
                 for name, value in headers.items():
@@ -139,8 +175,11 @@ def test_client_retries_429_and_5xx_honouring_retry_after():
     flaky = FlakyServer([(503, {}), (429, {"Retry-After": "7"}), (502, {})])
     slept: list[float] = []
     with Client(flaky.url, "k", sleep=slept.append, backoff=0.5) as client:
-        response = client.request("POST", "/api/test-results", content_factory=lambda: {
-            "files": {"file": ("r.xml", b"<x/>")}})
+        response = client.request(
+            "POST",
+            "/api/test-results",
+            content_factory=lambda: {"files": {"file": ("r.xml", b"<x/>")}},
+        )
     flaky.httpd.shutdown()
     assert response.status_code == 201
     assert flaky.requests == 4
@@ -162,8 +201,11 @@ def test_client_gives_up_after_bounded_attempts():
 
 def test_keys_create_list_revoke(settings, server):
     env = {"TESTLENS_DATABASE_URL": settings.database_url}
-    created = CliRunner().invoke(main, ["keys", "create", "--tenant", "cli-team", "--scopes",
-                                        "read", "--name", "laptop"], env=env)
+    created = CliRunner().invoke(
+        main,
+        ["keys", "create", "--tenant", "cli-team", "--scopes", "read", "--name", "laptop"],
+        env=env,
+    )
     assert created.exit_code == 0, created.output
     secret = created.stdout.strip()
     assert secret.startswith("tl_sk_") and len(secret) > 40
@@ -182,23 +224,59 @@ def test_keys_create_list_revoke(settings, server):
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        (GITHUB_ENV, ci_env.CiContext("github", "acme/api", "feature/login", "f" * 40, "991", "12",
-                                      "unit-tests")),
-        ({"GITLAB_CI": "true", "CI_PROJECT_PATH": "grp/proj", "CI_COMMIT_REF_NAME": "main",
-          "CI_COMMIT_SHA": "abc", "CI_PIPELINE_ID": "5", "CI_JOB_NAME": "test"},
-         ci_env.CiContext("gitlab", "grp/proj", "main", "abc", "5", None, "test")),
-        ({"CIRCLECI": "true", "CIRCLE_PROJECT_USERNAME": "o", "CIRCLE_PROJECT_REPONAME": "r",
-          "CIRCLE_BRANCH": "dev", "CIRCLE_SHA1": "def", "CIRCLE_WORKFLOW_ID": "w",
-          "CIRCLE_PULL_REQUEST": "https://github.com/o/r/pull/9", "CIRCLE_JOB": "build"},
-         ci_env.CiContext("circleci", "o/r", "dev", "def", "w", "9", "build")),
-        ({"BUILDKITE": "true", "BUILDKITE_REPO": "git@github.com:org/app.git",
-          "BUILDKITE_BRANCH": "main", "BUILDKITE_COMMIT": "123", "BUILDKITE_BUILD_ID": "b1",
-          "BUILDKITE_PULL_REQUEST": "false", "BUILDKITE_LABEL": ":pytest:"},
-         ci_env.CiContext("buildkite", "org/app", "main", "123", "b1", None, ":pytest:")),
-        ({"JENKINS_URL": "http://ci", "GIT_URL": "https://github.com/org/svc.git",
-          "GIT_BRANCH": "origin/release", "GIT_COMMIT": "456", "BUILD_TAG": "jenkins-svc-3",
-          "JOB_NAME": "svc"},
-         ci_env.CiContext("jenkins", "org/svc", "release", "456", "jenkins-svc-3", None, "svc")),
+        (
+            GITHUB_ENV,
+            ci_env.CiContext(
+                "github", "acme/api", "feature/login", "f" * 40, "991", "12", "unit-tests"
+            ),
+        ),
+        (
+            {
+                "GITLAB_CI": "true",
+                "CI_PROJECT_PATH": "grp/proj",
+                "CI_COMMIT_REF_NAME": "main",
+                "CI_COMMIT_SHA": "abc",
+                "CI_PIPELINE_ID": "5",
+                "CI_JOB_NAME": "test",
+            },
+            ci_env.CiContext("gitlab", "grp/proj", "main", "abc", "5", None, "test"),
+        ),
+        (
+            {
+                "CIRCLECI": "true",
+                "CIRCLE_PROJECT_USERNAME": "o",
+                "CIRCLE_PROJECT_REPONAME": "r",
+                "CIRCLE_BRANCH": "dev",
+                "CIRCLE_SHA1": "def",
+                "CIRCLE_WORKFLOW_ID": "w",
+                "CIRCLE_PULL_REQUEST": "https://github.com/o/r/pull/9",
+                "CIRCLE_JOB": "build",
+            },
+            ci_env.CiContext("circleci", "o/r", "dev", "def", "w", "9", "build"),
+        ),
+        (
+            {
+                "BUILDKITE": "true",
+                "BUILDKITE_REPO": "git@github.com:org/app.git",
+                "BUILDKITE_BRANCH": "main",
+                "BUILDKITE_COMMIT": "123",
+                "BUILDKITE_BUILD_ID": "b1",
+                "BUILDKITE_PULL_REQUEST": "false",
+                "BUILDKITE_LABEL": ":pytest:",
+            },
+            ci_env.CiContext("buildkite", "org/app", "main", "123", "b1", None, ":pytest:"),
+        ),
+        (
+            {
+                "JENKINS_URL": "http://ci",
+                "GIT_URL": "https://github.com/org/svc.git",
+                "GIT_BRANCH": "origin/release",
+                "GIT_COMMIT": "456",
+                "BUILD_TAG": "jenkins-svc-3",
+                "JOB_NAME": "svc",
+            },
+            ci_env.CiContext("jenkins", "org/svc", "release", "456", "jenkins-svc-3", None, "svc"),
+        ),
         ({}, ci_env.CiContext()),
     ],
 )

@@ -36,8 +36,19 @@ def every_shard(tests, shards, *options, seed=0):
     for index in range(shards):
         mine = list(tests)
         random.Random(seed + index).shuffle(mine)
-        out.append(ids_of(shard("--shards", str(shards), "--index", str(index), *options,
-                                "-", input="\n".join(mine))))
+        out.append(
+            ids_of(
+                shard(
+                    "--shards",
+                    str(shards),
+                    "--index",
+                    str(index),
+                    *options,
+                    "-",
+                    input="\n".join(mine),
+                )
+            )
+        )
     return out
 
 
@@ -82,8 +93,9 @@ def test_mean_is_over_the_listed_tests_as_pytest_split_does(tmp_path):
     durations = tmp_path / ".test_durations"
     durations.write_text(json.dumps({"t.py::a": 10.0, "t.py::b": 2.0, "gone.py::z": 100.0}))
     # c and d count 6 s each (mean of a and b; z is no longer listed): {a, b} | {c, d}.
-    shards = every_shard(["t.py::a", "t.py::b", "t.py::c", "t.py::d"], 2,
-                         "--durations", str(durations))
+    shards = every_shard(
+        ["t.py::a", "t.py::b", "t.py::c", "t.py::d"], 2, "--durations", str(durations)
+    )
     assert sorted(map(sorted, shards)) == [["t.py::a", "t.py::b"], ["t.py::c", "t.py::d"]]
 
 
@@ -109,8 +121,11 @@ def test_group_by_keeps_groups_on_one_shard(group_by):
     for test, duration in seconds.items():
         weight[group_of[test]] = weight.get(group_of[test], 0.0) + duration
     share = sum(seconds.values()) / 3
-    split = {group for group in weight
-             if sum(any(group_of[test] == group for test in one) for one in shards) > 1}
+    split = {
+        group
+        for group in weight
+        if sum(any(group_of[test] == group for test in one) for one in shards) > 1
+    }
     assert all(weight[group] > share for group in split), split
     assert len(weight) > 3 * len(split)
 
@@ -131,11 +146,19 @@ def test_list_file_and_stdin_take_100k_ids_fast(tmp_path):
 
 def test_index_forms_and_usage_errors():
     tests = [f"t.py::test_{i}" for i in range(10)]
-    assert shard("--shards", "3", "--index", "1", *tests).stdout \
+    assert (
+        shard("--shards", "3", "--index", "1", *tests).stdout
         == shard("--index", "1/3", *tests).stdout
-    for args in (["--index", "3/3"], ["--index", "3", "--shards", "3"], ["--index", "1"],
-                 ["--index", "1/3", "--shards", "4"], ["--index", "-1/3"], ["--index", "x"],
-                 ["--index", "0/2", "--plan-id", "p1"]):
+    )
+    for args in (
+        ["--index", "3/3"],
+        ["--index", "3", "--shards", "3"],
+        ["--index", "1"],
+        ["--index", "1/3", "--shards", "4"],
+        ["--index", "-1/3"],
+        ["--index", "x"],
+        ["--index", "0/2", "--plan-id", "p1"],
+    ):
         result = CliRunner().invoke(main, ["shard", *args, *tests], env={"TESTLENS_SERVER": ""})
         assert result.exit_code == 2, (args, result.output)
 
@@ -149,15 +172,20 @@ HISTORY = b"""<?xml version="1.0"?>
   <testcase file="tests/test_b.py" classname="TestB" name="test_three" time="1"/>
 </testsuite></testsuites>
 """
-HISTORY_TESTS = ["tests/test_a.py::test_slow", "tests/test_a.py::test_medium",
-                 "tests/test_b.py::TestB::test_one", "tests/test_b.py::TestB::test_two",
-                 "tests/test_b.py::TestB::test_three"]
+HISTORY_TESTS = [
+    "tests/test_a.py::test_slow",
+    "tests/test_a.py::test_medium",
+    "tests/test_b.py::TestB::test_one",
+    "tests/test_b.py::TestB::test_two",
+    "tests/test_b.py::TestB::test_three",
+]
 
 
 def with_history(tenant, repo="acme/shard") -> None:
     for commit in ("1", "2", "3"):
-        response = upload(tenant.client, HISTORY, repo=repo, commit=commit * 40,
-                          environment="linux")
+        response = upload(
+            tenant.client, HISTORY, repo=repo, commit=commit * 40, environment="linux"
+        )
         assert response.status_code == 201, response.text
 
 
@@ -168,8 +196,16 @@ def plan_id_of(result) -> str:
 
 def test_server_plan_is_balanced_and_reused_with_plan_id(server, tenant):
     with_history(tenant)
-    remote = ["--server", server.url, "--token", tenant.key, "--repo", "acme/shard",
-              "--environment", "linux"]
+    remote = [
+        "--server",
+        server.url,
+        "--token",
+        tenant.key,
+        "--repo",
+        "acme/shard",
+        "--environment",
+        "linux",
+    ]
     first = shard("--index", "0/2", *remote, *HISTORY_TESTS)
     plan_id = plan_id_of(first)
     second = shard("--index", "1/2", *remote, "--plan-id", plan_id, *reversed(HISTORY_TESTS))
@@ -202,11 +238,14 @@ def test_unreachable_server_falls_back_with_a_warning(tmp_path):
     fallback = shard("--index", "0/2", *dead, "--durations", str(durations), *HISTORY_TESTS)
     counted = shard("--index", "0/2", *dead, *HISTORY_TESTS)
     assert time.monotonic() - started < 15  # bounded retries, no half-minute backoff
-    assert "warning: no shard plan from the server: could not reach http://127.0.0.1" \
+    assert (
+        "warning: no shard plan from the server: could not reach http://127.0.0.1"
         in fallback.stderr
+    )
     assert f"splitting by durations file {durations} instead" in fallback.stderr
-    assert ids_of(fallback) == ids_of(shard("--index", "0/2", "--durations", str(durations),
-                                            *HISTORY_TESTS))
+    assert ids_of(fallback) == ids_of(
+        shard("--index", "0/2", "--durations", str(durations), *HISTORY_TESTS)
+    )
     assert "splitting by test count" in counted.stderr
     assert len(ids_of(counted)) in (2, 3)
 
@@ -224,31 +263,49 @@ def test_durations_export_writes_pytest_split_format(server, tenant, tmp_path):
     with_history(tenant)
     output = tmp_path / ".test_durations"
     common = ["--server", server.url, "--token", tenant.key, "--repo", "acme/shard"]
-    result = CliRunner().invoke(main, ["durations", "export", *common, "--environment", "linux",
-                                       "-o", str(output)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["durations", "export", *common, "--environment", "linux", "-o", str(output)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     text = output.read_text()
     written = json.loads(text)
     assert list(written) == sorted(HISTORY_TESTS)
     assert text == json.dumps(written, sort_keys=True, indent=4) + "\n"  # as pytest-split writes
-    predicted = tenant.client.get("/api/durations", params={
-        "repo": "acme/shard", "environment": "linux"}).json()["tests"]
+    predicted = tenant.client.get(
+        "/api/durations", params={"repo": "acme/shard", "environment": "linux"}
+    ).json()["tests"]
     assert written == {test["nodeid"]: test["p50_ms"] / 1000 for test in predicted}
     assert written["tests/test_a.py::test_slow"] == pytest.approx(8.0)
-    to_stdout = CliRunner().invoke(main, ["durations", "export", *common, "--environment",
-                                          "linux", "-o", "-"])
+    to_stdout = CliRunner().invoke(
+        main, ["durations", "export", *common, "--environment", "linux", "-o", "-"]
+    )
     assert json.loads(to_stdout.stdout) == written
-    elsewhere = CliRunner().invoke(main, ["durations", "export", *common, "--environment",
-                                          "windows", "-o", "-"])
+    elsewhere = CliRunner().invoke(
+        main, ["durations", "export", *common, "--environment", "windows", "-o", "-"]
+    )
     assert json.loads(elsewhere.stdout) == {}
     assert "no durations for acme/shard in environment windows" in elsewhere.stderr
     # The export feeds `testlens shard --durations` as it is.
-    assert ids_of(shard("--index", "0/2", "--durations", str(output), *HISTORY_TESTS)) \
-        == ["tests/test_a.py::test_slow"]
+    assert ids_of(shard("--index", "0/2", "--durations", str(output), *HISTORY_TESTS)) == [
+        "tests/test_a.py::test_slow"
+    ]
 
 
 def test_durations_export_reports_server_errors(server):
-    result = CliRunner().invoke(main, ["durations", "export", "--server", server.url, "--token",
-                                       "tl_sk_wrong", "--repo", "acme/shard"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "durations",
+            "export",
+            "--server",
+            server.url,
+            "--token",
+            "tl_sk_wrong",
+            "--repo",
+            "acme/shard",
+        ],
+    )
     assert result.exit_code == 1
     assert "401 INVALID_API_KEY" in result.output

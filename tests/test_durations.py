@@ -21,10 +21,12 @@ from testlens.core.durations import (
 from testlens.core.model import ReportError
 
 PYTEST_SPLIT_FILE = DURATIONS / "pgmpy__pgmpy" / "snapshots" / "2024-09-23_ea1dfe8bd3.json"
-PARAMS_WITH_COLONS_FILE = (DURATIONS / "localstack__localstack" / "snapshots"
-                           / "2025-10-08_495604d537.json")
-KNAPSACK_FILE = (DURATIONS / "dfe-digital__npq-registration" / "snapshots"
-                 / "2026-08-10_d65ae37b32.json")
+PARAMS_WITH_COLONS_FILE = (
+    DURATIONS / "localstack__localstack" / "snapshots" / "2025-10-08_495604d537.json"
+)
+KNAPSACK_FILE = (
+    DURATIONS / "dfe-digital__npq-registration" / "snapshots" / "2026-08-10_d65ae37b32.json"
+)
 
 # Fixed calibration for the unit tests, so that they do not depend on what calibrate learns.
 PLAIN = Calibration(half_life=1.5, p90_ratio=1.0)
@@ -32,8 +34,10 @@ PLAIN = Calibration(half_life=1.5, p90_ratio=1.0)
 
 def runs(*durations: float, censored: tuple[int, ...] = ()) -> list[Sample]:
     """Samples newest first: the first duration has age 0, the next age 1, and so on."""
-    return [Sample(duration, age=age, censored=age in censored)
-            for age, duration in enumerate(durations)]
+    return [
+        Sample(duration, age=age, censored=age in censored)
+        for age, duration in enumerate(durations)
+    ]
 
 
 def key(nodeid: str) -> TestKey:
@@ -153,8 +157,12 @@ def test_without_any_history_every_test_gets_the_same_positive_default():
 
 
 def test_a_fallback_is_never_zero():
-    history = {key("zero.py::a"): runs(0), key("zero.py::b"): runs(0),
-               key("other.py::c"): runs(40), key("other.py::d"): runs(0)}
+    history = {
+        key("zero.py::a"): runs(0),
+        key("zero.py::b"): runs(0),
+        key("other.py::c"): runs(40),
+        key("other.py::d"): runs(0),
+    }
     found = predict([key("zero.py::new"), key("new.py::new")], history, calibration=PLAIN)
     # Siblings that took no time are left out: the file has none left, the repo has one.
     assert {(found[test].source, found[test].p50_ms) for test in found} == {("repo", 40)}
@@ -163,17 +171,21 @@ def test_a_fallback_is_never_zero():
 
 
 def test_a_moved_test_keeps_its_history():
-    history = {key("tests/old/test_x.py::TestX::test_a"): runs(7000),
-               key("tests/old/test_x.py::TestX::test_b"): runs(10)}
+    history = {
+        key("tests/old/test_x.py::TestX::test_a"): runs(7000),
+        key("tests/old/test_x.py::TestX::test_b"): runs(10),
+    }
     moved = key("tests/new/test_x.py::TestX::test_a")
-    found = predict([moved, key("tests/new/test_x.py::TestX::test_b")], history,
-                    calibration=PLAIN)
+    found = predict([moved, key("tests/new/test_x.py::TestX::test_b")], history, calibration=PLAIN)
     assert (found[moved].source, found[moved].p50_ms) == ("history", 7000)
 
 
 def test_an_ambiguous_move_falls_back_to_siblings():
-    history = {key("a/test_x.py::test_a"): runs(7000), key("b/test_x.py::test_a"): runs(9000),
-               key("c/test_x.py::test_b"): runs(10)}
+    history = {
+        key("a/test_x.py::test_a"): runs(7000),
+        key("b/test_x.py::test_a"): runs(9000),
+        key("c/test_x.py::test_b"): runs(10),
+    }
     moved = key("c/test_x.py::test_a")
     found = predict([moved, key("c/test_x.py::test_b")], history, calibration=PLAIN)
     assert found[moved].source == "file"
@@ -185,8 +197,11 @@ def test_only_the_requested_tests_are_estimated():
 
 
 def test_the_calibrated_p90_ratio_widens_the_p90():
-    found = predict([key("tests/test_a.py::test_one")], HISTORY,
-                    calibration=Calibration(half_life=1.5, p90_ratio=1.25))
+    found = predict(
+        [key("tests/test_a.py::test_one")],
+        HISTORY,
+        calibration=Calibration(half_life=1.5, p90_ratio=1.25),
+    )
     assert found[key("tests/test_a.py::test_one")].p90_ms == 125
 
 
@@ -195,9 +210,12 @@ def test_the_calibrated_p90_ratio_widens_the_p90():
 
 def _history(pattern) -> dict[TestKey, list[Sample]]:
     """30 tests of different lengths, each following ``pattern(base, age)``."""
-    return {key(f"tests/test_{index}.py::test"): [Sample(pattern(base, age), age=age)
-                                                  for age in range(10)]
-            for index, base in enumerate(range(1000, 31000, 1000))}
+    return {
+        key(f"tests/test_{index}.py::test"): [
+            Sample(pattern(base, age), age=age) for age in range(10)
+        ]
+        for index, base in enumerate(range(1000, 31000, 1000))
+    }
 
 
 def test_too_short_a_history_keeps_the_defaults():
@@ -206,7 +224,7 @@ def test_too_short_a_history_keeps_the_defaults():
 
 def test_a_drifting_history_is_predicted_by_its_last_value():
     # Every test gets 15% slower on every run: anything but the newest run lags behind.
-    assert calibrate(_history(lambda base, age: base * 0.87 ** age)).half_life == 1.0
+    assert calibrate(_history(lambda base, age: base * 0.87**age)).half_life == 1.0
 
 
 def test_a_noisy_steady_history_is_averaged():
@@ -241,8 +259,9 @@ def test_parse_pytest_split_durations_from_the_corpus():
     parsed = parse_durations(PYTEST_SPLIT_FILE.read_bytes())
     assert len(parsed) == len(raw) == 1196
     nodeid = "pgmpy/tests/test_base/test_DAG.py::TestDAGCreation::test_add_edge_string"
-    test = TestKey("pgmpy/tests/test_base/test_DAG.py", "", "TestDAGCreation",
-                   "test_add_edge_string")
+    test = TestKey(
+        "pgmpy/tests/test_base/test_DAG.py", "", "TestDAGCreation", "test_add_edge_string"
+    )
     assert parsed[test] == pytest.approx(raw[nodeid] * 1000)
 
 
@@ -268,16 +287,19 @@ def test_parse_the_early_list_form_of_pytest_split():
     assert parse_durations('[["a.py::test_x", 1.5]]') == {key("a.py::test_x"): 1500.0}
 
 
-@pytest.mark.parametrize("data", [
-    "not json",
-    b"\xff\xfe",
-    "42",
-    '{"a.py::x": -1}',
-    '{"a.py::x": true}',
-    '{"a.py::x": "1.0"}',
-    '{"": 1.0}',
-    '[["a.py::x"]]',
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        "not json",
+        b"\xff\xfe",
+        "42",
+        '{"a.py::x": -1}',
+        '{"a.py::x": true}',
+        '{"a.py::x": "1.0"}',
+        '{"": 1.0}',
+        '[["a.py::x"]]',
+    ],
+)
 def test_unreadable_duration_files_are_rejected(data):
     with pytest.raises(ReportError):
         parse_durations(data)

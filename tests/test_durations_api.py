@@ -36,10 +36,14 @@ def junit(seconds: dict[str, float]) -> bytes:
         key = Key.from_nodeid(nodeid)
         module = key.file.removesuffix(".py").replace("/", ".")
         classname = ".".join(part for part in (module, key.classname.replace("::", ".")) if part)
-        cases.append(f'<testcase classname="{classname}" name="{key.name}" file="{key.file}" '
-                     f'time="{duration}"/>')
-    return (f'<testsuites><testsuite name="pytest" tests="{len(cases)}">{"".join(cases)}'
-            "</testsuite></testsuites>").encode()
+        cases.append(
+            f'<testcase classname="{classname}" name="{key.name}" file="{key.file}" '
+            f'time="{duration}"/>'
+        )
+    return (
+        f'<testsuites><testsuite name="pytest" tests="{len(cases)}">{"".join(cases)}'
+        "</testsuite></testsuites>"
+    ).encode()
 
 
 def ingest_runs(client: httpx.Client, runs: list[dict[str, float]], **fields: str) -> None:
@@ -55,17 +59,23 @@ def expected_ms(*seconds: float) -> float:
     return estimate(samples).p50_ms
 
 
-def flakiness_report(tests: list[str], environments: tuple[str, ...] = ("linux",),
-                     **extra: object) -> dict:
+def flakiness_report(
+    tests: list[str], environments: tuple[str, ...] = ("linux",), **extra: object
+) -> dict:
     """A Flakiness report listing pytest node ids to run, one file suite per file."""
     files: dict[str, dict] = {}
     for nodeid in tests:
         key = Key.from_nodeid(nodeid)
-        file = files.setdefault(key.file, {
-            "type": "file", "title": key.file, "location": {"file": key.file, "line": 0,
-                                                             "column": 0},
-            "suites": [], "tests": [],
-        })
+        file = files.setdefault(
+            key.file,
+            {
+                "type": "file",
+                "title": key.file,
+                "location": {"file": key.file, "line": 0, "column": 0},
+                "suites": [],
+                "tests": [],
+            },
+        )
         holder = file
         for title in filter(None, key.classname.split("::")):
             found = [suite for suite in holder["suites"] if suite["title"] == title]
@@ -75,9 +85,13 @@ def flakiness_report(tests: list[str], environments: tuple[str, ...] = ("linux",
             holder = found[0]
         holder["tests"].append({"title": key.name, "attempts": []})
     return {
-        "category": "pytest", "commitId": "f" * 40, "startTimestamp": 0, "duration": 0,
+        "category": "pytest",
+        "commitId": "f" * 40,
+        "startTimestamp": 0,
+        "duration": 0,
         "environments": [{"name": name} for name in environments],
-        "suites": list(files.values()), **extra,
+        "suites": list(files.values()),
+        **extra,
     }
 
 
@@ -105,17 +119,20 @@ def compress(document: dict | bytes) -> bytes:
     return brotli.compress(raw)
 
 
-def create(client: httpx.Client, commit: str = "c" * 40, group: str = "unit", **slugs: str
-           ) -> dict[str, str]:
-    response = client.post("/api/testDurations/create",
-                           json={"commitId": commit, "shardGroupKey": group, **slugs})
+def create(
+    client: httpx.Client, commit: str = "c" * 40, group: str = "unit", **slugs: str
+) -> dict[str, str]:
+    response = client.post(
+        "/api/testDurations/create", json={"commitId": commit, "shardGroupKey": group, **slugs}
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
 
 def put_report(client: httpx.Client, url: str, body: bytes) -> httpx.Response:
-    return client.put(url, content=body, headers={"Content-Encoding": "br",
-                                                  "Content-Type": "application/json"})
+    return client.put(
+        url, content=body, headers={"Content-Encoding": "br", "Content-Type": "application/json"}
+    )
 
 
 def submit(client: httpx.Client, token: str) -> httpx.Response:
@@ -172,12 +189,21 @@ def small_uploads(app):
 
 
 CART_RUNS = [
-    {"tests/test_cart.py::TestCart::test_add": 1.0, "tests/test_cart.py::test_total": 0.25,
-     "tests/test_pay.py::TestPay::test_card[visa]": 3.0},
-    {"tests/test_cart.py::TestCart::test_add": 1.4, "tests/test_cart.py::test_total": 0.25,
-     "tests/test_pay.py::TestPay::test_card[visa]": 3.0},
-    {"tests/test_cart.py::TestCart::test_add": 1.2, "tests/test_cart.py::test_total": 0.25,
-     "tests/test_pay.py::TestPay::test_card[visa]": 3.0},
+    {
+        "tests/test_cart.py::TestCart::test_add": 1.0,
+        "tests/test_cart.py::test_total": 0.25,
+        "tests/test_pay.py::TestPay::test_card[visa]": 3.0,
+    },
+    {
+        "tests/test_cart.py::TestCart::test_add": 1.4,
+        "tests/test_cart.py::test_total": 0.25,
+        "tests/test_pay.py::TestPay::test_card[visa]": 3.0,
+    },
+    {
+        "tests/test_cart.py::TestCart::test_add": 1.2,
+        "tests/test_cart.py::test_total": 0.25,
+        "tests/test_pay.py::TestPay::test_card[visa]": 3.0,
+    },
 ]
 ADD_MS = expected_ms(1.0, 1.4, 1.2)
 
@@ -187,8 +213,9 @@ ADD_MS = expected_ms(1.0, 1.4, 1.2)
 
 def test_listing_reads_history_written_at_ingest(tenant):
     ingest_runs(tenant.client, CART_RUNS, environment="linux")
-    response = tenant.client.get("/api/durations", params={"repo": "acme/shop",
-                                                           "environment": "linux"})
+    response = tenant.client.get(
+        "/api/durations", params={"repo": "acme/shop", "environment": "linux"}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["repo"] == "acme/shop"
@@ -206,15 +233,17 @@ def test_listing_reads_history_written_at_ingest(tenant):
     assert by_nodeid["tests/test_cart.py::test_total"]["p50_ms"] == pytest.approx(250)
 
     # No history in another environment; the repository does have environments of its own.
-    other = tenant.client.get("/api/durations", params={"repo": "acme/shop",
-                                                        "environment": "macos"}).json()
+    other = tenant.client.get(
+        "/api/durations", params={"repo": "acme/shop", "environment": "macos"}
+    ).json()
     assert other == {"repo": "acme/shop", "environment": "macos", "tests": []}
 
 
 def test_listing_without_environments_answers_for_any(tenant):
     ingest_runs(tenant.client, CART_RUNS[:1])
-    body = tenant.client.get("/api/durations", params={"repo": "acme/shop",
-                                                       "environment": "linux"}).json()
+    body = tenant.client.get(
+        "/api/durations", params={"repo": "acme/shop", "environment": "linux"}
+    ).json()
     assert body["environment"] == ""
     assert len(body["tests"]) == 3
 
@@ -225,8 +254,7 @@ def test_listing_unknown_repo_is_404_and_foreign_repo_too(tenant, database, serv
     assert missing.json()["code"] == "NOT_FOUND"
     ingest_runs(tenant.client, CART_RUNS[:1])
     intruder = make_tenant(database, server)
-    assert intruder.client.get("/api/durations",
-                               params={"repo": "acme/shop"}).status_code == 404
+    assert intruder.client.get("/api/durations", params={"repo": "acme/shop"}).status_code == 404
     bad = tenant.client.get("/api/durations", params={"repo": "no-slash"})
     assert bad.status_code == 422
 
@@ -242,24 +270,27 @@ PYTEST_FLAKINESS = Key("tests/test_api.py", "", "", "TestLogin::test_out")
 JAVA = Key("", "com.acme.FooTest", "com.acme.FooTest", "testBar")
 
 
-@pytest.mark.parametrize(("requested", "expected"), [
-    # 1. exact identity
-    (JUNIT_ADD, JUNIT_ADD),
-    # 2. same file and name, same last class component
-    (Key.from_nodeid("tests/test_x.py::TestFoo::test_a[1]"), JUNIT_ADD),
-    (Key.from_nodeid("tests/test_x.py::TestFoo::Inner::test_c"), JUNIT_INNER),
-    (Key.from_nodeid("tests/test_x.py::test_b"), JUNIT_MODULE),
-    (Key("tests/test_x.py", "TestFoo", "", "test_a[1]"), JUNIT_ADD),
-    (Key.from_nodeid("tests/test_api.py::TestLogin::test_ok"), FLAKINESS_LOGIN),
-    (Key("tests/test_api.py", "", "", "TestLogin::test_ok"), FLAKINESS_LOGIN),
-    (Key.from_nodeid("tests/test_api.py::TestLogin::test_out"), PYTEST_FLAKINESS),
-    (Key("", "", "FooTest", "testBar"), JAVA),
-    # 3. same file and name, unique
-    (Key.from_nodeid("tests/test_x.py::TestRenamed::test_a[1]"), JUNIT_ADD),
-    # no match: wrong parameters, wrong file
-    (Key.from_nodeid("tests/test_x.py::TestFoo::test_a[2]"), None),
-    (Key.from_nodeid("tests/test_y.py::TestFoo::test_a[1]"), None),
-])
+@pytest.mark.parametrize(
+    ("requested", "expected"),
+    [
+        # 1. exact identity
+        (JUNIT_ADD, JUNIT_ADD),
+        # 2. same file and name, same last class component
+        (Key.from_nodeid("tests/test_x.py::TestFoo::test_a[1]"), JUNIT_ADD),
+        (Key.from_nodeid("tests/test_x.py::TestFoo::Inner::test_c"), JUNIT_INNER),
+        (Key.from_nodeid("tests/test_x.py::test_b"), JUNIT_MODULE),
+        (Key("tests/test_x.py", "TestFoo", "", "test_a[1]"), JUNIT_ADD),
+        (Key.from_nodeid("tests/test_api.py::TestLogin::test_ok"), FLAKINESS_LOGIN),
+        (Key("tests/test_api.py", "", "", "TestLogin::test_ok"), FLAKINESS_LOGIN),
+        (Key.from_nodeid("tests/test_api.py::TestLogin::test_out"), PYTEST_FLAKINESS),
+        (Key("", "", "FooTest", "testBar"), JAVA),
+        # 3. same file and name, unique
+        (Key.from_nodeid("tests/test_x.py::TestRenamed::test_a[1]"), JUNIT_ADD),
+        # no match: wrong parameters, wrong file
+        (Key.from_nodeid("tests/test_x.py::TestFoo::test_a[2]"), None),
+        (Key.from_nodeid("tests/test_y.py::TestFoo::test_a[1]"), None),
+    ],
+)
 def test_matching_rules(requested, expected):
     stored = {JUNIT_ADD, JUNIT_MODULE, JUNIT_INNER, FLAKINESS_LOGIN, PYTEST_FLAKINESS, JAVA}
     assert match_tests([requested], stored).get(requested) == expected
@@ -270,8 +301,9 @@ def test_ambiguous_names_match_nothing_unless_the_class_decides():
     second = Key("t.py", "pytest", "t.TestB", "test_x")
     module = Key("t.py", "pytest", "t", "test_x")
     stored = {first, second, module}
-    asked = [Key.from_nodeid(n) for n in ("t.py::TestA::test_x", "t.py::test_x",
-                                              "t.py::TestC::test_x")]
+    asked = [
+        Key.from_nodeid(n) for n in ("t.py::TestA::test_x", "t.py::test_x", "t.py::TestC::test_x")
+    ]
     assert match_tests(asked, stored) == {asked[0]: first, asked[1]: module}
 
 
@@ -279,13 +311,18 @@ def test_ambiguous_names_match_nothing_unless_the_class_decides():
 
 
 def plan(client: httpx.Client, tests: list[str], **fields: object) -> httpx.Response:
-    return client.post("/api/shard-plans", json={"repo": "acme/shop", "environment": "linux",
-                                                 "shards": 2, "tests": tests} | fields)
+    return client.post(
+        "/api/shard-plans",
+        json={"repo": "acme/shop", "environment": "linux", "shards": 2, "tests": tests} | fields,
+    )
 
 
 def test_shard_plan_uses_matched_history_and_falls_back(tenant):
-    ingest_runs(tenant.client, [{**run, "tests/test_cart.py::TestOther::test_add": 0.5}
-                                for run in CART_RUNS], environment="linux")
+    ingest_runs(
+        tenant.client,
+        [{**run, "tests/test_cart.py::TestOther::test_add": 0.5} for run in CART_RUNS],
+        environment="linux",
+    )
     tests = [
         "tests/test_cart.py::TestCart::test_add",  # exact class
         "tests/test_cart.py::test_total",  # module-level test
@@ -316,7 +353,8 @@ def test_shard_plan_is_deterministic_and_stored_for_every_node(tenant, database,
     one, two = first.json(), second.json()
     assert one["plan_id"] != two["plan_id"]
     assert {k: v for k, v in one.items() if k != "plan_id"} == {
-        k: v for k, v in two.items() if k != "plan_id"}
+        k: v for k, v in two.items() if k != "plan_id"
+    }
     assert sorted(n for shard in one["shards"] for n in shard) == sorted(tests)
     assert len(one["durations_ms"]) == 3
 
@@ -347,14 +385,17 @@ def test_shard_plan_groups_by_file(tenant):
         assert all(sum(t.startswith(f) for t in shard) == 3 for f in files)
 
 
-@pytest.mark.parametrize(("fields", "code"), [
-    ({"shards": 0}, "VALIDATION_ERROR"),
-    ({"shards": 1001}, "VALIDATION_ERROR"),
-    ({"group_by": "class"}, "VALIDATION_ERROR"),
-    ({"repo": "nope"}, "VALIDATION_ERROR"),
-    ({"tests": [""]}, "VALIDATION_ERROR"),
-    ({"tests": ["a.py::t", "a.py::::t"]}, "DUPLICATE_TEST"),
-])
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"shards": 0}, "VALIDATION_ERROR"),
+        ({"shards": 1001}, "VALIDATION_ERROR"),
+        ({"group_by": "class"}, "VALIDATION_ERROR"),
+        ({"repo": "nope"}, "VALIDATION_ERROR"),
+        ({"tests": [""]}, "VALIDATION_ERROR"),
+        ({"tests": ["a.py::t", "a.py::::t"]}, "DUPLICATE_TEST"),
+    ],
+)
 def test_shard_plan_validation(tenant, fields, code):
     response = plan(tenant.client, **{"tests": ["a.py::t"], **fields})
     assert response.status_code == 422
@@ -373,8 +414,10 @@ def test_shard_plan_needs_read_scope(database, server, anonymous):
 def test_durations_round_trip(tenant, anonymous):
     ingest_runs(tenant.client, CART_RUNS, environment="linux")
     report = flakiness_report(
-        [*CART_RUNS[0], "tests/test_new.py::test_unknown"], environments=("linux", "macos"),
-        flakinessProject="acme/shop")
+        [*CART_RUNS[0], "tests/test_new.py::test_unknown"],
+        environments=("linux", "macos"),
+        flakinessProject="acme/shop",
+    )
     job = create(tenant.client)
     assert job["uploadUrl"].startswith(f"{tenant.client.base_url}/api/testDurations/")
     assert claims(job["testDurationsToken"])["exp"] - time.time() == pytest.approx(600, abs=30)
@@ -391,10 +434,10 @@ def test_durations_round_trip(tenant, anonymous):
     assert document["commitId"] == report["commitId"]
     assert attempts_by_nodeid(document) == {
         "tests/test_cart.py::TestCart::test_add": [
-            {"environmentIdx": 0, "duration": pytest.approx(ADD_MS)}],
+            {"environmentIdx": 0, "duration": pytest.approx(ADD_MS)}
+        ],
         "tests/test_cart.py::test_total": [{"environmentIdx": 0, "duration": 250.0}],
-        "tests/test_pay.py::TestPay::test_card[visa]": [
-            {"environmentIdx": 0, "duration": 3000.0}],
+        "tests/test_pay.py::TestPay::test_card[visa]": [{"environmentIdx": 0, "duration": 3000.0}],
         "tests/test_new.py::test_unknown": [],
     }
 
@@ -403,15 +446,26 @@ def test_durations_from_flakiness_history_and_slugs(tenant, anonymous):
     """History ingested from a Flakiness report answers the same report: the report's tests
     are identified as the parser identifies them, in each environment by name."""
     example = json.loads(EXAMPLE.read_text())
-    assert upload(tenant.client, EXAMPLE.read_bytes(), filename="report.json",
-                  repo="acme/web", framework="pytest").status_code == 201
+    assert (
+        upload(
+            tenant.client,
+            EXAMPLE.read_bytes(),
+            filename="report.json",
+            repo="acme/web",
+            framework="pytest",
+        ).status_code
+        == 201
+    )
     document = round_trip(tenant, anonymous, example, orgSlug="acme", projectSlug="web")
     attempts = attempts_by_nodeid(document)
     assert attempts == {
         "tests/test_api.py::TestLogin::test_ok": [
-            {"environmentIdx": 0, "duration": 120}, {"environmentIdx": 1, "duration": 135}],
+            {"environmentIdx": 0, "duration": 120},
+            {"environmentIdx": 1, "duration": 135},
+        ],
         "tests/test_api.py::TestLogin::test_retry": [
-            {"environmentIdx": 0, "duration": expected_ms(0.8, 0.7)}],
+            {"environmentIdx": 0, "duration": expected_ms(0.8, 0.7)}
+        ],
         "tests/test_api.py::test_skip_windows": [],
         "tests/test_api.py::test_known_bug": [{"environmentIdx": 0, "duration": 15}],
         "tests/test_api.py::test_slow": [{"environmentIdx": 0, "duration": 3000}],
@@ -420,11 +474,14 @@ def test_durations_from_flakiness_history_and_slugs(tenant, anonymous):
 
 def test_repository_without_environments_answers_every_environment(tenant, anonymous):
     ingest_runs(tenant.client, CART_RUNS[:1], repo="acme/plain")
-    report = flakiness_report(["tests/test_cart.py::test_total"],
-                              environments=("chromium", "firefox"))
+    report = flakiness_report(
+        ["tests/test_cart.py::test_total"], environments=("chromium", "firefox")
+    )
     document = round_trip(tenant, anonymous, report, orgSlug="acme", projectSlug="plain")
     assert attempts_by_nodeid(document)["tests/test_cart.py::test_total"] == [
-        {"environmentIdx": 0, "duration": 250.0}, {"environmentIdx": 1, "duration": 250.0}]
+        {"environmentIdx": 0, "duration": 250.0},
+        {"environmentIdx": 1, "duration": 250.0},
+    ]
 
 
 def test_unknown_repository_leaves_every_attempt_empty(tenant, anonymous):
@@ -434,26 +491,37 @@ def test_unknown_repository_leaves_every_attempt_empty(tenant, anonymous):
 
 
 def test_shards_of_one_run_share_one_job_and_one_computation(
-        tenant, anonymous, database, count_computations):
+    tenant, anonymous, database, count_computations
+):
     ingest_runs(tenant.client, CART_RUNS, environment="linux")
     shard1, shard2 = (create(tenant.client, commit="d" * 40, group="e2e-linux") for _ in "12")
     assert shard1["testDurationsToken"] != shard2["testDurationsToken"]
     job_id = claims(shard1["testDurationsToken"])["job"]
     assert claims(shard2["testDurationsToken"])["job"] == job_id
     other_group = create(tenant.client, commit="d" * 40, group="e2e-mac")
-    other_project = create(tenant.client, commit="d" * 40, group="e2e-linux",
-                           orgSlug="acme", projectSlug="shop")
-    assert len({claims(job["testDurationsToken"])["job"]
-                for job in (shard1, other_group, other_project)}) == 3
+    other_project = create(
+        tenant.client, commit="d" * 40, group="e2e-linux", orgSlug="acme", projectSlug="shop"
+    )
+    assert (
+        len(
+            {
+                claims(job["testDurationsToken"])["job"]
+                for job in (shard1, other_group, other_project)
+            }
+        )
+        == 3
+    )
 
     first = flakiness_report(["tests/test_cart.py::test_total"], flakinessProject="acme/shop")
-    later = flakiness_report(["tests/test_cart.py::TestCart::test_add"],
-                             flakinessProject="acme/shop")
+    later = flakiness_report(
+        ["tests/test_cart.py::TestCart::test_add"], flakinessProject="acme/shop"
+    )
     assert put_report(anonymous, shard1["uploadUrl"], compress(first)).status_code == 200
     assert put_report(anonymous, shard2["uploadUrl"], compress(later)).status_code == 200
     with ThreadPoolExecutor(2) as pool:  # the shards submit at the same moment
-        submitted = list(pool.map(lambda job: submit(anonymous, job["testDurationsToken"]),
-                                  (shard1, shard2)))
+        submitted = list(
+            pool.map(lambda job: submit(anonymous, job["testDurationsToken"]), (shard1, shard2))
+        )
     urls = [response.json()["downloadUrl"] for response in submitted]
     bodies = [poll(anonymous, url) for url in urls]
     assert bodies[0].content == bodies[1].content
@@ -462,8 +530,9 @@ def test_shards_of_one_run_share_one_job_and_one_computation(
     assert poll(anonymous, urls[0]).status_code == 200
     assert count_computations == [job_id]
     with database.transaction() as session:
-        rows = session.scalar(select(func.count()).select_from(DurationJob)
-                              .where(DurationJob.commit_id == "d" * 40))
+        rows = session.scalar(
+            select(func.count()).select_from(DurationJob).where(DurationJob.commit_id == "d" * 40)
+        )
     assert rows == 3
 
 
@@ -496,8 +565,11 @@ def test_a_failed_computation_is_reported_and_retried_on_submit(tenant, anonymou
 
     monkeypatch.setattr(durations, "_fill", broken)
     job = create(tenant.client, commit="f" * 40)
-    put_report(anonymous, job["uploadUrl"],
-               compress(flakiness_report(["a.py::t"], flakinessProject="acme/shop")))
+    put_report(
+        anonymous,
+        job["uploadUrl"],
+        compress(flakiness_report(["a.py::t"], flakinessProject="acme/shop")),
+    )
     url = submit(anonymous, job["testDurationsToken"]).json()["downloadUrl"]
     failed = poll(anonymous, url)
     assert failed.status_code == 500
@@ -517,13 +589,17 @@ def test_submit_before_upload_is_400(tenant, anonymous):
 
 def test_tokens_expired_forged_and_foreign(tenant, anonymous, app, database, server):
     job = create(tenant.client, commit="2" * 40)
-    put_report(anonymous, job["uploadUrl"],
-               compress(flakiness_report(["a.py::t"], flakinessProject="acme/shop")))
+    put_report(
+        anonymous,
+        job["uploadUrl"],
+        compress(flakiness_report(["a.py::t"], flakinessProject="acme/shop")),
+    )
     real = claims(job["testDurationsToken"])
     key = app.state.keys.derive("durations-token")
     past = datetime.now(UTC) - timedelta(minutes=11)
-    expired = jwt.encode({**real, "iat": past, "exp": past + timedelta(minutes=10)}, key,
-                         algorithm="HS256")
+    expired = jwt.encode(
+        {**real, "iat": past, "exp": past + timedelta(minutes=10)}, key, algorithm="HS256"
+    )
     forged = jwt.encode(real, b"k" * 32, algorithm="HS256")
     other = claims(create(make_tenant(database, server).client)["testDurationsToken"])
     foreign = jwt.encode({**real, "tenant": other["tenant"]}, key, algorithm="HS256")
@@ -537,9 +613,11 @@ def test_tokens_expired_forged_and_foreign(tenant, anonymous, app, database, ser
         assert (response.status_code, response.json()["code"]) == (status, code)
     assert anonymous.post("/api/testDurations/submit").status_code == 401
     # A durations token is not an API key.
-    refused = anonymous.post("/api/testDurations/create", json={
-        "commitId": "2" * 40, "shardGroupKey": "unit"},
-        headers={"Authorization": f"Bearer {job['testDurationsToken']}"})
+    refused = anonymous.post(
+        "/api/testDurations/create",
+        json={"commitId": "2" * 40, "shardGroupKey": "unit"},
+        headers={"Authorization": f"Bearer {job['testDurationsToken']}"},
+    )
     assert refused.status_code == 401
 
 
@@ -569,21 +647,29 @@ def test_presigned_urls_cannot_be_altered_or_reused(tenant, anonymous, monkeypat
     assert expired.json()["code"] == "URL_EXPIRED"
 
 
-@pytest.mark.parametrize(("body", "status", "reason"), [
-    (b"not brotli at all", 400, "not Brotli"),
-    (compress(b"{not json"), 400, "invalid JSON"),
-    (compress({"hello": "world"}), 400, "not in the flakiness format"),
-    (compress({**flakiness_report(["a.py::t"]), "environments": [{}]}), 400, "'name'"),
-    (compress(flakiness_report(["a.py::t"])), 400, "no repository"),
-    (compress(json.dumps(flakiness_report(["a.py::t"], flakinessProject="a/b")).encode()
-              + b" " * 3000), 413, ""),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        (b"not brotli at all", 400, "not Brotli"),
+        (compress(b"{not json"), 400, "invalid JSON"),
+        (compress({"hello": "world"}), 400, "not in the flakiness format"),
+        (compress({**flakiness_report(["a.py::t"]), "environments": [{}]}), 400, "'name'"),
+        (compress(flakiness_report(["a.py::t"])), 400, "no repository"),
+        (
+            compress(
+                json.dumps(flakiness_report(["a.py::t"], flakinessProject="a/b")).encode()
+                + b" " * 3000
+            ),
+            413,
+            "",
+        ),
+    ],
+)
 def test_malformed_and_oversized_reports(tenant, anonymous, small_uploads, body, status, reason):
     job = create(tenant.client, commit="5" * 40)
     response = put_report(anonymous, job["uploadUrl"], body)
     assert response.status_code == status, response.text
-    assert response.json()["code"] == ("INVALID_REPORT" if status == 400 else
-                                       "PAYLOAD_TOO_LARGE")
+    assert response.json()["code"] == ("INVALID_REPORT" if status == 400 else "PAYLOAD_TOO_LARGE")
     assert reason in response.json()["message"]
     assert submit(anonymous, job["testDurationsToken"]).status_code == 400
     # A valid report after a rejected one is still the first one kept.
@@ -603,19 +689,23 @@ def test_upload_limits_apply_before_decompression_too(tenant, anonymous, small_u
     job = create(tenant.client, commit="6" * 40)
     noise = random.Random(1).randbytes(3000)
     assert put_report(anonymous, job["uploadUrl"], noise).status_code == 413
-    plain = anonymous.put(job["uploadUrl"], content=b"{}",
-                          headers={"Content-Type": "application/json"})
+    plain = anonymous.put(
+        job["uploadUrl"], content=b"{}", headers={"Content-Type": "application/json"}
+    )
     assert plain.status_code == 415
 
 
-@pytest.mark.parametrize("fields", [
-    {"commitId": "a" * 40, "shardGroupKey": "has space"},
-    {"commitId": "a" * 40, "shardGroupKey": "x" * 251},
-    {"commitId": "a" * 40, "shardGroupKey": ""},
-    {"commitId": "", "shardGroupKey": "unit"},
-    {"commitId": "a" * 40, "shardGroupKey": "unit", "orgSlug": "acme"},
-    {"shardGroupKey": "unit"},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"commitId": "a" * 40, "shardGroupKey": "has space"},
+        {"commitId": "a" * 40, "shardGroupKey": "x" * 251},
+        {"commitId": "a" * 40, "shardGroupKey": ""},
+        {"commitId": "", "shardGroupKey": "unit"},
+        {"commitId": "a" * 40, "shardGroupKey": "unit", "orgSlug": "acme"},
+        {"shardGroupKey": "unit"},
+    ],
+)
 def test_create_validation(tenant, fields):
     response = tenant.client.post("/api/testDurations/create", json=fields)
     assert response.status_code == 422
@@ -626,5 +716,4 @@ def test_create_needs_a_read_key(database, server, anonymous):
     fields = {"commitId": "a" * 40, "shardGroupKey": "unit"}
     assert anonymous.post("/api/testDurations/create", json=fields).status_code == 401
     ingest_only = make_tenant(database, server, scopes=("ingest",))
-    assert ingest_only.client.post("/api/testDurations/create",
-                                   json=fields).status_code == 403
+    assert ingest_only.client.post("/api/testDurations/create", json=fields).status_code == 403

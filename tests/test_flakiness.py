@@ -31,16 +31,33 @@ PASS = ("passed",)
 FAIL = ("failed",)
 
 
-def obs(i: int, statuses: tuple[str, ...] = PASS, *, code: str | None = "", env: str = "linux",
-        share: float = 0.0, tests: int | None = 100, at: datetime | None = None) -> Observation:
+def obs(
+    i: int,
+    statuses: tuple[str, ...] = PASS,
+    *,
+    code: str | None = "",
+    env: str = "linux",
+    share: float = 0.0,
+    tests: int | None = 100,
+    at: datetime | None = None,
+) -> Observation:
     """Run ``r{i}`` at hour ``i`` on its own commit ``c{i}`` unless told otherwise."""
-    return Observation(run_id=f"r{i}", at=at or T0 + timedelta(hours=i),
-                       code_id=f"c{i}" if code == "" else code, environment=env,
-                       statuses=statuses, run_failure_share=share, run_tests=tests)
+    return Observation(
+        run_id=f"r{i}",
+        at=at or T0 + timedelta(hours=i),
+        code_id=f"c{i}" if code == "" else code,
+        environment=env,
+        statuses=statuses,
+        run_failure_share=share,
+        run_tests=tests,
+    )
 
 
-def feed(state: TestState | None, observations_: list[Observation],
-         config: DetectionConfig = DEFAULT_CONFIG) -> tuple[TestState, list[Transition]]:
+def feed(
+    state: TestState | None,
+    observations_: list[Observation],
+    config: DetectionConfig = DEFAULT_CONFIG,
+) -> tuple[TestState, list[Transition]]:
     transitions: list[Transition] = []
     for o in observations_:
         state, new = observe(state, o, config)
@@ -55,11 +72,13 @@ def passes(start: int, count: int, **kwargs) -> list[Observation]:
 
 # --- proof: failed and passed on the same code ---------------------------------------------
 
+
 def test_retry_that_passes_makes_the_test_flaky_at_once():
     state, transitions = feed(None, [*passes(0, 5), obs(5, ("failed", "passed"))])
     assert state.state == "flaky"
     assert [(t.from_state, t.to_state, t.run_ids) for t in transitions] == [
-        ("healthy", "flaky", ("r5",))]
+        ("healthy", "flaky", ("r5",))
+    ]
     assert "within run r5" in transitions[0].reason
     assert transitions[0].at == T0 + timedelta(hours=5)
     assert (state.total_runs, state.failed_runs, state.flaky_runs) == (6, 0, 1)
@@ -67,8 +86,9 @@ def test_retry_that_passes_makes_the_test_flaky_at_once():
 
 
 def test_failure_and_pass_on_the_same_commit_in_two_runs_is_flaky():
-    state, transitions = feed(None, [*passes(0, 5), obs(5, FAIL, code="abc"),
-                                     obs(6, PASS, code="abc")])
+    state, transitions = feed(
+        None, [*passes(0, 5), obs(5, FAIL, code="abc"), obs(6, PASS, code="abc")]
+    )
     assert state.state == "flaky"
     assert transitions[-1].run_ids == ("r5", "r6")
     assert "same code abc" in transitions[-1].reason
@@ -76,8 +96,9 @@ def test_failure_and_pass_on_the_same_commit_in_two_runs_is_flaky():
 
 
 def test_pass_then_failure_on_the_same_commit_is_flaky_without_waiting_for_a_pass():
-    state, transitions = feed(None, [*passes(0, 5), obs(5, PASS, code="abc"),
-                                     obs(6, FAIL, code="abc")])
+    state, transitions = feed(
+        None, [*passes(0, 5), obs(5, PASS, code="abc"), obs(6, FAIL, code="abc")]
+    )
     assert state.state == "flaky"
     assert transitions[-1].run_ids == ("r5", "r6")
     assert state.streak is None  # the failure is a known flake, not a pending streak
@@ -85,17 +106,32 @@ def test_pass_then_failure_on_the_same_commit_is_flaky_without_waiting_for_a_pas
 
 def test_same_tree_sha_on_different_commits_is_the_same_code():
     def report(status: str) -> Report:
-        return Report("junit", [TestCase(name="test_a", attempts=[Attempt(status)]),
-                                *(TestCase(name=f"test_{i}", attempts=[Attempt("passed")])
-                                  for i in range(20))])
+        return Report(
+            "junit",
+            [
+                TestCase(name="test_a", attempts=[Attempt(status)]),
+                *(TestCase(name=f"test_{i}", attempts=[Attempt("passed")]) for i in range(20)),
+            ],
+        )
 
     state = None
     transitions: list[Transition] = []
-    uploads = [("r1", "commit1", "tree1", "passed"), ("r2", "commit2", "tree2", "failed"),
-               ("r3", "commit3", "tree2", "passed")]  # commit3 rebased, same tree as commit2
+    uploads = [
+        ("r1", "commit1", "tree1", "passed"),
+        ("r2", "commit2", "tree2", "failed"),
+        ("r3", "commit3", "tree2", "passed"),
+    ]  # commit3 rebased, same tree as commit2
     for i, (run_id, commit, tree, status) in enumerate(uploads):
-        observed = dict(observations(report(status), run_id=run_id, at=T0 + timedelta(hours=i),
-                                     commit=commit, tree_sha=tree, environment="linux"))
+        observed = dict(
+            observations(
+                report(status),
+                run_id=run_id,
+                at=T0 + timedelta(hours=i),
+                commit=commit,
+                tree_sha=tree,
+                environment="linux",
+            )
+        )
         state, new = observe(state, observed["", "", "", "test_a"])
         transitions += new
     assert state is not None and state.state == "flaky"
@@ -105,8 +141,9 @@ def test_same_tree_sha_on_different_commits_is_the_same_code():
 
 def test_different_environments_are_not_evidence_against_each_other():
     linux, _ = feed(None, [*passes(0, 5, env="linux"), obs(5, FAIL, code="abc", env="linux")])
-    windows, transitions = feed(None, [*passes(0, 5, env="windows"),
-                                       obs(6, PASS, code="abc", env="windows")])
+    windows, transitions = feed(
+        None, [*passes(0, 5, env="windows"), obs(6, PASS, code="abc", env="windows")]
+    )
     assert linux.state == windows.state == "healthy"
     assert transitions == []
     with pytest.raises(ValueError, match="environment"):
@@ -114,22 +151,37 @@ def test_different_environments_are_not_evidence_against_each_other():
 
 
 def test_observations_split_a_merged_matrix_by_environment():
-    report = Report("junit", [TestCase(name="test_a", attempts=[
-        Attempt("failed", environment="linux"), Attempt("passed", environment="windows")])])
+    report = Report(
+        "junit",
+        [
+            TestCase(
+                name="test_a",
+                attempts=[
+                    Attempt("failed", environment="linux"),
+                    Attempt("passed", environment="windows"),
+                ],
+            )
+        ],
+    )
     observed = observations(report, run_id="r1", at=T0, commit="abc")
     assert sorted((o.environment, o.statuses) for _, o in observed) == [
-        ("linux", ("failed",)), ("windows", ("passed",))]
+        ("linux", ("failed",)),
+        ("windows", ("passed",)),
+    ]
     by_env = {o.environment: o for _, o in observed}
     assert (by_env["linux"].run_failure_share, by_env["windows"].run_failure_share) == (1.0, 0.0)
 
 
 # --- regressions are broken, not flaky -----------------------------------------------------
 
+
 def test_regression_is_broken_not_flaky_and_healthy_again_once_fixed():
     history = [*passes(0, 30), *(obs(i, FAIL) for i in range(30, 36)), obs(36, PASS)]
     state, transitions = feed(None, history)
     assert [(t.from_state, t.to_state) for t in transitions] == [
-        ("healthy", "broken"), ("broken", "healthy")]
+        ("healthy", "broken"),
+        ("broken", "healthy"),
+    ]
     broke, fixed = transitions
     assert broke.run_ids[0] == "r30"  # the first failing run names the commit that broke it
     assert broke.at < T0 + timedelta(hours=34)
@@ -137,7 +189,8 @@ def test_regression_is_broken_not_flaky_and_healthy_again_once_fixed():
     assert state.state == "healthy"
     assert (state.flaky_runs, state.failed_runs) == (0, 6)
     assert state.flake_score < DEFAULT_CONFIG.prior_failures / (
-        DEFAULT_CONFIG.prior_failures + DEFAULT_CONFIG.prior_passes)
+        DEFAULT_CONFIG.prior_failures + DEFAULT_CONFIG.prior_passes
+    )
 
 
 def test_retried_failures_break_a_test_after_two_runs():
@@ -148,16 +201,25 @@ def test_retried_failures_break_a_test_after_two_runs():
 
 
 def test_regression_with_reruns_of_its_commit_is_still_broken():
-    history = [*passes(0, 30), obs(30, FAIL, code="bad"), obs(31, FAIL, code="bad"),
-               obs(32, FAIL, code="bad2"), obs(33, PASS, code="fix")]
+    history = [
+        *passes(0, 30),
+        obs(30, FAIL, code="bad"),
+        obs(31, FAIL, code="bad"),
+        obs(32, FAIL, code="bad2"),
+        obs(33, PASS, code="fix"),
+    ]
     state, transitions = feed(None, history)
     assert [t.to_state for t in transitions] == ["broken", "healthy"]
     assert state.flaky_runs == 0
 
 
 def test_rerun_of_code_older_than_the_regression_does_not_end_it():
-    history = [*passes(0, 30, code="good"), *(obs(i, FAIL) for i in range(30, 33)),
-               obs(33, PASS, code="good"), obs(34, FAIL)]
+    history = [
+        *passes(0, 30, code="good"),
+        *(obs(i, FAIL) for i in range(30, 33)),
+        obs(33, PASS, code="good"),
+        obs(34, FAIL),
+    ]
     state, transitions = feed(None, history)
     assert state.state == "broken"
     assert [t.to_state for t in transitions] == ["broken"]
@@ -168,14 +230,21 @@ def test_broken_test_that_passes_on_a_failing_commit_was_flaky_all_along():
     history = [*passes(0, 30), *(obs(i, FAIL) for i in range(30, 34)), obs(40, PASS, code="c33")]
     state, transitions = feed(None, history)
     assert [(t.from_state, t.to_state) for t in transitions] == [
-        ("healthy", "broken"), ("broken", "flaky")]
+        ("healthy", "broken"),
+        ("broken", "flaky"),
+    ]
     assert transitions[-1].run_ids == ("r33", "r40")
     assert state.flaky_runs == 4
 
 
 def test_flaky_test_that_regresses_is_flaky_again_once_fixed():
-    history = [*passes(0, 30), obs(30, ("failed", "passed")), *passes(31, 30),
-               *(obs(i, FAIL) for i in range(61, 70)), obs(70, PASS)]
+    history = [
+        *passes(0, 30),
+        obs(30, ("failed", "passed")),
+        *passes(31, 30),
+        *(obs(i, FAIL) for i in range(61, 70)),
+        obs(70, PASS),
+    ]
     state, transitions = feed(None, history)
     assert [t.to_state for t in transitions] == ["flaky", "broken", "flaky"]
     assert state.state == "flaky"
@@ -183,10 +252,17 @@ def test_flaky_test_that_regresses_is_flaky_again_once_fixed():
 
 # --- outages -------------------------------------------------------------------------------
 
+
 def test_runs_where_most_tests_failed_are_not_evidence():
-    history = [*passes(0, 20), obs(20, FAIL, share=0.8), obs(21, PASS, code="c20"),
-               obs(22, ("failed", "passed"), share=0.9), obs(23, FAIL, share=0.6),
-               obs(24, FAIL, share=0.7), *passes(25, 5)]
+    history = [
+        *passes(0, 20),
+        obs(20, FAIL, share=0.8),
+        obs(21, PASS, code="c20"),
+        obs(22, ("failed", "passed"), share=0.9),
+        obs(23, FAIL, share=0.6),
+        obs(24, FAIL, share=0.7),
+        *passes(25, 5),
+    ]
     state, transitions = feed(None, history)
     assert transitions == []
     assert state.state == "healthy"
@@ -202,6 +278,7 @@ def test_outage_share_is_configurable_and_small_runs_are_never_outages():
 
 
 # --- the statistical score -----------------------------------------------------------------
+
 
 def runs_to_detection(rate: float, seed: int, limit: int) -> int | None:
     """Runs until a test failing at ``rate`` on every commit (no retries, no reruns) is
@@ -248,15 +325,18 @@ def test_credible_interval_matches_closed_forms():
     one_failure = TestState(None, T0, T0, alpha=1.0, beta=40.0)
     # Beta(1, b) has quantile 1 - (1 - p) ** (1 / b)
     assert credible_interval(one_failure) == pytest.approx(
-        (1 - 0.95 ** (1 / 40), 1 - 0.05 ** (1 / 40)), rel=1e-9)
+        (1 - 0.95 ** (1 / 40), 1 - 0.05 ** (1 / 40)), rel=1e-9
+    )
     often = TestState(None, T0, T0, alpha=25.0, beta=1.0)
     assert credible_interval(often) == pytest.approx((0.05 ** (1 / 25), 0.95 ** (1 / 25)))
     arcsine = TestState(None, T0, T0, alpha=0.5, beta=0.5)  # quantile sin²(πp/2)
     assert credible_interval(arcsine) == pytest.approx(
-        (math.sin(math.pi * 0.025) ** 2, math.sin(math.pi * 0.475) ** 2))
+        (math.sin(math.pi * 0.025) ** 2, math.sin(math.pi * 0.475) ** 2)
+    )
 
 
 # --- resolution ----------------------------------------------------------------------------
+
 
 def flaky_then_clean(days: float, runs: int) -> tuple[TestState, list[Transition]]:
     """Flaky through a retry at hour 0, then ``runs`` clean runs spread over ``days``."""
@@ -302,14 +382,20 @@ def test_clean_run_bound_is_the_least_that_bounds_the_failure_rate():
     bound = DEFAULT_CONFIG.resolve_max_rate
 
     def upper(clean: int) -> float:
-        fresh = TestState(None, T0, T0, alpha=DEFAULT_CONFIG.prior_failures,
-                          beta=DEFAULT_CONFIG.prior_passes + clean)
+        fresh = TestState(
+            None,
+            T0,
+            T0,
+            alpha=DEFAULT_CONFIG.prior_failures,
+            beta=DEFAULT_CONFIG.prior_passes + clean,
+        )
         return credible_interval(fresh)[1]
 
     assert upper(needed) < bound <= upper(needed - 1)
 
 
 # --- quarantine ----------------------------------------------------------------------------
+
 
 def test_quarantine_keeps_the_test_quarantined_while_judging_it_underneath():
     state, _ = feed(None, passes(0, 5))
@@ -328,6 +414,7 @@ def test_quarantine_keeps_the_test_quarantined_while_judging_it_underneath():
 
 
 # --- figures, storage and purity -----------------------------------------------------------
+
 
 def test_last_24_hours_count_counts_recent_flaky_runs_only():
     history = [obs(i, ("failed", "passed") if i % 2 else PASS) for i in range(0, 60)]
@@ -360,8 +447,12 @@ def test_slightly_out_of_order_runs_keep_times_consistent():
 
 
 def test_state_round_trips_through_json():
-    history = [*passes(0, 20), obs(20, ("failed", "passed")), obs(21, FAIL, code="x"),
-               obs(22, FAIL)]
+    history = [
+        *passes(0, 20),
+        obs(20, ("failed", "passed")),
+        obs(21, FAIL, code="x"),
+        obs(22, FAIL),
+    ]
     state, _ = feed(None, history)
     state, _ = mark_quarantined(state, T0 + timedelta(days=1))
     assert state.streak is not None and state.codes and state.recent_flaky
@@ -375,8 +466,10 @@ def test_state_stays_small_however_long_the_history():
     for i in range(10_000):
         commit += rng.random() < 0.8  # some runs are reruns of the same commit
         statuses = rng.choice([PASS] * 8 + [FAIL, ("failed", "passed")])
-        state, _ = observe(state, obs(i, statuses, code=f"{commit:040x}",
-                                      share=0.9 if rng.random() < 0.01 else 0.01))
+        state, _ = observe(
+            state,
+            obs(i, statuses, code=f"{commit:040x}", share=0.9 if rng.random() < 0.01 else 0.01),
+        )
     assert state is not None
     text = state.to_json()
     assert len(state.codes) == DEFAULT_CONFIG.code_memory
@@ -387,6 +480,7 @@ def test_state_stays_small_however_long_the_history():
 
 
 # --- branches: a pull request's failures may be its own regressions ---------------------------
+
 
 def test_branch_regressions_interleaved_with_mainline_passes_are_not_flaky():
     history = passes(0, 30)
@@ -403,8 +497,10 @@ def test_branch_regressions_interleaved_with_mainline_passes_are_not_flaky():
 def test_branch_retry_and_same_commit_proof_still_count():
     state, _ = feed(None, [*passes(0, 10), replace(obs(10, ("failed", "passed")), mainline=False)])
     assert state.verdict == "flaky"
-    rerun = [replace(obs(20, FAIL, code="pr-head"), mainline=False),
-             replace(obs(21, PASS, code="pr-head"), mainline=False)]
+    rerun = [
+        replace(obs(20, FAIL, code="pr-head"), mainline=False),
+        replace(obs(21, PASS, code="pr-head"), mainline=False),
+    ]
     state, _ = feed(None, passes(0, 10) + rerun)
     assert state.verdict == "flaky"
 

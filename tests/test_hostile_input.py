@@ -71,8 +71,7 @@ def hostile_cases(secret_path: str, url: str) -> dict[str, bytes]:
             '<testsuite><testcase name="&x;"/></testsuite>'
         ).encode(),
         "xxe-parameter-entity": (
-            f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY % p SYSTEM "{url}/dtd"> %p;]>'
-            "<testsuite/>"
+            f'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY % p SYSTEM "{url}/dtd"> %p;]><testsuite/>'
         ).encode(),
         "external-dtd": (
             f'<?xml version="1.0"?><!DOCTYPE testsuite SYSTEM "{url}/ext.dtd">'
@@ -144,10 +143,12 @@ def test_60_mb_upload_is_413(tenant, database):
 def test_chunked_upload_over_limit_is_413(tenant, database):
     """Without a Content-Length the cap is enforced while reading."""
     boundary = "b0undary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"repo\"\r\n\r\na/b\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"framework\"\r\n\r\nx\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r.xml\"\r\n"
-            "Content-Type: application/xml\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="repo"\r\n\r\na/b\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="framework"\r\n\r\nx\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="r.xml"\r\n'
+        "Content-Type: application/xml\r\n\r\n"
+    ).encode()
 
     def body():
         yield head
@@ -157,7 +158,8 @@ def test_chunked_upload_over_limit_is_413(tenant, database):
         yield f"\r\n--{boundary}--\r\n".encode()
 
     response = tenant.client.post(
-        "/api/test-results", content=body(),
+        "/api/test-results",
+        content=body(),
         headers={"content-type": f"multipart/form-data; boundary={boundary}"},
     )
     assert response.status_code == 413

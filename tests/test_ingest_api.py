@@ -29,8 +29,10 @@ RERUN_XML = b"""<?xml version="1.0"?>
 def stored(database, tenant_name: str) -> dict[str, int]:
     """Row counts that belong to one tenant, read straight from the database."""
     with database.transaction() as session:
-        repos = select(Repository.id).join(Tenant, Tenant.id == Repository.tenant_id).where(
-            Tenant.name == tenant_name
+        repos = (
+            select(Repository.id)
+            .join(Tenant, Tenant.id == Repository.tenant_id)
+            .where(Tenant.name == tenant_name)
         )
         runs = session.scalar(select(func.count()).select_from(Run).where(Run.repo_id.in_(repos)))
         tests = session.scalar(
@@ -47,13 +49,23 @@ def stored(database, tenant_name: str) -> dict[str, int]:
 
 def test_upload_stores_run_tests_and_every_attempt(tenant, database):
     response = upload(
-        tenant.client, RERUN_XML, branch="main", commit="a" * 40, workflow_run_id="77",
-        pr_number="12", environment="linux", check_name="unit", provider="github",
+        tenant.client,
+        RERUN_XML,
+        branch="main",
+        commit="a" * 40,
+        workflow_run_id="77",
+        pr_number="12",
+        environment="linux",
+        check_name="unit",
+        provider="github",
     )
     assert response.status_code == 201, response.text
     body = response.json()
     assert body == {
-        "success": True, "tests_processed": 3, "flaky_detected": 1, "run_id": body["run_id"],
+        "success": True,
+        "tests_processed": 3,
+        "flaky_detected": 1,
+        "run_id": body["run_id"],
     }
     assert stored(database, tenant.name) == {"runs": 1, "tests": 3, "results": 4}
 
@@ -63,8 +75,14 @@ def test_upload_stores_run_tests_and_every_attempt(tenant, database):
     assert run["pr_number"] == 12
     assert run["format"] == "junit"
     assert run["summary"] == {
-        "tests": 3, "passed": 1, "failed": 0, "errors": 0, "skipped": 1, "flaky": 1,
-        "attempts": 4, "duration_ms": 3250.0,
+        "tests": 3,
+        "passed": 1,
+        "failed": 0,
+        "errors": 0,
+        "skipped": 1,
+        "flaky": 1,
+        "attempts": 4,
+        "duration_ms": 3250.0,
     }
     with database.transaction() as session:
         attempts = session.execute(
@@ -74,7 +92,8 @@ def test_upload_stores_run_tests_and_every_attempt(tenant, database):
             .order_by(TestResult.attempt)
         ).all()
     assert [tuple(a) for a in attempts] == [
-        (0, "failed", "timeout talking to stripe"), (1, "passed", None)
+        (0, "failed", "timeout talking to stripe"),
+        (1, "passed", None),
     ]
 
 
@@ -125,7 +144,9 @@ def test_missing_repo_message_matches_dialect(tenant):
         "/api/test-results", files={"file": ("r.xml", RERUN_XML)}, data={"framework": "jest"}
     )
     assert response.json() == {
-        "error": "Bad Request", "code": "MISSING_FIELD", "message": "Missing required field: repo",
+        "error": "Bad Request",
+        "code": "MISSING_FIELD",
+        "message": "Missing required field: repo",
         "details": {"field": "repo", "expected": "string in format 'owner/repo'"},
     }
 
@@ -134,8 +155,9 @@ def test_missing_file_and_wrong_content_type(tenant):
     no_file = tenant.client.post("/api/test-results", data={"repo": "a/b", "framework": "x"})
     assert no_file.status_code == 400
     assert no_file.json()["details"]["field"] == "file"
-    raw = tenant.client.post("/api/test-results", content=RERUN_XML,
-                             headers={"content-type": "application/xml"})
+    raw = tenant.client.post(
+        "/api/test-results", content=RERUN_XML, headers={"content-type": "application/xml"}
+    )
     assert raw.status_code == 415
     assert raw.json()["code"] == "UNSUPPORTED_MEDIA_TYPE"
 
@@ -156,19 +178,27 @@ def test_auth_is_required_and_checked(anonymous, tenant, database, server):
     assert missing.status_code == 401
     assert missing.json()["code"] == "UNAUTHORIZED"
     wrong = anonymous.post(
-        "/api/test-results", headers={"Authorization": "Bearer tl_sk_not-a-key"},
-        files={"file": ("r.xml", RERUN_XML)}, data={"repo": "a/b", "framework": "x"},
+        "/api/test-results",
+        headers={"Authorization": "Bearer tl_sk_not-a-key"},
+        files={"file": ("r.xml", RERUN_XML)},
+        data={"repo": "a/b", "framework": "x"},
     )
     assert wrong.status_code == 401
     assert wrong.json()["code"] == "INVALID_API_KEY"
     other_tenant = tenant.client.post(
-        "/api/test-results", headers={"X-Tenant-ID": "someone-else"},
-        files={"file": ("r.xml", RERUN_XML)}, data={"repo": "a/b", "framework": "x"},
+        "/api/test-results",
+        headers={"X-Tenant-ID": "someone-else"},
+        files={"file": ("r.xml", RERUN_XML)},
+        data={"repo": "a/b", "framework": "x"},
     )
     assert other_tenant.status_code == 403
     assert other_tenant.json()["code"] == "INVALID_TENANT"
-    own = upload(tenant.client.__class__(
-        base_url=server.url, headers={**tenant.headers, "X-Tenant-ID": tenant.name}), RERUN_XML)
+    own = upload(
+        tenant.client.__class__(
+            base_url=server.url, headers={**tenant.headers, "X-Tenant-ID": tenant.name}
+        ),
+        RERUN_XML,
+    )
     assert own.status_code == 201
     read_only = make_tenant(database, server, scopes=("read",))
     denied = upload(read_only.client, RERUN_XML)
@@ -233,7 +263,9 @@ def test_unexpected_errors_are_500_with_a_request_id_and_no_internals(tenant, mo
     assert "hunter2" not in response.text and "exploded" not in response.text
     # A request id the client sent is kept, so logs on both sides can be matched.
     again = tenant.client.post(
-        "/api/test-results", files={"file": ("r.xml", RERUN_XML)},
-        data={"repo": "acme/shop", "framework": "pytest"}, headers={"X-Request-ID": "ci-42"},
+        "/api/test-results",
+        files={"file": ("r.xml", RERUN_XML)},
+        data={"repo": "acme/shop", "framework": "pytest"},
+        headers={"X-Request-ID": "ci-42"},
     )
     assert again.json()["details"]["request_id"] == "ci-42"

@@ -272,10 +272,17 @@ def test_pull_request_regressions_do_not_make_tests_flaky(tenant):
     cases = {**STABLE, "test_checkout": ["pass"]}
     broken = {**STABLE, "test_checkout": ["fail"]}
     for n in range(6):
-        main = upload(tenant.client, junit(cases), repo="acme/pr", branch="main",
-                      commit=f"m{n}" * 10)
-        pr = upload(tenant.client, junit(broken), repo="acme/pr", branch="feature/x",
-                    pr_number=str(40 + n), commit=f"p{n}" * 10)
+        main = upload(
+            tenant.client, junit(cases), repo="acme/pr", branch="main", commit=f"m{n}" * 10
+        )
+        pr = upload(
+            tenant.client,
+            junit(broken),
+            repo="acme/pr",
+            branch="feature/x",
+            pr_number=str(40 + n),
+            commit=f"p{n}" * 10,
+        )
         assert main.json()["flaky_detected"] == pr.json()["flaky_detected"] == 0
     feed = tenant.client.get("/api/v1/testdeck/flaky", params={"repo": "acme/pr"}).json()
     assert feed["test_cases"] == []

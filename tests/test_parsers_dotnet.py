@@ -90,7 +90,9 @@ def test_counts_match_test_reporter(snapshot: dict[str, str]) -> None:
     assert report.format == SNAPSHOT_FIXTURES[_fixture(snapshot)]
     assert summary.flaky == 0
     assert (summary.tests, summary.passed, summary.failed + summary.errors, summary.skipped) == (
-        int(snapshot["tests"]), int(snapshot["passed"]), int(snapshot["failed"]),
+        int(snapshot["tests"]),
+        int(snapshot["passed"]),
+        int(snapshot["failed"]),
         int(snapshot["skipped"]),
     )
 
@@ -127,7 +129,8 @@ def test_theory_rows_sharing_one_trx_definition_are_distinct_tests() -> None:
 @pytest.mark.parametrize("fixture", EMPTY_FIXTURES)
 def test_empty_trx_reports_have_no_tests(fixture: str) -> None:
     expectation = next(
-        e for e in json.loads((DERIVED / "inline-expectations.json").read_text())
+        e
+        for e in json.loads((DERIVED / "inline-expectations.json").read_text())
         if e["fixture"] == f"__tests__/{fixture}"
     )
     report = _parse(fixture)
@@ -149,8 +152,9 @@ def test_nunit_sample_matches_its_own_counters() -> None:
 
 def test_nunit_sample_keeps_parameterised_fixture_instances_apart() -> None:
     report = _parse(NUNIT_SAMPLE)
-    instances = [(t.suite, t.name) for t in report.tests
-                 if t.classname == "NUnit.Tests.ParameterizedFixture"]
+    instances = [
+        (t.suite, t.name) for t in report.tests if t.classname == "NUnit.Tests.ParameterizedFixture"
+    ]
     assert instances == [
         ("NUnit.Tests.ParameterizedFixture(42)", "Test1"),
         ("NUnit.Tests.ParameterizedFixture(42)", "Test2"),
@@ -171,7 +175,9 @@ def test_nunit_fixture_details() -> None:
     by_name = {t.name: t for t in report.tests}
     failing = by_name["Failing_Test"]
     assert (failing.suite, failing.classname) == (
-        "DotnetTests.XUnitTests.CalculatorTests", "DotnetTests.XUnitTests.CalculatorTests")
+        "DotnetTests.XUnitTests.CalculatorTests",
+        "DotnetTests.XUnitTests.CalculatorTests",
+    )
     assert failing.attempts[0].message == "  Expected: 3\n  But was:  2\n"
     assert failing.attempts[0].stack.lstrip().startswith("at DotnetTests.XUnitTests")
     # the label "Test exceeded Timeout value 1ms." marks a test stopped by NUnit
@@ -211,15 +217,26 @@ def trx(results: str, definitions: str = "") -> bytes:
 
 
 def definition(test_id: str, class_name: str, method: str) -> str:
-    return (f'<UnitTest name="{method}" id="{test_id}">'
-            f'<TestMethod className="{class_name}" name="{method}" /></UnitTest>')
+    return (
+        f'<UnitTest name="{method}" id="{test_id}">'
+        f'<TestMethod className="{class_name}" name="{method}" /></UnitTest>'
+    )
 
 
-def result(test_id: str, name: str, outcome: str, *, duration: str | None = "00:00:00.0100000",
-           start: str = "2024-03-14T09:00:00.0000000+00:00", inner: str = "") -> str:
+def result(
+    test_id: str,
+    name: str,
+    outcome: str,
+    *,
+    duration: str | None = "00:00:00.0100000",
+    start: str = "2024-03-14T09:00:00.0000000+00:00",
+    inner: str = "",
+) -> str:
     timing = f'duration="{duration}" ' if duration is not None else ""
-    return (f'<UnitTestResult testId="{test_id}" testName="{name}" outcome="{outcome}" '
-            f'{timing}startTime="{start}">{inner}</UnitTestResult>')
+    return (
+        f'<UnitTestResult testId="{test_id}" testName="{name}" outcome="{outcome}" '
+        f'{timing}startTime="{start}">{inner}</UnitTestResult>'
+    )
 
 
 def only_attempt(report: Report) -> Attempt:
@@ -228,14 +245,17 @@ def only_attempt(report: Report) -> Attempt:
     return attempt
 
 
-@pytest.mark.parametrize(("duration", "ms"), [
-    ("00:00:00.1084258", 108.4258),
-    ("00:00:00", 0.0),
-    ("00:01:02.5", 62_500.0),
-    ("12:00:00.0000001", 43_200_000.0001),
-    ("1.02:00:00", 93_600_000.0),  # TimeSpan prints days before the hours
-    (None, 0.0),  # tests that never ran have no duration
-])
+@pytest.mark.parametrize(
+    ("duration", "ms"),
+    [
+        ("00:00:00.1084258", 108.4258),
+        ("00:00:00", 0.0),
+        ("00:01:02.5", 62_500.0),
+        ("12:00:00.0000001", 43_200_000.0001),
+        ("1.02:00:00", 93_600_000.0),  # TimeSpan prints days before the hours
+        (None, 0.0),  # tests that never ran have no duration
+    ],
+)
 def test_trx_duration_is_a_dotnet_timespan(duration: str | None, ms: float) -> None:
     report = parse_report(trx(result("t1", "A", "Passed", duration=duration)))
     assert only_attempt(report).duration_ms == pytest.approx(ms)
@@ -249,38 +269,53 @@ def test_trx_duration_that_is_not_a_timespan_is_rejected(duration: str) -> None:
 
 def test_trx_reruns_are_attempts_in_start_order() -> None:
     # TRX lists results as they finish; the rerun that passed happens to come first here.
-    results = (
-        result("t1", "Shop.CartTests.Adds", "Passed", duration="00:00:00.2000000",
-               start="2024-03-14T09:05:00.0000000+01:00")
-        + result("t1", "Shop.CartTests.Adds", "Failed", duration="00:00:00.3000000",
-                 start="2024-03-14T09:01:00.0000000+01:00",
-                 inner="<Output><ErrorInfo><Message>boom</Message></ErrorInfo></Output>")
+    results = result(
+        "t1",
+        "Shop.CartTests.Adds",
+        "Passed",
+        duration="00:00:00.2000000",
+        start="2024-03-14T09:05:00.0000000+01:00",
+    ) + result(
+        "t1",
+        "Shop.CartTests.Adds",
+        "Failed",
+        duration="00:00:00.3000000",
+        start="2024-03-14T09:01:00.0000000+01:00",
+        inner="<Output><ErrorInfo><Message>boom</Message></ErrorInfo></Output>",
     )
     report = parse_report(trx(results, definition("t1", "Shop.CartTests", "Adds")))
     [test] = report.tests
     assert (test.classname, test.name, test.status) == ("Shop.CartTests", "Adds", "flaky")
     assert [(a.status, a.duration_ms, a.message) for a in test.attempts] == [
-        ("failed", pytest.approx(300.0), "boom"), ("passed", pytest.approx(200.0), None)]
+        ("failed", pytest.approx(300.0), "boom"),
+        ("passed", pytest.approx(200.0), None),
+    ]
 
 
 def test_trx_rows_of_one_definition_with_different_names_are_different_tests() -> None:
     results = result("t1", "Shop.CartTests.Adds(n: 1)", "Passed") + result(
-        "t1", "Shop.CartTests.Adds(n: 2)", "Failed")
+        "t1", "Shop.CartTests.Adds(n: 2)", "Failed"
+    )
     report = parse_report(trx(results, definition("t1", "Shop.CartTests", "Adds")))
     assert [(t.name, t.status) for t in report.tests] == [
-        ("Adds(n: 1)", "passed"), ("Adds(n: 2)", "failed")]
+        ("Adds(n: 1)", "passed"),
+        ("Adds(n: 2)", "failed"),
+    ]
 
 
-@pytest.mark.parametrize(("outcome", "status", "censored"), [
-    ("Passed", "passed", False),
-    ("Failed", "failed", False),
-    ("Error", "error", False),
-    ("Timeout", "failed", True),
-    ("Aborted", "error", True),
-    ("NotRunnable", "error", False),
-    ("NotExecuted", "skipped", False),
-    ("Inconclusive", "skipped", False),
-])
+@pytest.mark.parametrize(
+    ("outcome", "status", "censored"),
+    [
+        ("Passed", "passed", False),
+        ("Failed", "failed", False),
+        ("Error", "error", False),
+        ("Timeout", "failed", True),
+        ("Aborted", "error", True),
+        ("NotRunnable", "error", False),
+        ("NotExecuted", "skipped", False),
+        ("Inconclusive", "skipped", False),
+    ],
+)
 def test_trx_outcomes(outcome: str, status: str, censored: bool) -> None:
     attempt = only_attempt(parse_report(trx(result("t1", "A", outcome))))
     assert (attempt.status, attempt.censored) == (status, censored)
@@ -292,21 +327,25 @@ def test_trx_unknown_outcome_is_rejected() -> None:
 
 
 def test_trx_data_driven_rows_replace_their_parent() -> None:
-    rows = (
-        result("t1", "Adds (1,2,3)", "Passed", inner="")
-        + result("t1", "Adds (2,2,5)", "Failed")
-    )
+    rows = result("t1", "Adds (1,2,3)", "Passed", inner="") + result("t1", "Adds (2,2,5)", "Failed")
     parent = result("t1", "Adds", "Failed", inner=f"<InnerResults>{rows}</InnerResults>")
     report = parse_report(trx(parent, definition("t1", "Shop.CartTests", "Adds")))
     assert [(t.classname, t.name, t.status) for t in report.tests] == [
-        ("Shop.CartTests", "Adds (1,2,3)", "passed"), ("Shop.CartTests", "Adds (2,2,5)", "failed")]
+        ("Shop.CartTests", "Adds (1,2,3)", "passed"),
+        ("Shop.CartTests", "Adds (2,2,5)", "failed"),
+    ]
 
 
 def test_trx_data_rows_without_names_of_their_own_keep_the_parent() -> None:
     # Rows named like their parent are different data, not reruns: the parent stands for them.
     rows = result("t1", "Adds", "Passed") + result("t1", "Adds", "Failed")
-    parent = result("t1", "Adds", "Failed", duration="00:00:00.5000000",
-                    inner=f"<InnerResults>{rows}</InnerResults>")
+    parent = result(
+        "t1",
+        "Adds",
+        "Failed",
+        duration="00:00:00.5000000",
+        inner=f"<InnerResults>{rows}</InnerResults>",
+    )
     report = parse_report(trx(parent, definition("t1", "Shop.CartTests", "Adds")))
     attempt = only_attempt(report)
     assert (attempt.status, attempt.duration_ms) == ("failed", pytest.approx(500.0))
@@ -353,27 +392,36 @@ def nunit2(case: str) -> bytes:
     ).encode()
 
 
-@pytest.mark.parametrize(("v2_result", "v3_result", "v3_label", "status", "censored"), [
-    ("Success", "Passed", "", "passed", False),
-    ("Failure", "Failed", "", "failed", False),
-    ("Error", "Failed", "Error", "error", False),
-    ("NotRunnable", "Failed", "Invalid", "error", False),
-    ("Cancelled", "Failed", "Cancelled", "error", True),
-    ("Ignored", "Skipped", "Ignored", "skipped", False),
-    ("Skipped", "Skipped", "Explicit", "skipped", False),
-    ("Inconclusive", "Inconclusive", "", "skipped", False),
-])
+@pytest.mark.parametrize(
+    ("v2_result", "v3_result", "v3_label", "status", "censored"),
+    [
+        ("Success", "Passed", "", "passed", False),
+        ("Failure", "Failed", "", "failed", False),
+        ("Error", "Failed", "Error", "error", False),
+        ("NotRunnable", "Failed", "Invalid", "error", False),
+        ("Cancelled", "Failed", "Cancelled", "error", True),
+        ("Ignored", "Skipped", "Ignored", "skipped", False),
+        ("Skipped", "Skipped", "Explicit", "skipped", False),
+        ("Inconclusive", "Inconclusive", "", "skipped", False),
+    ],
+)
 def test_nunit2_and_nunit3_read_the_same_test_the_same_way(
     v2_result: str, v3_result: str, v3_label: str, status: str, censored: bool
 ) -> None:
     detail = "<failure><message>System.Exception : boom</message></failure>"
-    v2 = parse_report(nunit2(
-        f'<test-case name="Shop.CartTests.Adds(1,2.5)" executed="True" result="{v2_result}" '
-        f'time="0.250">{detail}</test-case>'))
-    v3 = parse_report(nunit3(
-        f'<test-case name="Adds(1,2.5)" fullname="Shop.CartTests.Adds(1,2.5)" '
-        f'classname="Shop.CartTests" result="{v3_result}" label="{v3_label}" '
-        f'duration="0.250">{detail}</test-case>'))
+    v2 = parse_report(
+        nunit2(
+            f'<test-case name="Shop.CartTests.Adds(1,2.5)" executed="True" result="{v2_result}" '
+            f'time="0.250">{detail}</test-case>'
+        )
+    )
+    v3 = parse_report(
+        nunit3(
+            f'<test-case name="Adds(1,2.5)" fullname="Shop.CartTests.Adds(1,2.5)" '
+            f'classname="Shop.CartTests" result="{v3_result}" label="{v3_label}" '
+            f'duration="0.250">{detail}</test-case>'
+        )
+    )
     assert v2.format == v3.format == "nunit"
     for report in (v2, v3):
         [test] = report.tests
@@ -385,19 +433,25 @@ def test_nunit2_and_nunit3_read_the_same_test_the_same_way(
 
 
 def test_nunit3_warning_is_a_pass() -> None:
-    report = parse_report(nunit3(
-        '<test-case name="Adds" classname="Shop.CartTests" result="Warning" duration="0.1">'
-        "<reason><message>Rounding is lossy</message></reason></test-case>"))
+    report = parse_report(
+        nunit3(
+            '<test-case name="Adds" classname="Shop.CartTests" result="Warning" duration="0.1">'
+            "<reason><message>Rounding is lossy</message></reason></test-case>"
+        )
+    )
     attempt = only_attempt(report)
     assert (attempt.status, attempt.message) == ("passed", "Rounding is lossy")
 
 
 def test_nunit3_timeout_message_marks_a_stopped_test() -> None:
     # NUnit 4 reports a timeout as a plain failure whose message says so.
-    report = parse_report(nunit3(
-        '<test-case name="Adds" classname="Shop.CartTests" result="Failed" duration="1.002">'
-        "<failure><message>Test exceeded Timeout value of 1000ms</message></failure>"
-        "<output>started\n</output></test-case>"))
+    report = parse_report(
+        nunit3(
+            '<test-case name="Adds" classname="Shop.CartTests" result="Failed" duration="1.002">'
+            "<failure><message>Test exceeded Timeout value of 1000ms</message></failure>"
+            "<output>started\n</output></test-case>"
+        )
+    )
     attempt = only_attempt(report)
     assert (attempt.status, attempt.censored, attempt.stdout) == ("failed", True, "started\n")
 
@@ -407,17 +461,23 @@ def test_nunit3_unknown_result_is_rejected() -> None:
         parse_report(nunit3('<test-case name="Adds" result="Exploded" />'))
 
 
-@pytest.mark.parametrize(("executed", "success", "status"), [
-    ("True", "True", "passed"),
-    ("True", "False", "failed"),
-    ("False", "False", "skipped"),
-])
+@pytest.mark.parametrize(
+    ("executed", "success", "status"),
+    [
+        ("True", "True", "passed"),
+        ("True", "False", "failed"),
+        ("False", "False", "skipped"),
+    ],
+)
 def test_nunit2_without_result_falls_back_to_executed_and_success(
     executed: str, success: str, status: str
 ) -> None:
     # NUnit 2.2 and older write no result attribute.
-    report = parse_report(nunit2(
-        f'<test-case name="Shop.CartTests.Adds" executed="{executed}" success="{success}" />'))
+    report = parse_report(
+        nunit2(
+            f'<test-case name="Shop.CartTests.Adds" executed="{executed}" success="{success}" />'
+        )
+    )
     assert only_attempt(report).status == status
 
 
@@ -436,8 +496,12 @@ def test_xunit_v2_counts_match_its_assembly_counters() -> None:
     assert report.format == "xunit"
     # the cleanup error is an extra, erroring pseudo-test
     assert (summary.tests, summary.passed, summary.failed, summary.skipped, summary.errors) == (
-        total("total") + total("errors"), total("passed"), total("failed"), total("skipped"),
-        total("errors"))
+        total("total") + total("errors"),
+        total("passed"),
+        total("failed"),
+        total("skipped"),
+        total("errors"),
+    )
 
 
 def test_xunit_v2_names_suites_and_details() -> None:
@@ -457,35 +521,44 @@ def test_xunit_v2_names_suites_and_details() -> None:
     ]
     rounding = tests["Rounds_half_to_even"]
     assert (rounding.suite, rounding.classname, rounding.status) == (
-        "Test collection for Shop.Tests.PriceCalculatorTests", "Shop.Tests.PriceCalculatorTests",
-        "failed")
+        "Test collection for Shop.Tests.PriceCalculatorTests",
+        "Shop.Tests.PriceCalculatorTests",
+        "failed",
+    )
     attempt = rounding.attempts[0]
     assert attempt.message == (
-        "Assert.Equal() Failure: Values differ\nExpected: 10.12\nActual:   10.13")
+        "Assert.Equal() Failure: Values differ\nExpected: 10.12\nActual:   10.13"
+    )
     assert attempt.error_type == "Xunit.Sdk.EqualException"
     assert attempt.duration_ms == pytest.approx(12.0441)
     assert attempt.stack.count("\n") == 1
 
     loads = tests["Loads an order by id"]
     assert (loads.suite, loads.classname) == (
-        "Database collection", "Shop.Tests.Data.OrderRepositoryTests")
+        "Database collection",
+        "Shop.Tests.Data.OrderRepositoryTests",
+    )
     assert loads.attempts[0].error_type == "System.NullReferenceException"
     assert tests["Deletes_order"].attempts[0].message == (
-        'Flaky on CI: "deadlock detected" (issue #398)')
+        'Flaky on CI: "deadlock detected" (issue #398)'
+    )
     assert tests['Formats_currency(culture: "de-DE")'].attempts[0].stdout == (
-        "Formatting 12.5 as de-DE currency\n")
+        "Formatting 12.5 as de-DE currency\n"
+    )
 
     cleanup = tests["[test-class-cleanup] Shop.Tests.Data.OrderRepositoryTests"]
     assert (cleanup.status, cleanup.attempts[0].error_type) == (
-        "error", "System.InvalidOperationException")
+        "error",
+        "System.InvalidOperationException",
+    )
 
 
 def test_xunit_unescape_keeps_escaped_backslashes() -> None:
     doc = (
         b'<assemblies><assembly name="a.dll"><collection name="c">'
-        br'<test name="T.Reads(path: \&quot;C:\\new\&quot;)" type="T" method="Reads" time="0" '
-        br'result="Skip">'
-        br"<reason>line 1\r\nC:\\temp\x07</reason></test></collection></assembly></assemblies>"
+        rb'<test name="T.Reads(path: \&quot;C:\\new\&quot;)" type="T" method="Reads" time="0" '
+        rb'result="Skip">'
+        rb"<reason>line 1\r\nC:\\temp\x07</reason></test></collection></assembly></assemblies>"
     )
     [test] = parse_report(doc).tests
     assert test.name == r'Reads(path: "C:\new")'
@@ -495,12 +568,15 @@ def test_xunit_unescape_keeps_escaped_backslashes() -> None:
 # --- detection --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("forced", "fixture"), [
-    ("nunit", TESTS_DIR / "fixtures/dotnet-trx.trx"),
-    ("trx", TESTS_DIR / "fixtures/dotnet-nunit.xml"),
-    ("xunit", TESTS_DIR / "fixtures/dotnet-nunit.xml"),
-    ("nunit", XUNIT_V2),
-])
+@pytest.mark.parametrize(
+    ("forced", "fixture"),
+    [
+        ("nunit", TESTS_DIR / "fixtures/dotnet-trx.trx"),
+        ("trx", TESTS_DIR / "fixtures/dotnet-nunit.xml"),
+        ("xunit", TESTS_DIR / "fixtures/dotnet-nunit.xml"),
+        ("nunit", XUNIT_V2),
+    ],
+)
 def test_a_forced_format_that_does_not_fit_is_rejected(forced: str, fixture: Path) -> None:
     with pytest.raises(ReportError, match=f"not in the {forced} format"):
         parse_report(fixture.read_bytes(), format=forced)

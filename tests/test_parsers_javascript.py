@@ -55,20 +55,31 @@ def statuses(test: TestCase, environment: str | None = None) -> list[str]:
 
 # --- detection -------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "format"), [
-    ("jest.json", "jest"), ("jest-color.json", "jest"), ("playwright.json", "playwright"),
-    ("playwright-load-error.json", "playwright"), ("mocha.json", "mocha"),
-])
+
+@pytest.mark.parametrize(
+    ("name", "format"),
+    [
+        ("jest.json", "jest"),
+        ("jest-color.json", "jest"),
+        ("playwright.json", "playwright"),
+        ("playwright-load-error.json", "playwright"),
+        ("mocha.json", "mocha"),
+    ],
+)
 def test_real_reports_are_detected(name, format):
     assert sample(name)[1].format == format
 
 
-@pytest.mark.parametrize("path", [
-    DORNY / "__tests__" / "fixtures" / "rspec-json.json",
-    REPORTS / "ctrf" / "examples" / "with-retries.json",
-    CORPUS / "flakiness-report-example.json",
-    Path(__file__).parent / "data" / "pytest_json" / "report.json",
-], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    [
+        DORNY / "__tests__" / "fixtures" / "rspec-json.json",
+        REPORTS / "ctrf" / "examples" / "with-retries.json",
+        CORPUS / "flakiness-report-example.json",
+        Path(__file__).parent / "data" / "pytest_json" / "report.json",
+    ],
+    ids=lambda p: p.name,
+)
 def test_other_json_formats_are_not_claimed(path):
     document = json.loads(path.read_text(encoding="utf-8"))
     assert [f.name for f in FORMATS if f.matches(document)] == []
@@ -81,6 +92,7 @@ def test_each_sample_matches_only_its_own_format():
 
 
 # --- Mocha corpus vs dorny/test-reporter -----------------------------------------------
+
 
 def dorny_cases(fixture: str) -> list[dict[str, Any]]:
     lines = (DORNY / "_derived" / "snapshot-cases.jsonl").read_text(encoding="utf-8")
@@ -103,8 +115,9 @@ def dorny_view(report: Report) -> dict[tuple[str, str | None, str], list[tuple]]
     view: dict[tuple[str, str | None, str], list[tuple]] = {}
     for test in report.tests:
         key = (test.file, test.suite or None, test.name)
-        view[key] = sorted((DORNY_RESULT[a.status], a.duration_ms, a.message)
-                           for a in test.attempts)
+        view[key] = sorted(
+            (DORNY_RESULT[a.status], a.duration_ms, a.message) for a in test.attempts
+        )
     return view
 
 
@@ -113,13 +126,18 @@ def dorny_expected(fixture: str) -> dict[tuple[str, str | None, str], list[tuple
     for case in dorny_cases(fixture):
         key = (case["suite"], case["group"], case["test"])
         expected.setdefault(key, []).append(
-            (case["result"], case["time_ms"], case["error_message"]))
+            (case["result"], case["time_ms"], case["error_message"])
+        )
     return {key: sorted(cases) for key, cases in expected.items()}
 
 
-@pytest.mark.parametrize("fixture", [
-    "fixtures/mocha-json.json", "fixtures/external/mocha/mocha-test-results.json",
-])
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "fixtures/mocha-json.json",
+        "fixtures/external/mocha/mocha-test-results.json",
+    ],
+)
 def test_mocha_corpus_matches_dorny_case_by_case(fixture):
     report = parse_report((DORNY / "__tests__" / fixture).read_bytes())
     assert report.format == "mocha"
@@ -138,8 +156,11 @@ def test_mocha_corpus_sample_test_level_counts():
     summary = dorny_summary("fixtures/mocha-json.json")
     s = report.summary()
     assert (s.tests, s.passed, s.failed + s.errors, s.skipped) == (
-        int(summary["tests"]), int(summary["passed"]), int(summary["failed"]),
-        int(summary["skipped"]))
+        int(summary["tests"]),
+        int(summary["passed"]),
+        int(summary["failed"]),
+        int(summary["skipped"]),
+    )
     timeout = by_name(report)["Timeout test"].attempts[-1]
     # The report marks it ERR_MOCHA_TIMEOUT: stopped from outside, so its 8 ms is censored.
     assert timeout.censored and timeout.error_type == "Error"
@@ -158,7 +179,7 @@ def test_mocha_corpus_pinned_difference_duplicate_titles():
     report = parse_report((DORNY / "__tests__" / fixture).read_bytes())
     summary = dorny_summary(fixture)
     folded = {t.name: len(t.attempts) for t in report.tests if len(t.attempts) > 1}
-    assert folded == {"should emit \"fail\"": 2, "should cleanly terminate the thread pool": 2}
+    assert folded == {'should emit "fail"': 2, "should cleanly terminate the thread pool": 2}
     s = report.summary()
     assert s.tests == int(summary["tests"]) - 2 == 837
     assert s.attempts == int(summary["tests"]) == 839
@@ -169,20 +190,24 @@ def test_mocha_corpus_pinned_difference_duplicate_titles():
 
 def test_mocha_corpus_empty_report():
     inline = json.loads((DORNY / "_derived" / "inline-expectations.json").read_text())
-    (expect,) = [e["expect"] for e in inline
-                 if e["fixture"] == "__tests__/fixtures/empty/mocha-json.json"]
-    report = parse_report((DORNY / "__tests__" / "fixtures" / "empty" / "mocha-json.json")
-                          .read_bytes())
+    (expect,) = [
+        e["expect"] for e in inline if e["fixture"] == "__tests__/fixtures/empty/mocha-json.json"
+    ]
+    report = parse_report(
+        (DORNY / "__tests__" / "fixtures" / "empty" / "mocha-json.json").read_bytes()
+    )
     assert report.format == "mocha"
     assert len(report.tests) == expect["tests"] == 0
 
 
 # --- Jest ------------------------------------------------------------------------------
 
+
 def failed_files(document: dict[str, Any]) -> int:
     """Files Jest marked failed although none of their tests failed."""
     return sum(
-        1 for f in document["testResults"]
+        1
+        for f in document["testResults"]
         if f["status"] == "failed"
         and not any(a["status"] == "failed" for a in f["assertionResults"])
     )
@@ -199,8 +224,9 @@ def test_jest_counts_match_jest_totals(name):
     # The two files that failed outside any test: one errored entry each.
     assert s.errors == failed_files(document) == document["numRuntimeErrorTestSuites"] == 2
     assert s.tests == document["numTotalTests"] + s.errors
-    invocations = sum(a["invocations"] for f in document["testResults"]
-                      for a in f["assertionResults"])
+    invocations = sum(
+        a["invocations"] for f in document["testResults"] for a in f["assertionResults"]
+    )
     assert s.attempts == invocations + s.errors == 12
 
 
@@ -223,16 +249,22 @@ def test_jest_retried_test_keeps_the_errors_of_earlier_runs():
     assert flaky.suite == "math > flaky"
     assert statuses(flaky) == ["failed", "failed", "passed"]
     first, second, final = flaky.attempts
-    assert first.message == "expect(received).toBe(expected) // Object.is equality\n\n" \
-                            "Expected: 3\nReceived: 1"
+    assert (
+        first.message == "expect(received).toBe(expected) // Object.is equality\n\n"
+        "Expected: 3\nReceived: 1"
+    )
     assert second.message.endswith("Received: 2")
     assert first.error_type == "Error" and "math.test.js:16:38" in first.stack
     assert final.message is None and final.stack is None
 
     always = by_name(report)["fails every time"]
     assert statuses(always) == ["failed"] * 3
-    (result,) = [a for f in document["testResults"] for a in f["assertionResults"]
-                 if a["title"] == "fails every time"]
+    (result,) = [
+        a
+        for f in document["testResults"]
+        for a in f["assertionResults"]
+        if a["title"] == "fails every time"
+    ]
     # Jest's own structured reading of the final failure.
     assert always.attempts[-1].message == result["failureDetails"][0]["matcherResult"]["message"]
     assert always.attempts[-1].error_type == "Error"
@@ -252,7 +284,8 @@ def test_jest_files_that_fail_outside_tests_become_errors():
     broken = tests["__tests__/broken.test.js"]
     assert (broken.file, broken.suite, broken.status) == ("__tests__/broken.test.js", "", "error")
     assert broken.attempts[0].message == (
-        "Cannot find module './does-not-exist' from '__tests__/broken.test.js'")
+        "Cannot find module './does-not-exist' from '__tests__/broken.test.js'"
+    )
     assert "Test suite failed to run" not in broken.attempts[0].stack
     teardown = tests["__tests__/hook.test.js"]
     assert teardown.status == "error"
@@ -263,16 +296,22 @@ def test_jest_files_that_fail_outside_tests_become_errors():
 
 def test_jest_paths_are_relative_to_the_project():
     document, report = sample("jest.json")
-    assert all(f["name"].startswith("/tmp/testlens-js-reports/jest/")
-               for f in document["testResults"])
+    assert all(
+        f["name"].startswith("/tmp/testlens-js-reports/jest/") for f in document["testResults"]
+    )
     assert {t.file for t in report.tests} == {
-        "__tests__/math.test.js", "__tests__/hook.test.js", "__tests__/broken.test.js"}
+        "__tests__/math.test.js",
+        "__tests__/hook.test.js",
+        "__tests__/broken.test.js",
+    }
 
 
 def test_jest_colored_report_reads_like_the_plain_one():
     def readable(report: Report) -> list[tuple]:
-        return [(t.identity, [(a.status, a.message, a.error_type) for a in t.attempts])
-                for t in report.tests]
+        return [
+            (t.identity, [(a.status, a.message, a.error_type) for a in t.attempts])
+            for t in report.tests
+        ]
 
     _, plain = sample("jest.json")
     _, colored = sample("jest-color.json")
@@ -285,6 +324,7 @@ def test_jest_colored_report_reads_like_the_plain_one():
 
 
 # --- Playwright ------------------------------------------------------------------------
+
 
 def outcome(attempts: list[str]) -> str:
     """Playwright's word for one test in one project, from our attempts."""
@@ -300,8 +340,9 @@ def raw_tests(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     found, suites = [], list(document["suites"])
     while suites:
         suite = suites.pop()
-        found += [(spec["title"], test) for spec in suite.get("specs", [])
-                  for test in spec["tests"]]
+        found += [
+            (spec["title"], test) for spec in suite.get("specs", []) for test in spec["tests"]
+        ]
         suites += suite.get("suites", [])
     return found
 
@@ -309,16 +350,21 @@ def raw_tests(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def test_playwright_outcomes_match_playwright():
     document, report = sample("playwright.json")
     tests = by_name(report)
-    ours = {(t.name, env): outcome(statuses(t, env)) for t in report.tests
-            for env in ("alpha", "beta")}
+    ours = {
+        (t.name, env): outcome(statuses(t, env)) for t in report.tests for env in ("alpha", "beta")
+    }
     # Per test and project, the same outcome Playwright wrote on that test ...
-    assert ours == {(title, test["projectName"]): test["status"]
-                    for title, test in raw_tests(document)}
+    assert ours == {
+        (title, test["projectName"]): test["status"] for title, test in raw_tests(document)
+    }
     # ... and so the same totals as its stats (unexpected 6, flaky 2, expected 4, skipped 2).
     stats = {k: document["stats"][k] for k in ("expected", "unexpected", "flaky", "skipped")}
     assert dict(Counter(ours.values())) == stats
-    assert sum(len(t.attempts) for t in tests.values()) == sum(
-        len(test["results"]) for _, test in raw_tests(document)) == 22
+    assert (
+        sum(len(t.attempts) for t in tests.values())
+        == sum(len(test["results"]) for _, test in raw_tests(document))
+        == 22
+    )
 
 
 def test_playwright_attempts_per_project():
@@ -332,8 +378,12 @@ def test_playwright_attempts_per_project():
         assert statuses(tests["skipped"], env) == ["skipped"]
         assert statuses(tests["expected to fail and fails"], env) == ["passed"]
         assert statuses(tests["expected to fail but passes"], env) == ["failed", "failed"]
-    durations = [r["duration"] for title, test in raw_tests(document)
-                 if title == "passes" for r in test["results"]]
+    durations = [
+        r["duration"]
+        for title, test in raw_tests(document)
+        if title == "passes"
+        for r in test["results"]
+    ]
     assert sorted(a.duration_ms for a in tests["passes"].attempts) == sorted(durations)
 
 
@@ -353,7 +403,8 @@ def test_playwright_messages_output_and_suites():
     tests = by_name(report)
     failure = tests["fails every time"].attempts[0]
     assert failure.message == (
-        "expect(received).toBe(expected) // Object.is equality\n\nExpected: 5\nReceived: 4")
+        "expect(received).toBe(expected) // Object.is equality\n\nExpected: 5\nReceived: 4"
+    )
     assert failure.error_type == "Error"
     assert failure.stack.endswith("basic.spec.js:19:19")
     assert failure.stderr == "about to fail\n"
@@ -361,8 +412,12 @@ def test_playwright_messages_output_and_suites():
     assert tests["expected to fail but passes"].attempts[0].message == UNEXPECTED_PASS
     assert tests["expected to fail and fails"].attempts[0].message is None
     assert {t.name: t.suite for t in report.tests} == {
-        "passes": "", "fails every time": "outer", "skipped": "outer", "times out": "outer",
-        "expected to fail and fails": "outer", "expected to fail but passes": "outer",
+        "passes": "",
+        "fails every time": "outer",
+        "skipped": "outer",
+        "times out": "outer",
+        "expected to fail and fails": "outer",
+        "expected to fail but passes": "outer",
         "flaky: passes on the second attempt": "outer > inner",
     }
     assert {t.file for t in report.tests} == {"basic.spec.js"}
@@ -371,7 +426,8 @@ def test_playwright_messages_output_and_suites():
 def test_playwright_spec_that_cannot_load_is_an_error():
     document, report = sample("playwright-load-error.json")
     assert document["suites"] == [] and not any(
-        document["stats"][k] for k in ("expected", "unexpected", "flaky", "skipped"))
+        document["stats"][k] for k in ("expected", "unexpected", "flaky", "skipped")
+    )
     (test,) = report.tests
     assert (test.file, test.name, test.status) == ("broken.spec.js", "broken.spec.js", "error")
     assert test.attempts[0].message.startswith("Cannot find module './does-not-exist'")
@@ -396,6 +452,7 @@ def test_playwright_test_that_never_started_is_skipped():
 
 # --- Mocha -----------------------------------------------------------------------------
 
+
 def test_mocha_counts_match_mocha_stats():
     document, report = sample("mocha.json")
     stats, s = document["stats"], report.summary()
@@ -418,7 +475,8 @@ def test_mocha_current_retry_adds_earlier_failed_attempts():
     assert tests["passes on the third attempt"].suite == "retry flaky"
     assert statuses(tests["fails every time"]) == ["failed"] * 3
     assert tests["fails every time"].attempts[-1].message == (
-        "Expected values to be strictly equal:\n\n4 !== 5\n")
+        "Expected values to be strictly equal:\n\n4 !== 5\n"
+    )
     timed_out = tests["times out"].attempts
     assert [a.censored for a in timed_out] == [False, False, True]
     assert statuses(tests["skipped"]) == ["skipped"]
@@ -435,11 +493,25 @@ def test_mocha_failed_hook_is_an_error():
 
 def mocha_doc(*tests: dict[str, Any]) -> dict[str, Any]:
     """A Mocha JSON report whose ``tests`` are also sorted into the status lists."""
-    entries = [{"title": f"t{i}", "fullTitle": f"s t{i}", "file": "/ci/shop/test/a.spec.js",
-                "duration": 5, "currentRetry": 0, "err": {}, **t} for i, t in enumerate(tests)]
-    return {"stats": {}, "tests": entries, "pending": [],
-            "failures": [e for e in entries if e["err"]],
-            "passes": [e for e in entries if not e["err"]]}
+    entries = [
+        {
+            "title": f"t{i}",
+            "fullTitle": f"s t{i}",
+            "file": "/ci/shop/test/a.spec.js",
+            "duration": 5,
+            "currentRetry": 0,
+            "err": {},
+            **t,
+        }
+        for i, t in enumerate(tests)
+    ]
+    return {
+        "stats": {},
+        "tests": entries,
+        "pending": [],
+        "failures": [e for e in entries if e["err"]],
+        "passes": [e for e in entries if not e["err"]],
+    }
 
 
 def test_mocha_current_retry_unit():
@@ -457,27 +529,45 @@ def test_mocha_current_retry_unit():
 
 def test_mocha_timeout_without_error_code():
     # Mocha before 8 wrote timeouts with no ``code``; the message still says what happened.
-    err = {"message": "Timeout of 2000ms exceeded. Ensure the done() callback is being called",
-           "stack": "Error: Timeout of 2000ms exceeded."}
+    err = {
+        "message": "Timeout of 2000ms exceeded. Ensure the done() callback is being called",
+        "stack": "Error: Timeout of 2000ms exceeded.",
+    }
     (test,) = parse(mocha_doc({"err": err, "duration": 2001})).tests
     assert [(a.status, a.censored, a.duration_ms) for a in test.attempts] == [
-        ("failed", True, 2001)]
+        ("failed", True, 2001)
+    ]
 
 
 # --- Jest units --------------------------------------------------------------------------
 
+
 def jest_doc(*files: str, **result: Any) -> dict[str, Any]:
-    assertion = {"ancestorTitles": ["a", "b"], "title": "t", "status": "passed",
-                 "duration": 4, "failureMessages": [], "invocations": 1, **result}
-    return {"numTotalTests": len(files), "testResults": [
-        {"name": f, "status": "passed", "assertionResults": [assertion]} for f in files]}
+    assertion = {
+        "ancestorTitles": ["a", "b"],
+        "title": "t",
+        "status": "passed",
+        "duration": 4,
+        "failureMessages": [],
+        "invocations": 1,
+        **result,
+    }
+    return {
+        "numTotalTests": len(files),
+        "testResults": [
+            {"name": f, "status": "passed", "assertionResults": [assertion]} for f in files
+        ],
+    }
 
 
 def test_jest_invocations_unit():
     (test,) = parse(jest_doc("/ci/shop/test/a.test.js", invocations=3)).tests
     assert statuses(test) == ["failed", "failed", "passed"]
     assert [(a.message, a.duration_ms) for a in test.attempts] == [
-        (RETRIED, 0), (RETRIED, 0), (None, 4)]
+        (RETRIED, 0),
+        (RETRIED, 0),
+        (None, 4),
+    ]
     assert test.suite == "a > b" and test.classname == ""
     (test,) = parse(jest_doc("/ci/shop/test/a.test.js", invocations=None, duration=None)).tests
     assert [(a.status, a.duration_ms) for a in test.attempts] == [("passed", 0)]
@@ -485,10 +575,18 @@ def test_jest_invocations_unit():
         parse(jest_doc("/ci/shop/test/a.test.js", invocations=TOO_MANY + 1))
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    ("passed", "passed"), ("focused", "passed"), ("failed", "failed"), ("pending", "skipped"),
-    ("skipped", "skipped"), ("todo", "skipped"), ("disabled", "skipped"),
-])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("passed", "passed"),
+        ("focused", "passed"),
+        ("failed", "failed"),
+        ("pending", "skipped"),
+        ("skipped", "skipped"),
+        ("todo", "skipped"),
+        ("disabled", "skipped"),
+    ],
+)
 def test_jest_statuses(status, expected):
     (test,) = parse(jest_doc("a.test.js", status=status)).tests
     assert statuses(test) == [expected]
@@ -499,21 +597,30 @@ def test_jest_unknown_status_is_refused():
         parse(jest_doc("a.test.js", status="retried"))
 
 
-@pytest.mark.parametrize(("paths", "expected"), [
-    # Common directory, minus trailing test/source directories.
-    (["/home/ci/shop/src/__tests__/a.test.js", "/home/ci/shop/src/util/b.test.js"],
-     ["src/__tests__/a.test.js", "src/util/b.test.js"]),
-    (["/builds/acme/shop/test/a.test.js"], ["test/a.test.js"]),
-    (["/repo/packages/a/src/x.test.js", "/repo/packages/b/test/y.test.js"],
-     ["packages/a/src/x.test.js", "packages/b/test/y.test.js"]),
-    # Only trailing conventional directories go: a checkout under /usr/src keeps /usr/src.
-    (["/usr/src/app/src/x.test.js"], ["src/x.test.js"]),
-    (["C:\\work\\shop\\test\\unit\\a.test.js", "C:\\work\\shop\\test\\b.test.js"],
-     ["test/unit/a.test.js", "test/b.test.js"]),
-    # Nothing in common but the filesystem root or nothing absolute: kept as written.
-    (["/a/x.test.js", "/b/y.test.js"], ["/a/x.test.js", "/b/y.test.js"]),
-    (["C:\\a.test.js", "D:\\b.test.js"], ["C:\\a.test.js", "D:\\b.test.js"]),
-    (["src/x.test.js"], ["src/x.test.js"]),
-])
+@pytest.mark.parametrize(
+    ("paths", "expected"),
+    [
+        # Common directory, minus trailing test/source directories.
+        (
+            ["/home/ci/shop/src/__tests__/a.test.js", "/home/ci/shop/src/util/b.test.js"],
+            ["src/__tests__/a.test.js", "src/util/b.test.js"],
+        ),
+        (["/builds/acme/shop/test/a.test.js"], ["test/a.test.js"]),
+        (
+            ["/repo/packages/a/src/x.test.js", "/repo/packages/b/test/y.test.js"],
+            ["packages/a/src/x.test.js", "packages/b/test/y.test.js"],
+        ),
+        # Only trailing conventional directories go: a checkout under /usr/src keeps /usr/src.
+        (["/usr/src/app/src/x.test.js"], ["src/x.test.js"]),
+        (
+            ["C:\\work\\shop\\test\\unit\\a.test.js", "C:\\work\\shop\\test\\b.test.js"],
+            ["test/unit/a.test.js", "test/b.test.js"],
+        ),
+        # Nothing in common but the filesystem root or nothing absolute: kept as written.
+        (["/a/x.test.js", "/b/y.test.js"], ["/a/x.test.js", "/b/y.test.js"]),
+        (["C:\\a.test.js", "D:\\b.test.js"], ["C:\\a.test.js", "D:\\b.test.js"]),
+        (["src/x.test.js"], ["src/x.test.js"]),
+    ],
+)
 def test_relative_paths(paths, expected):
     assert [t.file for t in parse(jest_doc(*paths)).tests] == expected

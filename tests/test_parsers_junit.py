@@ -60,13 +60,13 @@ def statuses(test: TestCase) -> list[str]:
 MIKEPENZ_CASES = json.loads((MIKEPENZ / "_derived" / "expected.json").read_text())
 # Test cases of expected.json whose upstream result is not a property of the file; each is
 # checked by the pinned test named here instead.
+_PLACEHOLDER = "test_mikepenz_web_test_runner_placeholder"
 MIKEPENZ_PINNED = {
     "should skip after reaching annotations_limit": "test_mikepenz_annotations_limit",
-    "should parse junit web test results": "test_mikepenz_web_test_runner_placeholder",
-    "there should be two errors if retries are not handled":
-        "test_mikepenz_web_test_runner_placeholder",
-    "should handle retries": "test_mikepenz_web_test_runner_placeholder",
-    "merge flaky tests, and include retry count": "test_mikepenz_web_test_runner_placeholder",
+    "should parse junit web test results": _PLACEHOLDER,
+    "there should be two errors if retries are not handled": _PLACEHOLDER,
+    "should handle retries": _PLACEHOLDER,
+    "merge flaky tests, and include retry count": _PLACEHOLDER,
     "parse corrupt test output": "test_mikepenz_corrupt_report",
 }
 # Counts the declared testsuite attributes promise but the files do not hold.
@@ -116,7 +116,8 @@ def check_mikepenz_titles(report: Report, entries: list, category: str) -> None:
         entry = entry if isinstance(entry, dict) else {"title": entry}
         wanted = {"success": "success", "skipped": "skipped"}.get(entry.get("status"), category)
         candidates = [
-            test for test in report.tests
+            test
+            for test in report.tests
             if mikepenz_category(test) == wanted and title_matches(entry["title"], test)
         ]
 
@@ -144,9 +145,16 @@ def test_mikepenz_expectations(case: dict) -> None:
     ours = mikepenz_counts(report)
     expect = case["expect"]
     names = {
-        "totalCount": "total", "ran": "total", "skippedCount": "skipped", "skipped": "skipped",
-        "failedCount": "failed", "failed": "failed", "passedCount": "passed",
-        "passed": "passed", "retriedCount": "retried", "retried": "retried",
+        "totalCount": "total",
+        "ran": "total",
+        "skippedCount": "skipped",
+        "skipped": "skipped",
+        "failedCount": "failed",
+        "failed": "failed",
+        "passedCount": "passed",
+        "passed": "passed",
+        "retriedCount": "retried",
+        "retried": "retried",
     }
     for key, value in expect.items():
         if key in names:
@@ -160,8 +168,12 @@ def test_mikepenz_expectations(case: dict) -> None:
         lines = sum(len(t.attempts[-1].message.splitlines()) for t in failing)
         assert lines == expect["failure_annotations"]
 
-    lists = {"failures": "failure", "skipped": "skipped", "skipped_titles": "skipped",
-             "passed": "success"}
+    lists = {
+        "failures": "failure",
+        "skipped": "skipped",
+        "skipped_titles": "skipped",
+        "passed": "success",
+    }
     for key, category in lists.items():
         if key in case:
             # Each list is complete: every test of the category appears once.
@@ -218,8 +230,11 @@ def test_mikepenz_pins_name_real_cases() -> None:
 
 def test_mikepenz_annotations_limit() -> None:
     """Upstream's totalCount 1 is the annotations_limit=1 option truncating its output."""
-    case = next(c for c in MIKEPENZ_CASES["cases"]
-                if c["upstream_test"] == "should skip after reaching annotations_limit")
+    case = next(
+        c
+        for c in MIKEPENZ_CASES["cases"]
+        if c["upstream_test"] == "should skip after reaching annotations_limit"
+    )
     assert case["expect"]["totalCount"] == 1
     report = parse(MIKEPENZ / case["fixture"])
     assert [t.name for t in report.tests] == ["test error handling", "test scale"]
@@ -243,13 +258,23 @@ def test_mikepenz_web_test_runner_placeholder() -> None:
 
     # should parse junit web test results: 6 tests, 1 skipped, 1 failure.
     assert mikepenz_counts(fixed["expected.xml"]) == {
-        "total": 6, "skipped": 1, "failed": 1, "passed": 4, "retried": 0}
+        "total": 6,
+        "skipped": 1,
+        "failed": 1,
+        "passed": 4,
+        "retried": 0,
+    }
     # should handle retries / merge flaky tests: 7 tests, "retried flaky test" passed on its
     # second run. Without check_retries upstream counts the 8 testcase elements; we always
     # merge them, so it is 7 tests with 8 attempts here.
     retried = fixed["expectedRetries.xml"]
     assert mikepenz_counts(retried) == {
-        "total": 7, "skipped": 1, "failed": 1, "passed": 5, "retried": 1}
+        "total": 7,
+        "skipped": 1,
+        "failed": 1,
+        "passed": 5,
+        "retried": 1,
+    }
     assert sum(len(t.attempts) for t in retried.tests) == 8
     flaky = next(t for t in retried.tests if t.name == "retried flaky test")
     assert statuses(flaky) == ["failed", "passed"]
@@ -268,8 +293,9 @@ def test_mikepenz_failure_without_message() -> None:
 
     The action shows the test's name ("test_01") in its place.
     """
-    test = only(parse(MIKEPENZ / "test_results/marathon_tests/com.mikepenz.DummyTest3#test_01.xml")
-                .tests)
+    test = only(
+        parse(MIKEPENZ / "test_results/marathon_tests/com.mikepenz.DummyTest3#test_01.xml").tests
+    )
     assert test.status == "failed"
     assert test.attempts[0].message is None
 
@@ -293,7 +319,11 @@ def test_mikepenz_declared_counts_out_of_date() -> None:
     # test_with_flaky_success was added after the declared tests="3" was written.
     assert declared_counts(flaky)["tests"] == 3
     assert counts_by_status(parse_report(flaky)) == {
-        "tests": 4, "failures": 2, "errors": 0, "skipped": 0}
+        "tests": 4,
+        "failures": 2,
+        "errors": 0,
+        "skipped": 0,
+    }
     # container-structure-test output declares tests="8" for its 3 testcases (the upstream
     # note on container-structure/test.xml); test_11 and test_12 then add a failure and a skip
     # to that copy without touching the totals.
@@ -301,7 +331,11 @@ def test_mikepenz_declared_counts_out_of_date() -> None:
         data = (results / f"multiple/{name}.xml").read_bytes()
         assert declared_counts(data) == {"tests": 8, "failures": 0, "errors": 0, "skipped": 0}
         assert counts_by_status(parse_report(data)) == {
-            "tests": 3, "failures": failures, "errors": 0, "skipped": skipped}
+            "tests": 3,
+            "failures": failures,
+            "errors": 0,
+            "skipped": skipped,
+        }
 
 
 # --- flakiness/junit-xml ---------------------------------------------------------------------
@@ -310,8 +344,13 @@ FLAKINESS_CASES = {
     case["fixture"]: case
     for case in json.loads((FLAKINESS / "_derived" / "expected.json").read_text())["cases"]
 }
-FLAKINESS_STATUS = {"passed": "passed", "failed": "failed", "error": "failed",
-                    "skipped": "skipped", "flaky": "passed"}
+FLAKINESS_STATUS = {
+    "passed": "passed",
+    "failed": "failed",
+    "error": "failed",
+    "skipped": "skipped",
+    "flaky": "passed",
+}
 
 
 def flatten_suites(suites: list[dict], outer: str = "") -> list[tuple[str, dict]]:
@@ -347,8 +386,7 @@ def test_flakiness_expectations(fixture: str) -> None:
                 assert len(test.attempts) == expected["attempts"]
             if "derived_statuses" in expected:
                 # The Flakiness format has no separate "error" status.
-                assert [FLAKINESS_STATUS[s] for s in statuses(test)] == \
-                    expected["derived_statuses"]
+                assert [FLAKINESS_STATUS[s] for s in statuses(test)] == expected["derived_statuses"]
             if "status" in expected:
                 assert FLAKINESS_STATUS[test.status] == expected["status"]
             last = test.attempts[-1]
@@ -366,7 +404,10 @@ def test_flakiness_rerun_attempts_carry_their_own_details() -> None:
     flaky, rerun = tests["test 4"], tests["test 7"]
     before, final = flaky.attempts
     assert (before.status, before.message, before.error_type) == (
-        "failed", "expect(retry).toBe(1) failed", "AssertionError")
+        "failed",
+        "expect(retry).toBe(1) failed",
+        "AssertionError",
+    )
     assert before.stack == "at expect.toBe (example.spec.ts:8:10)"
     assert (before.stdout, before.stderr) == (" flaky test 4 out ", " flaky test 4 err ")
     assert before.duration_ms == 5000
@@ -383,7 +424,8 @@ DORNY_RESULT = {"passed": "success", "failed": "failed", "error": "failed", "ski
 # NUnit documents: read by the .NET parser, never claimed by this one.
 NOT_JUNIT = {"dotnet-nunit.xml", "external/nunit-sample.xml"}
 DORNY_JUNIT = sorted(
-    p.relative_to(DORNY_FIXTURES).as_posix() for p in DORNY_FIXTURES.rglob("*.xml")
+    p.relative_to(DORNY_FIXTURES).as_posix()
+    for p in DORNY_FIXTURES.rglob("*.xml")
     if p.relative_to(DORNY_FIXTURES).as_posix() not in NOT_JUNIT
 )
 PULSAR_SINGLE = "TEST-org.apache.pulsar.AddMissingPatchVersionTest.xml"
@@ -570,7 +612,10 @@ def test_nested_suite_paths_skip_unnamed_suites() -> None:
         <testsuite name="outer"><testsuite><testsuite name="inner"><testcase name="deep"/>
         </testsuite></testsuite><testcase name="shallow"/></testsuite></testsuites>""")
     assert [(t.suite, t.name) for t in tests] == [
-        ("", "loose"), ("outer > inner", "deep"), ("outer", "shallow")]
+        ("", "loose"),
+        ("outer > inner", "deep"),
+        ("outer", "shallow"),
+    ]
 
 
 def test_suites_nest_to_any_depth() -> None:
@@ -607,15 +652,21 @@ def test_file_comes_from_the_testcase_then_the_nearest_suite() -> None:
         <testsuite name="e" file="C:\\src\\e.php"><testcase name="windows"/></testsuite>
       </testsuites>""")
     assert {t.name: t.file for t in tests} == {
-        "own": "case.py", "inherited": "suite_a.py", "filepath": "suite_b.py",
-        "grandparent": "suite_a.py", "none": "", "windows": "C:/src/e.php"}
+        "own": "case.py",
+        "inherited": "suite_a.py",
+        "filepath": "suite_b.py",
+        "grandparent": "suite_a.py",
+        "none": "",
+        "windows": "C:/src/e.php",
+    }
 
 
 def test_bun_on_windows_has_the_same_identity_as_on_linux() -> None:
     """bun names each suite after its file; backslashes become slashes in both."""
     windows = parse(FLAKINESS / "tests/assets/junit-bun-windows.xml")
     assert {(t.suite, t.file) for t in windows.tests} == {
-        ("tests/unit/cli.test.ts", "tests/unit/cli.test.ts")}
+        ("tests/unit/cli.test.ts", "tests/unit/cli.test.ts")
+    }
     assert [t.status for t in windows.tests] == ["passed", "failed", "skipped"]
 
 
@@ -632,7 +683,8 @@ def test_pytest_classname_and_file() -> None:
 
 
 def test_surefire_flaky_attempts_come_before_the_passing_run() -> None:
-    test = only(parse_text("""<testsuite name="s"><testcase name="t" classname="C" time="2">
+    test = only(
+        parse_text("""<testsuite name="s"><testcase name="t" classname="C" time="2">
         <flakyFailure message="first" type="AssertionError" time="0.5">
           <stackTrace>AssertionError: first
             at C.t(C.java:1)</stackTrace>
@@ -641,7 +693,8 @@ def test_surefire_flaky_attempts_come_before_the_passing_run() -> None:
         <flakyError message="second" type="IOException"><stackTrace>IOException</stackTrace>
         </flakyError>
         <system-out>final out</system-out>
-      </testcase></testsuite>"""))
+      </testcase></testsuite>""")
+    )
     assert statuses(test) == ["failed", "error", "passed"]
     first, second, final = test.attempts
     assert (first.message, first.error_type, first.duration_ms) == ("first", "AssertionError", 500)
@@ -653,16 +706,21 @@ def test_surefire_flaky_attempts_come_before_the_passing_run() -> None:
 
 
 def test_surefire_reruns_come_after_the_failed_run() -> None:
-    test = only(parse_text("""<testsuite name="s"><testcase name="t" time="1">
+    test = only(
+        parse_text("""<testsuite name="s"><testcase name="t" time="1">
         <failure message="main" type="E">trace 0</failure>
         <rerunFailure type="E"><stackTrace>rerun one
           more lines</stackTrace></rerunFailure>
         <rerunError message="crash" type="Crash">trace 2</rerunError>
-      </testcase></testsuite>"""))
+      </testcase></testsuite>""")
+    )
     assert statuses(test) == ["failed", "failed", "error"]
     assert [a.message for a in test.attempts] == ["main", "rerun one", "crash"]
-    assert [a.stack for a in test.attempts] == ["trace 0", "rerun one\n          more lines",
-                                                 "trace 2"]
+    assert [a.stack for a in test.attempts] == [
+        "trace 0",
+        "rerun one\n          more lines",
+        "trace 2",
+    ]
     assert test.status == "error"
 
 
@@ -683,8 +741,9 @@ def test_multiple_failures_are_one_failed_attempt() -> None:
     assert test.name == "testWithMultipleFailures"
     attempt = only_attempt(test)
     assert attempt.status == "failed"
-    assert attempt.message == ("First assertion failed\nSecond assertion failed\n"
-                               "Third assertion failed")
+    assert attempt.message == (
+        "First assertion failed\nSecond assertion failed\nThird assertion failed"
+    )
     assert attempt.error_type == "AssertionError"  # the first problem's type
     assert attempt.stack.count("stack trace details") == 3
 
@@ -695,8 +754,10 @@ def test_the_first_problem_decides_failure_or_error() -> None:
     assert only_attempt(tests["testWithMultipleErrors"]).status == "error"
     mixed = only_attempt(tests["testWithFailureAndError"])
     assert (mixed.status, mixed.message) == ("failed", "Assertion failed\nUnhandled error")
-    flipped = only(parse_text("""<testsuite name="s"><testcase name="t">
-        <error message="boom"/><failure message="then this"/></testcase></testsuite>"""))
+    flipped = only(
+        parse_text("""<testsuite name="s"><testcase name="t">
+        <error message="boom"/><failure message="then this"/></testcase></testsuite>""")
+    )
     assert only_attempt(flipped).status == "error"
 
 
@@ -751,12 +812,18 @@ def test_message_type_stack_and_output() -> None:
       </testsuite>""")
     attr, text_only = (only_attempt(t) for t in tests)
     assert (attr.message, attr.error_type, attr.stack) == (
-        "expected 1", "AssertionError", "Traceback\n  line 2")
+        "expected 1",
+        "AssertionError",
+        "Traceback\n  line 2",
+    )
     assert attr.stdout.startswith("[truncated]\n") and attr.stdout.endswith("x" * 100)
     assert attr.stderr is None
     assert tests[0].classname == "pkg.Class"
     assert (text_only.status, text_only.message, text_only.error_type) == (
-        "error", "Error: boom", None)
+        "error",
+        "Error: boom",
+        None,
+    )
     assert text_only.stdout is None
     assert tests[1].classname == ""
 

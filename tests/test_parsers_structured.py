@@ -56,17 +56,22 @@ def statuses(test: TestCase) -> list[str]:
 
 # --- detection ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("path", "expected"), [
-    (PYTEST_JSON, "pytest-json"),
-    (CTRF / "examples" / "minimal.json", "ctrf"),
-    (FLAKINESS_EXAMPLE, "flakiness"),
-    (FIXTURES / "rspec-json.json", "rspec"),
-    (FIXTURES / "empty" / "rspec-json.json", "rspec"),
-    (FIXTURES / "golang-json.json", "gotest"),
-    (FIXTURES / "dart-json.json", "dart"),
-    (FIXTURES / "empty" / "dart-json.json", "dart"),
-    (FIXTURES / "external" / "flutter" / "provider-test-results.json", "dart"),
-], ids=lambda value: value.name if isinstance(value, Path) else value)
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (PYTEST_JSON, "pytest-json"),
+        (CTRF / "examples" / "minimal.json", "ctrf"),
+        (FLAKINESS_EXAMPLE, "flakiness"),
+        (FIXTURES / "rspec-json.json", "rspec"),
+        (FIXTURES / "empty" / "rspec-json.json", "rspec"),
+        (FIXTURES / "golang-json.json", "gotest"),
+        (FIXTURES / "dart-json.json", "dart"),
+        (FIXTURES / "empty" / "dart-json.json", "dart"),
+        (FIXTURES / "external" / "flutter" / "provider-test-results.json", "dart"),
+    ],
+    ids=lambda value: value.name if isinstance(value, Path) else value,
+)
 def test_report_is_detected(path: Path, expected: str) -> None:
     assert parse_file(path).format == expected
 
@@ -85,17 +90,23 @@ def test_each_report_matches_only_its_own_format() -> None:
         "dart": [json.loads(line) for line in (FIXTURES / "dart-json.json").open()],
     }
     for fmt in _our_formats():
-        claimed = {name for name, doc in documents.items()
-                   if fmt.kind == ("json" if isinstance(doc, dict) else "ndjson")
-                   and fmt.matches(doc)}
+        claimed = {
+            name
+            for name, doc in documents.items()
+            if fmt.kind == ("json" if isinstance(doc, dict) else "ndjson") and fmt.matches(doc)
+        }
         assert claimed == {fmt.name}
 
 
-@pytest.mark.parametrize("document", [
-    json.loads((FIXTURES / "mocha-json.json").read_text()),  # real mocha reporter output
-    {"numTotalTests": 1, "testResults": [], "success": True},  # Jest --json keys
-    {"config": {}, "suites": [], "errors": [], "stats": {}},  # Playwright JSON reporter keys
-], ids=["mocha", "jest", "playwright"])
+@pytest.mark.parametrize(
+    "document",
+    [
+        json.loads((FIXTURES / "mocha-json.json").read_text()),  # real mocha reporter output
+        {"numTotalTests": 1, "testResults": [], "success": True},  # Jest --json keys
+        {"config": {}, "suites": [], "errors": [], "stats": {}},  # Playwright JSON reporter keys
+    ],
+    ids=["mocha", "jest", "playwright"],
+)
 def test_other_json_reports_are_not_claimed(document: dict[str, Any]) -> None:
     claimed = [fmt.name for fmt in _our_formats() if fmt.kind == "json" and fmt.matches(document)]
     assert claimed == []
@@ -125,8 +136,11 @@ def _dorny_cases(fixture: str) -> list[dict[str, Any]]:
 
 def _dorny_summary(fixture: str) -> dict[str, str]:
     with (TEST_REPORTER / "_derived" / "snapshot-summary.csv").open() as handle:
-        rows = [row for row in csv.DictReader(handle)
-                if row["fixture"] == f"__tests__/fixtures/{fixture}"]
+        rows = [
+            row
+            for row in csv.DictReader(handle)
+            if row["fixture"] == f"__tests__/fixtures/{fixture}"
+        ]
     assert len(rows) == 1
     return rows[0]
 
@@ -135,8 +149,12 @@ def _dorny_row(format: str, case: dict[str, Any]) -> tuple[Any, ...]:
     """test-reporter's reading of one test execution, as (place, name, result, time)."""
     group = case["group"] or ""
     if format == "gotest":  # subtests are listed under their parent test as group
-        return ("", f"{group}/{case['test']}" if group else case["test"], case["result"],
-                round(case["time_ms"], 3))
+        return (
+            "",
+            f"{group}/{case['test']}" if group else case["test"],
+            case["result"],
+            round(case["time_ms"], 3),
+        )
     if format == "dart":
         return (case["suite"], f"{group} {case['test']}".strip(), case["result"], case["time_ms"])
     # rspec: test-reporter's time is not comparable (pinned below), its name is the full one.
@@ -152,8 +170,9 @@ def _our_rows(format: str, report: Report) -> list[tuple[Any, ...]]:
                 rows.append(("", test.name, result, round(attempt.duration_ms, 3)))
             elif format == "dart":
                 full = f"{test.suite.replace(' > ', ' ')} {test.name}".strip()
-                rows.append((test.file.removeprefix(PROVIDER_CHECKOUT), full, result,
-                             attempt.duration_ms))
+                rows.append(
+                    (test.file.removeprefix(PROVIDER_CHECKOUT), full, result, attempt.duration_ms)
+                )
             else:
                 rows.append((test.file, f"{test.suite} {test.name}".strip(), result, None))
     return rows
@@ -190,16 +209,21 @@ def test_same_named_dart_tests_in_one_group_are_folded() -> None:
     ``group`` of its own.
     """
     report = parse_file(FIXTURES / "external" / "flutter" / "provider-test-results.json")
-    folded = {(t.file.removeprefix(PROVIDER_CHECKOUT), t.name): statuses(t)
-              for t in report.tests if len(t.attempts) > 1}
+    folded = {
+        (t.file.removeprefix(PROVIDER_CHECKOUT), t.name): statuses(t)
+        for t in report.tests
+        if len(t.attempts) > 1
+    }
     assert folded == {
         ("test/reassemble_test.dart", "unevaluated create"): ["passed", "passed"],
-        ("test/inherited_provider_test.dart",
-         "properly update debug flags if a create triggers another deferred create"):
-            ["passed", "passed"],
+        (
+            "test/inherited_provider_test.dart",
+            "properly update debug flags if a create triggers another deferred create",
+        ): ["passed", "passed"],
     }
-    apart = sorted((t.suite, t.name) for t in report.tests
-                   if t.name.endswith("crashes if builder is null"))
+    apart = sorted(
+        (t.suite, t.name) for t in report.tests if t.name.endswith("crashes if builder is null")
+    )
     assert apart == [
         ("", "FutureProvider() crashes if builder is null"),
         ("", "StreamProvider() crashes if builder is null"),
@@ -238,6 +262,7 @@ def test_empty_reports_have_no_tests() -> None:
 
 # --- go test -json -------------------------------------------------------------------------
 
+
 def test_go_messages_match_test_reporter() -> None:
     report = by_name(parse_file(FIXTURES / "golang-json.json"))
     for case in _dorny_cases("golang-json.json"):
@@ -250,7 +275,10 @@ def test_go_output_and_naming() -> None:
     report = by_name(parse_file(FIXTURES / "golang-json.json"))
     failing = report["TestFailing"]
     assert (failing.classname, failing.suite, failing.file) == (
-        "_/home/james_t/git/test-reporter/reports/go", "", "")
+        "_/home/james_t/git/test-reporter/reports/go",
+        "",
+        "",
+    )
     assert failing.attempts[0].stdout == (
         "=== RUN   TestFailing\n"
         "    calculator_test.go:19: expected 1+1 = 3, got 2\n"
@@ -331,32 +359,55 @@ def test_go_stream_cut_off_mid_test_ends_it_as_error() -> None:
     assert attempt.message == "working"
 
 
-@pytest.mark.parametrize(("events", "message"), [
-    (  # go < 1.24: compiler errors go to stderr, only the FAIL line is an event
-        [_go("start"), _go("output", Output=f"FAIL\t{GO_PKG} [build failed]\n"),
-         _go("fail", Elapsed=0)],
-        f"FAIL\t{GO_PKG} [build failed]",
-    ),
-    (  # go >= 1.24: build-output events carry the compiler errors
-        [{"ImportPath": f"{GO_PKG} [{GO_PKG}.test]", "Action": "build-output",
-          "Output": f"# {GO_PKG} [{GO_PKG}.test]\n"},
-         {"ImportPath": f"{GO_PKG} [{GO_PKG}.test]", "Action": "build-output",
-          "Output": "./cart_test.go:9:2: undefined: NewCart\n"},
-         {"ImportPath": f"{GO_PKG} [{GO_PKG}.test]", "Action": "build-fail"},
-         _go("start"), _go("output", Output=f"FAIL\t{GO_PKG} [build failed]\n"),
-         _go("fail", Elapsed=0, FailedBuild=f"{GO_PKG} [{GO_PKG}.test]")],
-        f"# {GO_PKG} [{GO_PKG}.test]\n./cart_test.go:9:2: undefined: NewCart\n"
-        f"FAIL\t{GO_PKG} [build failed]",
-    ),
-    (  # every test passed but TestMain exited non-zero
-        [_go("start"), _go("run", "TestA"), _go("pass", "TestA", Elapsed=0.01),
-         _go("output", Output="PASS\n"), _go("output", Output="leaked goroutines: 3\n"),
-         _go("output", Output=f"FAIL\t{GO_PKG}\t0.030s\n"), _go("fail", Elapsed=0.03)],
-        "leaked goroutines: 3",
-    ),
-], ids=["build-failed", "build-failed-go1.24", "testmain-failed"])
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        (  # go < 1.24: compiler errors go to stderr, only the FAIL line is an event
+            [
+                _go("start"),
+                _go("output", Output=f"FAIL\t{GO_PKG} [build failed]\n"),
+                _go("fail", Elapsed=0),
+            ],
+            f"FAIL\t{GO_PKG} [build failed]",
+        ),
+        (  # go >= 1.24: build-output events carry the compiler errors
+            [
+                {
+                    "ImportPath": f"{GO_PKG} [{GO_PKG}.test]",
+                    "Action": "build-output",
+                    "Output": f"# {GO_PKG} [{GO_PKG}.test]\n",
+                },
+                {
+                    "ImportPath": f"{GO_PKG} [{GO_PKG}.test]",
+                    "Action": "build-output",
+                    "Output": "./cart_test.go:9:2: undefined: NewCart\n",
+                },
+                {"ImportPath": f"{GO_PKG} [{GO_PKG}.test]", "Action": "build-fail"},
+                _go("start"),
+                _go("output", Output=f"FAIL\t{GO_PKG} [build failed]\n"),
+                _go("fail", Elapsed=0, FailedBuild=f"{GO_PKG} [{GO_PKG}.test]"),
+            ],
+            f"# {GO_PKG} [{GO_PKG}.test]\n./cart_test.go:9:2: undefined: NewCart\n"
+            f"FAIL\t{GO_PKG} [build failed]",
+        ),
+        (  # every test passed but TestMain exited non-zero
+            [
+                _go("start"),
+                _go("run", "TestA"),
+                _go("pass", "TestA", Elapsed=0.01),
+                _go("output", Output="PASS\n"),
+                _go("output", Output="leaked goroutines: 3\n"),
+                _go("output", Output=f"FAIL\t{GO_PKG}\t0.030s\n"),
+                _go("fail", Elapsed=0.03),
+            ],
+            "leaked goroutines: 3",
+        ),
+    ],
+    ids=["build-failed", "build-failed-go1.24", "testmain-failed"],
+)
 def test_go_package_failure_without_failing_test_is_an_errored_test(
-        events: list[dict[str, Any]], message: str) -> None:
+    events: list[dict[str, Any]], message: str
+) -> None:
     report = parse_events(events, "gotest")
     package = next(t for t in report.tests if t.name == GO_PKG)
     assert (package.classname, statuses(package)) == (GO_PKG, ["error"])
@@ -365,12 +416,18 @@ def test_go_package_failure_without_failing_test_is_an_errored_test(
 
 
 def test_go_passing_package_adds_no_test() -> None:
-    events = [_go("start"), _go("run", "TestA"), _go("pass", "TestA", Elapsed=0.01),
-              _go("output", Output=f"ok  \t{GO_PKG}\t0.012s\n"), _go("pass", Elapsed=0.012)]
+    events = [
+        _go("start"),
+        _go("run", "TestA"),
+        _go("pass", "TestA", Elapsed=0.01),
+        _go("output", Output=f"ok  \t{GO_PKG}\t0.012s\n"),
+        _go("pass", Elapsed=0.012),
+    ]
     assert [t.name for t in parse_events(events).tests] == ["TestA"]
 
 
 # --- dart test --reporter json ------------------------------------------------------------
+
 
 def test_dart_fixture_details() -> None:
     report = by_name(parse_file(FIXTURES / "dart-json.json"))
@@ -379,8 +436,9 @@ def test_dart_fixture_details() -> None:
     attempt = failing.attempts[0]
     assert (attempt.status, attempt.environment) == ("failed", "vm")
     assert attempt.message == "Expected: <2>\n  Actual: <1>\n"
-    assert attempt.stack == ("package:test_api          expect\n"
-                             "test\\main_test.dart 13:9  main.<fn>.<fn>.<fn>\n")
+    assert attempt.stack == (
+        "package:test_api          expect\ntest\\main_test.dart 13:9  main.<fn>.<fn>.<fn>\n"
+    )
     assert statuses(report["Exception in test"]) == ["error"]
     timeout = report["Timeout test"].attempts[0]
     assert (timeout.status, timeout.censored, timeout.duration_ms) == ("error", True, 37)
@@ -403,26 +461,44 @@ def test_dart_flutter_failure_keeps_the_printed_exception() -> None:
     [failed] = [t for t in report.tests if t.status != "passed"]
     attempt = failed.attempts[0]
     assert (failed.suite, failed.name, attempt.status) == (
-        "valueListenableProvider", "pass updateShouldNotify", "error")
-    assert attempt.message == ("Test failed. See exception logs above.\n"
-                               "The test description was: pass updateShouldNotify")
+        "valueListenableProvider",
+        "pass updateShouldNotify",
+        "error",
+    )
+    assert attempt.message == (
+        "Test failed. See exception logs above.\nThe test description was: pass updateShouldNotify"
+    )
     assert "Unexpected number of calls" in attempt.stdout
     assert attempt.stack is None
     assert not any(t.name.startswith("loading ") for t in report.tests)
 
 
 def _dart_start(test_id: int, name: str, time: int, group_ids: list[int] | None = None) -> dict:
-    return {"test": {"id": test_id, "name": name, "suiteID": 0, "groupIDs": group_ids or [],
-                     "metadata": {"skip": False, "skipReason": None}},
-            "type": "testStart", "time": time}
+    return {
+        "test": {
+            "id": test_id,
+            "name": name,
+            "suiteID": 0,
+            "groupIDs": group_ids or [],
+            "metadata": {"skip": False, "skipReason": None},
+        },
+        "type": "testStart",
+        "time": time,
+    }
 
 
 DART_HEAD = [
     {"protocolVersion": "0.1.1", "runnerVersion": "1.25.3", "pid": 1, "type": "start", "time": 0},
-    {"suite": {"id": 0, "platform": "chrome", "path": "test/cart_test.dart"}, "type": "suite",
-     "time": 0},
-    {"group": {"id": 1, "suiteID": 0, "parentID": None, "name": "", "testCount": 3},
-     "type": "group", "time": 1},
+    {
+        "suite": {"id": 0, "platform": "chrome", "path": "test/cart_test.dart"},
+        "type": "suite",
+        "time": 0,
+    },
+    {
+        "group": {"id": 1, "suiteID": 0, "parentID": None, "name": "", "testCount": 3},
+        "type": "group",
+        "time": 1,
+    },
 ]
 
 
@@ -431,10 +507,22 @@ def test_dart_error_after_completion_fails_the_test() -> None:
     events = [
         *DART_HEAD,
         _dart_start(2, "adds items", 10, [1]),
-        {"testID": 2, "result": "success", "skipped": False, "hidden": False, "type": "testDone",
-         "time": 25},
-        {"testID": 2, "error": "This test failed after it had already completed.",
-         "stackTrace": "", "isFailure": False, "type": "error", "time": 30},
+        {
+            "testID": 2,
+            "result": "success",
+            "skipped": False,
+            "hidden": False,
+            "type": "testDone",
+            "time": 25,
+        },
+        {
+            "testID": 2,
+            "error": "This test failed after it had already completed.",
+            "stackTrace": "",
+            "isFailure": False,
+            "type": "error",
+            "time": 30,
+        },
     ]
     [test] = parse_events(events).tests
     [attempt] = test.attempts
@@ -448,10 +536,22 @@ def test_dart_failed_loading_test_is_kept_and_unfinished_test_is_censored() -> N
     events = [
         *DART_HEAD,
         _dart_start(2, "loading test/cart_test.dart", 0),
-        {"testID": 2, "error": "Failed to load \"test/cart_test.dart\": Compilation failed",
-         "stackTrace": "", "isFailure": False, "type": "error", "time": 40},
-        {"testID": 2, "result": "error", "skipped": False, "hidden": True, "type": "testDone",
-         "time": 41},
+        {
+            "testID": 2,
+            "error": 'Failed to load "test/cart_test.dart": Compilation failed',
+            "stackTrace": "",
+            "isFailure": False,
+            "type": "error",
+            "time": 40,
+        },
+        {
+            "testID": 2,
+            "result": "error",
+            "skipped": False,
+            "hidden": True,
+            "type": "testDone",
+            "time": 41,
+        },
         _dart_start(3, "checks out", 50, [1]),
         {"testID": 3, "messageType": "print", "message": "paying", "type": "print", "time": 60},
         {"count": 1, "time": 90, "type": "allSuites"},
@@ -467,12 +567,14 @@ def test_dart_failed_loading_test_is_kept_and_unfinished_test_is_censored() -> N
 
 # --- RSpec ---------------------------------------------------------------------------------
 
+
 def test_rspec_fixture_details() -> None:
     report = by_name(parse_file(FIXTURES / "rspec-json.json"))
     failed = report["fails in assertion"]
     assert failed.file == "spec/config/check_env_vars_spec.rb"
-    assert failed.suite == ("CheckEnvVars#call when all env vars are defined "
-                            "behaves like success load")
+    assert failed.suite == (
+        "CheckEnvVars#call when all env vars are defined behaves like success load"
+    )
     attempt = failed.attempts[0]
     assert attempt.error_type == "RSpec::Mocks::MockExpectationError"
     assert attempt.message.startswith("(#ActiveSupport::BroadcastLogger:0x00007f1007fedf58)")
@@ -484,15 +586,22 @@ def test_rspec_fixture_details() -> None:
 
 def test_rspec_error_outside_examples_is_an_errored_test() -> None:
     """Shaped like ``rspec --format json`` when a spec file fails to load."""
-    load_error = ("\nAn error occurred while loading ./spec/cart_spec.rb.\n"
-                  "Failure/Error: require \"cart\"\n\n"
-                  "LoadError:\n  cannot load such file -- cart\n")
+    load_error = (
+        "\nAn error occurred while loading ./spec/cart_spec.rb.\n"
+        'Failure/Error: require "cart"\n\n'
+        "LoadError:\n  cannot load such file -- cart\n"
+    )
     document = {
         "version": "3.13.0",
         "messages": [load_error, "No examples found."],
         "examples": [],
-        "summary": {"duration": 0.0001, "example_count": 0, "failure_count": 0,
-                    "pending_count": 0, "errors_outside_of_examples_count": 1},
+        "summary": {
+            "duration": 0.0001,
+            "example_count": 0,
+            "failure_count": 0,
+            "pending_count": 0,
+            "errors_outside_of_examples_count": 1,
+        },
         "summary_line": "0 examples, 0 failures, 1 error occurred outside of examples",
     }
     [test] = parse_json(document).tests
@@ -501,6 +610,7 @@ def test_rspec_error_outside_examples_is_an_errored_test() -> None:
 
 
 # --- pytest-json-report --------------------------------------------------------------------
+
 
 def _pytest_raw() -> dict[str, dict[str, Any]]:
     return {entry["nodeid"]: entry for entry in json.loads(PYTEST_JSON.read_text())["tests"]}
@@ -535,8 +645,9 @@ def test_pytest_json_duration_is_the_sum_of_phases() -> None:
         if entry is None:  # the collection error
             assert test.duration_ms == 0
             continue
-        seconds = sum(entry[when]["duration"] for when in ("setup", "call", "teardown")
-                      if when in entry)
+        seconds = sum(
+            entry[when]["duration"] for when in ("setup", "call", "teardown") if when in entry
+        )
         assert test.attempts[-1].duration_ms == pytest.approx(seconds * 1000)
 
 
@@ -547,8 +658,10 @@ def test_pytest_json_failure_details() -> None:
     assert failed.error_type == "AssertionError"
     assert failed.stack.endswith("tests/test_sample.py:28: AssertionError")
     setup = tests["test_setup_error"].attempts[0]
-    assert (setup.message, setup.error_type) == ("RuntimeError: database unavailable",
-                                                 "RuntimeError")
+    assert (setup.message, setup.error_type) == (
+        "RuntimeError: database unavailable",
+        "RuntimeError",
+    )
     teardown = tests["test_teardown_error"].attempts[0]
     assert teardown.message == "RuntimeError: cleanup failed"
     skipped = tests["test_skipped"].attempts[0]
@@ -556,8 +669,9 @@ def test_pytest_json_failure_details() -> None:
     passed = tests["test_passes"].attempts[0]
     assert (passed.stdout, passed.stderr) == ("hello from stdout\n", "warning on stderr\n")
     broken = tests["tests/test_broken.py"].attempts[0]
-    assert broken.message == ("ImportError while importing test module "
-                              "'/tmp/pyjr-sample/tests/test_broken.py'.")
+    assert broken.message == (
+        "ImportError while importing test module '/tmp/pyjr-sample/tests/test_broken.py'."
+    )
     assert "No module named 'missing_dependency'" in broken.stack
 
 
@@ -593,18 +707,32 @@ def test_pytest_json_rerun_entries_of_one_node_are_attempts() -> None:
     """Reports merged from several runs (or written by a plugin that emits one entry per run)
     hold the same node id more than once; a ``rerun`` entry whose call failed is that failed
     run."""
+
     def entry(outcome: str, call: str, seconds: float) -> dict[str, Any]:
         phase = {"duration": seconds, "outcome": call}
         if call == "failed":
-            phase["crash"] = {"path": "/src/tests/test_api.py", "lineno": 9,
-                              "message": "TimeoutError: upstream"}
-        return {"nodeid": "tests/test_api.py::test_login", "lineno": 7, "outcome": outcome,
-                "setup": {"duration": 0.001, "outcome": "passed"}, "call": phase,
-                "teardown": {"duration": 0.001, "outcome": "passed"}}
+            phase["crash"] = {
+                "path": "/src/tests/test_api.py",
+                "lineno": 9,
+                "message": "TimeoutError: upstream",
+            }
+        return {
+            "nodeid": "tests/test_api.py::test_login",
+            "lineno": 7,
+            "outcome": outcome,
+            "setup": {"duration": 0.001, "outcome": "passed"},
+            "call": phase,
+            "teardown": {"duration": 0.001, "outcome": "passed"},
+        }
 
-    document = {"created": 1.0, "duration": 1.0, "exitcode": 0, "root": "/src",
-                "summary": {"passed": 1, "rerun": 1, "total": 2, "collected": 1},
-                "tests": [entry("rerun", "failed", 0.5), entry("passed", "passed", 0.25)]}
+    document = {
+        "created": 1.0,
+        "duration": 1.0,
+        "exitcode": 0,
+        "root": "/src",
+        "summary": {"passed": 1, "rerun": 1, "total": 2, "collected": 1},
+        "tests": [entry("rerun", "failed", 0.5), entry("passed", "passed", 0.25)],
+    }
     [test] = parse_json(document).tests
     assert statuses(test) == ["failed", "passed"]
     assert test.attempts[0].message == "TimeoutError: upstream"
@@ -612,8 +740,13 @@ def test_pytest_json_rerun_entries_of_one_node_are_attempts() -> None:
 
 
 def test_pytest_json_summary_only_report_is_rejected() -> None:
-    document = {"created": 1.0, "duration": 1.0, "exitcode": 0, "root": "/src",
-                "summary": {"passed": 3, "total": 3, "collected": 3}}
+    document = {
+        "created": 1.0,
+        "duration": 1.0,
+        "exitcode": 0,
+        "root": "/src",
+        "summary": {"passed": 3, "total": 3, "collected": 3},
+    }
     with pytest.raises(ReportError, match="json-report-summary"):
         parse_json(document)
 
@@ -621,8 +754,13 @@ def test_pytest_json_summary_only_report_is_rejected() -> None:
 # --- CTRF ----------------------------------------------------------------------------------
 
 CTRF_EXAMPLES = sorted((CTRF / "examples").glob("*.json"))
-CTRF_TO_OURS = {"passed": "passed", "failed": "failed", "skipped": "skipped",
-                "pending": "skipped", "other": "skipped"}
+CTRF_TO_OURS = {
+    "passed": "passed",
+    "failed": "failed",
+    "skipped": "skipped",
+    "pending": "skipped",
+    "other": "skipped",
+}
 
 
 @pytest.mark.parametrize("path", CTRF_EXAMPLES, ids=lambda path: path.stem)
@@ -652,8 +790,10 @@ def test_ctrf_example_attempts_follow_retry_attempts(path: Path) -> None:
         retry_attempts = raw.get("retryAttempts")
         if not retry_attempts:
             [attempt] = test.attempts
-            assert (attempt.status, attempt.duration_ms) == (CTRF_TO_OURS[raw["status"]],
-                                                             raw["duration"])
+            assert (attempt.status, attempt.duration_ms) == (
+                CTRF_TO_OURS[raw["status"]],
+                raw["duration"],
+            )
             assert (attempt.message, attempt.stack) == (raw.get("message"), raw.get("trace"))
             continue
         # The examples list every run, the final one included, and set retries one lower.
@@ -734,26 +874,42 @@ ACCEPTED_DESPITE_INVALID: dict[str, list[tuple[str, str]]] = {
         ("required-properties", "Results object missing required tool property"),
         ("required-properties", "Results object missing required summary property"),
         ("required-properties", "Tool object missing required name property"),
-        *(("required-properties", f"Summary object missing required {key} property")
-          for key in ("tests", "passed", "failed", "skipped", "pending", "other", "start",
-                      "stop")),
+        *(
+            ("required-properties", f"Summary object missing required {key} property")
+            for key in ("tests", "passed", "failed", "skipped", "pending", "other", "start", "stop")
+        ),
         ("string-constraints", "Tool with name violating minLength constraint"),
         ("type-validation", "Results with tool as array instead of object"),
         ("type-validation", "Tool with name as number instead of string"),
         ("type-validation", "Tool with version as number instead of string"),
         ("type-validation", "Results with summary as array instead of object"),
-        *(("type-validation", f"Summary with {key} as string instead of integer")
-          for key in ("tests", "passed", "failed", "skipped", "pending", "other", "flaky",
-                      "suites", "start", "stop", "duration")),
+        *(
+            ("type-validation", f"Summary with {key} as string instead of integer")
+            for key in (
+                "tests",
+                "passed",
+                "failed",
+                "skipped",
+                "pending",
+                "other",
+                "flaky",
+                "suites",
+                "start",
+                "stop",
+                "duration",
+            )
+        ),
     ],
     # Test fields that are not read: ids, timestamps, tags, labels, attachments, steps,
     # parameters, insights, environment, baseline, and the producer's own ``flaky`` verdict
     # (flakiness is computed from the attempts).
     "fields not read": [
         ("enum-constraints", "Step with invalid status enumeration value"),
-        *(("required-properties", f"{obj} object missing required {key} property")
-          for obj in ("Attachment", "RetryAttempt attachment")
-          for key in ("name", "contentType", "path")),
+        *(
+            ("required-properties", f"{obj} object missing required {key} property")
+            for obj in ("Attachment", "RetryAttempt attachment")
+            for key in ("name", "contentType", "path")
+        ),
         ("required-properties", "Step object missing required name property"),
         ("required-properties", "Step object missing required status property"),
         ("required-properties", "Baseline object missing required reportId property"),
@@ -796,8 +952,10 @@ ACCEPTED_DESPITE_INVALID: dict[str, list[tuple[str, str]]] = {
         ("type-validation", "Root insights with runsAnalyzed as string instead of integer"),
         ("type-validation", "Document with baseline as array instead of object"),
         ("type-validation", "Baseline with buildNumber as string instead of integer"),
-        *(("type-validation", f"MetricDelta with {key} as string instead of number")
-          for key in ("current", "baseline", "change")),
+        *(
+            ("type-validation", f"MetricDelta with {key} as string instead of number")
+            for key in ("current", "baseline", "change")
+        ),
     ],
     # ``suite`` as one string is what jest-ctrf-json-reporter writes ("file > describe"); an
     # empty suite list reads as no suite.
@@ -834,41 +992,105 @@ def test_ctrf_accepted_list_names_real_invalid_cases() -> None:
 
 
 def _ctrf(*tests: dict[str, Any]) -> dict[str, Any]:
-    return {"reportFormat": "CTRF", "specVersion": "0.0.0",
-            "results": {"tool": {"name": "runner"}, "tests": list(tests),
-                        "summary": {"tests": len(tests), "passed": 0, "failed": 0, "skipped": 0,
-                                    "pending": 0, "other": 0, "start": 0, "stop": 0}}}
+    return {
+        "reportFormat": "CTRF",
+        "specVersion": "0.0.0",
+        "results": {
+            "tool": {"name": "runner"},
+            "tests": list(tests),
+            "summary": {
+                "tests": len(tests),
+                "passed": 0,
+                "failed": 0,
+                "skipped": 0,
+                "pending": 0,
+                "other": 0,
+                "start": 0,
+                "stop": 0,
+            },
+        },
+    }
 
 
 # Excerpt of a real report: jest 30.5.2 + jest-ctrf-json-reporter 0.0.11, jest.retryTimes(2),
 # messages and traces shortened. The reporter writes ``retries`` but no ``retryAttempts``, a
 # string ``suite``, ``pending`` for test.skip and ``other`` for test.todo.
 JEST_CTRF = {
-    "reportFormat": "CTRF", "specVersion": "0.0.0",
-    "reportId": "6c0cc0a0-b1a8-4b8f-9a63-29c1d3a4b0f2", "timestamp": "2026-11-22T10:13:11.346Z",
+    "reportFormat": "CTRF",
+    "specVersion": "0.0.0",
+    "reportId": "6c0cc0a0-b1a8-4b8f-9a63-29c1d3a4b0f2",
+    "timestamp": "2026-11-22T10:13:11.346Z",
     "generatedBy": "jest-ctrf-json-reporter",
     "results": {
         "tool": {"name": "jest"},
-        "summary": {"tests": 5, "passed": 2, "failed": 1, "pending": 1, "skipped": 0, "other": 1,
-                    "start": 1795362391346, "stop": 1795362392125},
+        "summary": {
+            "tests": 5,
+            "passed": 2,
+            "failed": 1,
+            "pending": 1,
+            "skipped": 0,
+            "other": 1,
+            "start": 1795362391346,
+            "stop": 1795362392125,
+        },
         "tests": [
-            {"name": "network flaky", "duration": 1, "status": "passed", "rawStatus": "passed",
-             "type": "unit", "filePath": "/tmp/jest-ctrf/sample.test.js", "retries": 2,
-             "flaky": True, "suite": "sample.test.js > network"},
-            {"name": "network always fails", "duration": 1, "status": "failed",
-             "message": "Error: expect(received).toBe(expected) // Object.is equality",
-             "trace": "at Object.toBe (sample.test.js:9:15)", "rawStatus": "failed",
-             "type": "unit", "filePath": "/tmp/jest-ctrf/sample.test.js", "retries": 2,
-             "flaky": False, "suite": "sample.test.js > network"},
-            {"name": "network passes", "duration": 0, "status": "passed", "rawStatus": "passed",
-             "type": "unit", "filePath": "/tmp/jest-ctrf/sample.test.js", "retries": 0,
-             "flaky": False, "suite": "sample.test.js > network"},
-            {"name": "network skipped", "duration": 0, "status": "pending",
-             "rawStatus": "pending", "type": "unit", "filePath": "/tmp/jest-ctrf/sample.test.js",
-             "retries": 0, "flaky": False, "suite": "sample.test.js > network"},
-            {"name": "network todo later", "duration": 0, "status": "other", "rawStatus": "todo",
-             "type": "unit", "filePath": "/tmp/jest-ctrf/sample.test.js", "retries": 0,
-             "flaky": False, "suite": "sample.test.js > network"},
+            {
+                "name": "network flaky",
+                "duration": 1,
+                "status": "passed",
+                "rawStatus": "passed",
+                "type": "unit",
+                "filePath": "/tmp/jest-ctrf/sample.test.js",
+                "retries": 2,
+                "flaky": True,
+                "suite": "sample.test.js > network",
+            },
+            {
+                "name": "network always fails",
+                "duration": 1,
+                "status": "failed",
+                "message": "Error: expect(received).toBe(expected) // Object.is equality",
+                "trace": "at Object.toBe (sample.test.js:9:15)",
+                "rawStatus": "failed",
+                "type": "unit",
+                "filePath": "/tmp/jest-ctrf/sample.test.js",
+                "retries": 2,
+                "flaky": False,
+                "suite": "sample.test.js > network",
+            },
+            {
+                "name": "network passes",
+                "duration": 0,
+                "status": "passed",
+                "rawStatus": "passed",
+                "type": "unit",
+                "filePath": "/tmp/jest-ctrf/sample.test.js",
+                "retries": 0,
+                "flaky": False,
+                "suite": "sample.test.js > network",
+            },
+            {
+                "name": "network skipped",
+                "duration": 0,
+                "status": "pending",
+                "rawStatus": "pending",
+                "type": "unit",
+                "filePath": "/tmp/jest-ctrf/sample.test.js",
+                "retries": 0,
+                "flaky": False,
+                "suite": "sample.test.js > network",
+            },
+            {
+                "name": "network todo later",
+                "duration": 0,
+                "status": "other",
+                "rawStatus": "todo",
+                "type": "unit",
+                "filePath": "/tmp/jest-ctrf/sample.test.js",
+                "retries": 0,
+                "flaky": False,
+                "suite": "sample.test.js > network",
+            },
         ],
     },
 }
@@ -890,35 +1112,52 @@ def test_ctrf_retry_count_without_attempts_still_shows_the_retries() -> None:
 def test_ctrf_retry_attempts_without_the_final_run() -> None:
     """playwright-ctrf-json-reporter lists the earlier runs in ``retryAttempts`` and sets
     ``retries`` to their count; the test-level fields are the final run."""
-    report = parse_json(_ctrf({
-        "name": "checkout", "status": "passed", "duration": 900, "browser": "chromium 120",
-        "retries": 2, "flaky": True, "suite": ["shop", "cart"],
-        "retryAttempts": [
-            {"attempt": 2, "status": "failed", "duration": 700, "message": "second"},
-            {"attempt": 1, "status": "failed", "duration": 600, "message": "first"},
-        ],
-    }))
+    report = parse_json(
+        _ctrf(
+            {
+                "name": "checkout",
+                "status": "passed",
+                "duration": 900,
+                "browser": "chromium 120",
+                "retries": 2,
+                "flaky": True,
+                "suite": ["shop", "cart"],
+                "retryAttempts": [
+                    {"attempt": 2, "status": "failed", "duration": 700, "message": "second"},
+                    {"attempt": 1, "status": "failed", "duration": 600, "message": "first"},
+                ],
+            }
+        )
+    )
     [test] = report.tests
     assert [(a.status, a.duration_ms, a.message) for a in test.attempts] == [
-        ("failed", 600, "first"), ("failed", 700, "second"), ("passed", 900, None)]
+        ("failed", 600, "first"),
+        ("failed", 700, "second"),
+        ("passed", 900, None),
+    ]
     assert {a.environment for a in test.attempts} == {"chromium 120"}
     assert test.suite == "shop > cart"
 
 
 def test_ctrf_other_with_failure_details_is_an_error() -> None:
-    report = parse_json(_ctrf(
-        {"name": "crashed", "status": "other", "duration": 5, "message": "worker exited"},
-        {"name": "todo", "status": "other", "duration": 0},
-    ))
+    report = parse_json(
+        _ctrf(
+            {"name": "crashed", "status": "other", "duration": 5, "message": "worker exited"},
+            {"name": "todo", "status": "other", "duration": 0},
+        )
+    )
     assert [statuses(t) for t in report.tests] == [["error"], ["skipped"]]
 
 
-@pytest.mark.parametrize(("test", "error"), [
-    ({"name": "t", "status": "passed", "duration": -1}, "negative"),
-    ({"name": "t", "status": "passed", "duration": True}, "'duration' must be"),
-    ({"name": "t", "status": "passed", "duration": 1, "retries": -1}, "negative"),
-    ({"name": "t", "status": "passed", "duration": 1, "filePath": 3}, "'filePath' must be"),
-])
+@pytest.mark.parametrize(
+    ("test", "error"),
+    [
+        ({"name": "t", "status": "passed", "duration": -1}, "negative"),
+        ({"name": "t", "status": "passed", "duration": True}, "'duration' must be"),
+        ({"name": "t", "status": "passed", "duration": 1, "retries": -1}, "negative"),
+        ({"name": "t", "status": "passed", "duration": 1, "filePath": 3}, "'filePath' must be"),
+    ],
+)
 def test_ctrf_rejects_what_it_cannot_read(test: dict[str, Any], error: str) -> None:
     with pytest.raises(ReportError, match=error):
         parse_json(_ctrf(test))
@@ -926,26 +1165,32 @@ def test_ctrf_rejects_what_it_cannot_read(test: dict[str, Any], error: str) -> N
 
 # --- Flakiness -----------------------------------------------------------------------------
 
+
 def test_flakiness_example_every_test_and_attempt() -> None:
     report = parse_file(FLAKINESS_EXAMPLE)
     assert report.format == "flakiness"
     got = {
         (t.file, t.suite, t.classname, t.name): [
-            (a.status, a.duration_ms, a.environment, a.censored, a.message) for a in t.attempts]
+            (a.status, a.duration_ms, a.environment, a.censored, a.message) for a in t.attempts
+        ]
         for t in report.tests
     }
     assert got == {
         ("tests/test_api.py", "TestLogin", "", "test_ok"): [
-            ("passed", 120, "linux", False, None), ("passed", 135, "macos", False, None)],
+            ("passed", 120, "linux", False, None),
+            ("passed", 135, "macos", False, None),
+        ],
         ("tests/test_api.py", "TestLogin", "", "test_retry"): [
             ("failed", 800, "linux", False, "AssertionError: assert 500 == 200"),
-            ("passed", 700, "linux", False, None)],
-        ("tests/test_api.py", "", "", "test_skip_windows"): [
-            ("skipped", 0, "linux", False, None)],
+            ("passed", 700, "linux", False, None),
+        ],
+        ("tests/test_api.py", "", "", "test_skip_windows"): [("skipped", 0, "linux", False, None)],
         ("tests/test_api.py", "", "", "test_known_bug"): [
-            ("passed", 15, "linux", False, "ZeroDivisionError: division by zero")],
+            ("passed", 15, "linux", False, "ZeroDivisionError: division by zero")
+        ],
         ("tests/test_api.py", "", "", "test_slow"): [
-            ("failed", 3000, "linux", True, "Timeout >3.0s")],
+            ("failed", 3000, "linux", True, "Timeout >3.0s")
+        ],
     }
     retry = by_name(report)["test_retry"].attempts[0]
     assert retry.stack == "tests/test_api.py:22: AssertionError"
@@ -959,8 +1204,9 @@ def test_flakiness_example_rollup_per_test_and_environment() -> None:
     pairs = Counter()
     for test in report.tests:
         for environment in dict.fromkeys(a.environment for a in test.attempts):
-            one_env = TestCase(test.name, attempts=[a for a in test.attempts
-                                                    if a.environment == environment])
+            one_env = TestCase(
+                test.name, attempts=[a for a in test.attempts if a.environment == environment]
+            )
             pairs[one_env.status] += 1
     assert pairs == {"passed": 3, "flaky": 1, "failed": 1, "skipped": 1}
     summary = report.summary()
@@ -976,32 +1222,66 @@ def test_flakiness_unattributed_errors_are_not_tests() -> None:
 
 
 def _flakiness(**fields: Any) -> dict[str, Any]:
-    return {"category": "playwright", "commitId": "0" * 40, "startTimestamp": 0, "duration": 0,
-            "environments": [{"name": "chromium"}, {"name": "firefox"}], **fields}
+    return {
+        "category": "playwright",
+        "commitId": "0" * 40,
+        "startTimestamp": 0,
+        "duration": 0,
+        "environments": [{"name": "chromium"}, {"name": "firefox"}],
+        **fields,
+    }
 
 
 def test_flakiness_defaults_and_statuses() -> None:
     stdout = base64.b64encode(b"bytes out\n").decode()
     document = _flakiness(
-        suites=[{"type": "file", "title": "e2e/cart.spec.ts", "suites": [
-            {"type": "anonymous suite", "title": "", "suites": [
-                {"type": "suite", "title": "cart", "tests": [
-                    {"title": "adds", "attempts": [
-                        {},
-                        {"environmentIdx": 1, "status": "interrupted", "duration": 50,
-                         "errors": [{"value": "worker killed"}],
-                         "stdio": [{"buffer": stdout}, {"stream": 2, "text": "err\n"}]},
-                        {"status": "failed", "expectedStatus": "failed"},
-                        {"status": "passed", "expectedStatus": "failed"},
-                        {"status": "skipped", "expectedStatus": "passed"},
-                    ]},
-                ]},
-            ]},
-        ]}],
-        tests=[{"title": "root test", "location": {"file": "e2e/root.spec.ts", "line": 3,
-                                                   "column": 1},
-                "attempts": [{"stdout": [{"text": "legacy\n"}]}]},
-               {"title": "never ran", "attempts": []}],
+        suites=[
+            {
+                "type": "file",
+                "title": "e2e/cart.spec.ts",
+                "suites": [
+                    {
+                        "type": "anonymous suite",
+                        "title": "",
+                        "suites": [
+                            {
+                                "type": "suite",
+                                "title": "cart",
+                                "tests": [
+                                    {
+                                        "title": "adds",
+                                        "attempts": [
+                                            {},
+                                            {
+                                                "environmentIdx": 1,
+                                                "status": "interrupted",
+                                                "duration": 50,
+                                                "errors": [{"value": "worker killed"}],
+                                                "stdio": [
+                                                    {"buffer": stdout},
+                                                    {"stream": 2, "text": "err\n"},
+                                                ],
+                                            },
+                                            {"status": "failed", "expectedStatus": "failed"},
+                                            {"status": "passed", "expectedStatus": "failed"},
+                                            {"status": "skipped", "expectedStatus": "passed"},
+                                        ],
+                                    },
+                                ],
+                            },
+                        ],
+                    },
+                ],
+            }
+        ],
+        tests=[
+            {
+                "title": "root test",
+                "location": {"file": "e2e/root.spec.ts", "line": 3, "column": 1},
+                "attempts": [{"stdout": [{"text": "legacy\n"}]}],
+            },
+            {"title": "never ran", "attempts": []},
+        ],
     )
     report = by_name(parse_json(document))
     adds = report["adds"]
@@ -1015,18 +1295,24 @@ def test_flakiness_defaults_and_statuses() -> None:
     ]
     interrupted = adds.attempts[1]
     assert (interrupted.message, interrupted.stdout, interrupted.stderr) == (
-        "worker killed", "bytes out\n", "err\n")
+        "worker killed",
+        "bytes out\n",
+        "err\n",
+    )
     root = report["root test"]
     assert (root.file, root.suite, root.attempts[0].stdout) == ("e2e/root.spec.ts", "", "legacy\n")
     assert report["never ran"].attempts == []
 
 
-@pytest.mark.parametrize(("attempt", "error"), [
-    ({"environmentIdx": 2}, "environmentIdx 2"),
-    ({"status": "broken"}, "unknown status"),
-    ({"expectedStatus": "ok"}, "unknown expectedStatus"),
-    ({"duration": "5"}, "'duration' must be"),
-])
+@pytest.mark.parametrize(
+    ("attempt", "error"),
+    [
+        ({"environmentIdx": 2}, "environmentIdx 2"),
+        ({"status": "broken"}, "unknown status"),
+        ({"expectedStatus": "ok"}, "unknown expectedStatus"),
+        ({"duration": "5"}, "'duration' must be"),
+    ],
+)
 def test_flakiness_rejects_unreadable_attempts(attempt: dict[str, Any], error: str) -> None:
     document = _flakiness(tests=[{"title": "t", "attempts": [attempt]}])
     with pytest.raises(ReportError, match=error):

@@ -36,9 +36,14 @@ SAMPLE = {
             pass
     """,
 }
-TESTS = ["test_cart.py::test_add", "test_cart.py::test_pay", "test_cart.py::TestTotals::test_sum",
-         "test_cart.py::TestTotals::test_tax", "test_user.py::test_login[1]",
-         "test_user.py::test_login[2]"]
+TESTS = [
+    "test_cart.py::test_add",
+    "test_cart.py::test_pay",
+    "test_cart.py::TestTotals::test_sum",
+    "test_cart.py::TestTotals::test_tax",
+    "test_user.py::test_login[1]",
+    "test_user.py::test_login[2]",
+]
 SECONDS = dict(zip(TESTS, [6.0, 5.0, 4.0, 3.0, 2.0, 1.0], strict=True))
 """21 s over 3 shards: {6, 1}, {5, 2}, {4, 3} is the one split with 7 s on every shard."""
 
@@ -55,13 +60,22 @@ FAILING = {
 
 _PASSED = re.compile(r"^(\S+::\S+) PASSED", re.MULTILINE)
 _UPLOADED = re.compile(
-    r"testlens: uploaded (\d+) tests \((\d+) attempts, (\d+) flaky\) as run (\S+)")
+    r"testlens: uploaded (\d+) tests \((\d+) attempts, (\d+) flaky\) as run (\S+)"
+)
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for name in ("TESTLENS_SERVER", "TESTLENS_TOKEN", "TESTLENS_PYTEST", "GITHUB_ACTIONS",
-                 "GITLAB_CI", "CIRCLECI", "BUILDKITE", "JENKINS_URL"):
+    for name in (
+        "TESTLENS_SERVER",
+        "TESTLENS_TOKEN",
+        "TESTLENS_PYTEST",
+        "GITHUB_ACTIONS",
+        "GITLAB_CI",
+        "CIRCLECI",
+        "BUILDKITE",
+        "JENKINS_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     return pytester
 
@@ -71,8 +85,15 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 def remote(server, tenant, repo: str = "acme/plugin") -> list[str]:
-    return ["--testlens", "--testlens-server", server.url, "--testlens-token", tenant.key,
-            "--testlens-repo", repo]
+    return [
+        "--testlens",
+        "--testlens-server",
+        server.url,
+        "--testlens-token",
+        tenant.key,
+        "--testlens-repo",
+        repo,
+    ]
 
 
 def passed(result: pytest.RunResult) -> list[str]:
@@ -120,11 +141,20 @@ def test_shards_from_a_durations_file_partition_and_balance(project):
     (project.path / ".test_durations").write_text(json.dumps(SECONDS))
     shards = []
     for index in range(3):
-        result = run(project, "--testlens", "--testlens-no-upload", "--testlens-shard",
-                     f"{index}/3", "--testlens-durations", ".test_durations")
+        result = run(
+            project,
+            "--testlens",
+            "--testlens-no-upload",
+            "--testlens-shard",
+            f"{index}/3",
+            "--testlens-durations",
+            ".test_durations",
+        )
         result.assert_outcomes(passed=2, deselected=4)
-        assert f"testlens: shard {index}/3: 2 of 6 tests (durations file .test_durations)" \
+        assert (
+            f"testlens: shard {index}/3: 2 of 6 tests (durations file .test_durations)"
             in result.stdout.str()
+        )
         shards.append(passed(result))
     assert_partition(shards)
     assert [sum(SECONDS[test] for test in shard) for shard in shards] == [7.0, 7.0, 7.0]
@@ -133,8 +163,20 @@ def test_shards_from_a_durations_file_partition_and_balance(project):
 def test_shard_runs_after_keyword_selection(project):
     """Every node splits what -k left, so the shards still cover exactly those tests."""
     project.makepyfile(**SAMPLE)
-    shards = [passed(run(project, "--testlens", "--testlens-no-upload", "-k", "cart",
-                         "--testlens-shard", f"{index}/2")) for index in range(2)]
+    shards = [
+        passed(
+            run(
+                project,
+                "--testlens",
+                "--testlens-no-upload",
+                "-k",
+                "cart",
+                "--testlens-shard",
+                f"{index}/2",
+            )
+        )
+        for index in range(2)
+    ]
     assert sorted(test for shard in shards for test in shard) == sorted(TESTS[:4])
     assert [len(shard) for shard in shards] == [2, 2]
 
@@ -155,19 +197,24 @@ def _identity(nodeid: str) -> tuple[str, str, str]:
 
 def test_shards_from_the_server_plan(project, server, tenant):
     for commit in "123":
-        response = upload(tenant.client, history_report(), repo="acme/plugin",
-                          commit=commit * 40, environment="linux")
+        response = upload(
+            tenant.client,
+            history_report(),
+            repo="acme/plugin",
+            commit=commit * 40,
+            environment="linux",
+        )
         assert response.status_code == 201, response.text
     project.makepyfile(**SAMPLE)
     args = [*remote(server, tenant), "--testlens-environment", "linux", "--testlens-no-upload"]
     first = run(project, *args, "--testlens-shard", "0/3")
-    note = re.search(r"server plan (\S+); other nodes may pass --testlens-plan-id (\S+)\)",
-                     first.stdout.str())
+    note = re.search(
+        r"server plan (\S+); other nodes may pass --testlens-plan-id (\S+)\)", first.stdout.str()
+    )
     assert note, first.stdout.str()
     plan_id = note.group(2)
     shards = [passed(first)] + [
-        passed(run(project, *args, "--testlens-shard", f"{index}/3", "--testlens-plan-id",
-                   plan_id))
+        passed(run(project, *args, "--testlens-shard", f"{index}/3", "--testlens-plan-id", plan_id))
         for index in (1, 2)
     ]
     assert_partition(shards)
@@ -179,16 +226,31 @@ def test_shards_from_the_server_plan(project, server, tenant):
 def test_server_down_falls_back_with_warnings_and_keeps_the_exit_code(project):
     project.makepyfile(**SAMPLE)
     (project.path / ".test_durations").write_text(json.dumps(SECONDS))
-    dead = ["--testlens", "--testlens-server", f"http://127.0.0.1:{free_port()}",
-            "--testlens-repo", "acme/plugin"]
-    local = run(project, "--testlens", "--testlens-no-upload", "--testlens-shard", "0/3",
-                "--testlens-durations", ".test_durations")
-    fallback = run(project, *dead, "--testlens-shard", "0/3", "--testlens-durations",
-                   ".test_durations")
+    dead = [
+        "--testlens",
+        "--testlens-server",
+        f"http://127.0.0.1:{free_port()}",
+        "--testlens-repo",
+        "acme/plugin",
+    ]
+    local = run(
+        project,
+        "--testlens",
+        "--testlens-no-upload",
+        "--testlens-shard",
+        "0/3",
+        "--testlens-durations",
+        ".test_durations",
+    )
+    fallback = run(
+        project, *dead, "--testlens-shard", "0/3", "--testlens-durations", ".test_durations"
+    )
     output = fallback.stdout.str()
     assert fallback.ret == pytest.ExitCode.OK
-    assert "testlens: warning: no shard plan from the server: could not reach http://127.0.0.1" \
+    assert (
+        "testlens: warning: no shard plan from the server: could not reach http://127.0.0.1"
         in output
+    )
     assert "splitting by durations file .test_durations instead" in output
     assert passed(fallback) == passed(local)
     assert "testlens: warning: results not uploaded: could not reach http://127.0.0.1" in output
@@ -199,24 +261,45 @@ def test_server_down_falls_back_with_warnings_and_keeps_the_exit_code(project):
 
 def test_refused_upload_is_a_warning_not_a_failure(project, server):
     project.makepyfile(**SAMPLE)
-    result = run(project, "--testlens", "--testlens-server", server.url, "--testlens-token",
-                 "tl_sk_wrong", "--testlens-repo", "acme/plugin")
+    result = run(
+        project,
+        "--testlens",
+        "--testlens-server",
+        server.url,
+        "--testlens-token",
+        "tl_sk_wrong",
+        "--testlens-repo",
+        "acme/plugin",
+    )
     assert result.ret == pytest.ExitCode.OK
     assert "results not uploaded: the server said 401 INVALID_API_KEY" in result.stdout.str()
     project.makepyfile(**FAILING)
-    failing = run(project, "--testlens", "--testlens-server", server.url, "--testlens-token",
-                  "tl_sk_wrong", "--testlens-repo", "acme/plugin", "test_broken.py")
+    failing = run(
+        project,
+        "--testlens",
+        "--testlens-server",
+        server.url,
+        "--testlens-token",
+        "tl_sk_wrong",
+        "--testlens-repo",
+        "acme/plugin",
+        "test_broken.py",
+    )
     assert failing.ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_results_are_uploaded_at_session_end(project, server, tenant, database):
-    project.makepyfile(**SAMPLE, **FAILING, test_skip="""
+    project.makepyfile(
+        **SAMPLE,
+        **FAILING,
+        test_skip="""
         import pytest
 
         @pytest.mark.skip(reason="not yet")
         def test_later():
             pass
-    """)
+    """,
+    )
     result = run(project, *remote(server, tenant), "--testlens-environment", "linux-py3.11")
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # pytest's own verdict, untouched
     stored = uploaded_run(result, tenant)
@@ -224,8 +307,12 @@ def test_results_are_uploaded_at_session_end(project, server, tenant, database):
     assert stored["framework"] == "pytest"
     assert stored["environment"] == "linux-py3.11"
     summary = stored["summary"]
-    assert (summary["tests"], summary["passed"], summary["failed"], summary["skipped"]) \
-        == (9, 7, 1, 1)
+    assert (summary["tests"], summary["passed"], summary["failed"], summary["skipped"]) == (
+        9,
+        7,
+        1,
+        1,
+    )
     with database.transaction() as session:
         message, stdout = session.execute(
             select(TestResult.error_message, TestResult.stdout)
@@ -236,13 +323,15 @@ def test_results_are_uploaded_at_session_end(project, server, tenant, database):
     # Characters XML cannot carry arrive spelled out instead of breaking the report.
     assert "\\x1b[31mcolour and a NUL\\x00 that XML cannot carry" in stdout
     # Identities are node ids: the server hands them back as pytest names them.
-    listed = tenant.client.get("/api/durations", params={
-        "repo": "acme/plugin", "environment": "linux-py3.11"}).json()["tests"]
+    listed = tenant.client.get(
+        "/api/durations", params={"repo": "acme/plugin", "environment": "linux-py3.11"}
+    ).json()["tests"]
     assert {test["nodeid"] for test in listed} >= set(TESTS)
 
 
 def test_every_rerun_attempt_is_uploaded(project, server, tenant, database):
-    project.makepyfile(test_flaky="""
+    project.makepyfile(
+        test_flaky="""
         calls = []
 
         def test_flaky():
@@ -254,7 +343,8 @@ def test_every_rerun_attempt_is_uploaded(project, server, tenant, database):
 
         def test_steady():
             pass
-    """)
+    """
+    )
     result = run(project, *remote(server, tenant), "--reruns", "2")
     assert result.parseoutcomes()["rerun"] == 3
     found = _UPLOADED.search(result.stdout.str())
@@ -269,9 +359,12 @@ def test_every_rerun_attempt_is_uploaded(project, server, tenant, database):
             .order_by(TestCase.name, TestResult.attempt)
         ).all()
     assert [tuple(row[:3]) for row in attempts] == [
-        ("test_always_fails", 0, "failed"), ("test_always_fails", 1, "failed"),
-        ("test_always_fails", 2, "failed"), ("test_flaky", 0, "failed"),
-        ("test_flaky", 1, "passed"), ("test_steady", 0, "passed"),
+        ("test_always_fails", 0, "failed"),
+        ("test_always_fails", 1, "failed"),
+        ("test_always_fails", 2, "failed"),
+        ("test_flaky", 0, "failed"),
+        ("test_flaky", 1, "passed"),
+        ("test_steady", 0, "passed"),
     ]
     assert "first call fails" in attempts[3].error_message
 
@@ -287,8 +380,9 @@ def test_quarantined_failures_become_xfail(project, server, database):
     repo_id = admin.client.get("/api/repos").json()["repos"][0]["id"]
     tests = admin.client.get(f"/api/repos/{repo_id}").json()["tests"]
     broken = next(test["id"] for test in tests if test["name"] == "test_broken")
-    response = admin.client.post(f"/api/tests/{broken}/quarantine",
-                                 json={"reason": "flaky on CI, see #42"})
+    response = admin.client.post(
+        f"/api/tests/{broken}/quarantine", json={"reason": "flaky on CI, see #42"}
+    )
     assert response.status_code == 201, response.text
 
     after = run(project, *args)
@@ -304,10 +398,19 @@ def test_quarantined_failures_become_xfail(project, server, database):
 
 def test_quarantine_list_unavailable_changes_nothing(project):
     project.makepyfile(**FAILING)
-    result = run(project, "--testlens", "--testlens-server", f"http://127.0.0.1:{free_port()}",
-                 "--testlens-repo", "acme/plugin", "--testlens-quarantine",
-                 "--testlens-no-upload")
+    result = run(
+        project,
+        "--testlens",
+        "--testlens-server",
+        f"http://127.0.0.1:{free_port()}",
+        "--testlens-repo",
+        "acme/plugin",
+        "--testlens-quarantine",
+        "--testlens-no-upload",
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=1, failed=1)
-    assert "testlens: warning: no quarantine list (could not reach http://127.0.0.1" \
+    assert (
+        "testlens: warning: no quarantine list (could not reach http://127.0.0.1"
         in result.stdout.str()
+    )

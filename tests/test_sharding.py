@@ -115,8 +115,11 @@ def test_no_empty_shard_while_there_are_at_least_as_many_groups(seed):
     rng = random.Random(seed)
     shards = rng.randint(2, 9)
     files = rng.randint(shards, shards + 6)
-    durations = {key(f"f{file}.py::test_{index}"): rng.choice([0.0, 1.0, rng.expovariate(1e-3)])
-                 for file in range(files) for index in range(rng.randint(1, 4))}
+    durations = {
+        key(f"f{file}.py::test_{index}"): rng.choice([0.0, 1.0, rng.expovariate(1e-3)])
+        for file in range(files)
+        for index in range(rng.randint(1, 4))
+    }
     for group_by in ("none", "file"):
         assert all(plan_shards(durations, shards, group_by=group_by).shards)
 
@@ -126,8 +129,9 @@ def test_no_empty_shard_while_there_are_at_least_as_many_groups(seed):
 
 def test_beats_lpt_where_lpt_is_known_to_fail():
     # LPT puts 3+2+2 against 3+2 (7); the optimum is 3+3 against 2+2+2 (6).
-    durations = {key(f"t.py::test_{index}"): weight
-                 for index, weight in enumerate([3.0, 3.0, 2.0, 2.0, 2.0])}
+    durations = {
+        key(f"t.py::test_{index}"): weight for index, weight in enumerate([3.0, 3.0, 2.0, 2.0, 2.0])
+    }
     assert plan_shards(durations, 2).makespan_ms == 6.0
 
 
@@ -146,8 +150,11 @@ def test_small_grouped_plans_are_optimal_over_groups(seed):
     shards = rng.choice([2, 3])
     while True:  # draw until no file is above an even share, which would allow splitting it
         sizes = [rng.randint(1, 3) for _ in range(rng.randint(shards, 7))]
-        durations = {key(f"f{file}.py::test_{index}"): float(rng.randint(1, 20))
-                     for file, size in enumerate(sizes) for index in range(size)}
+        durations = {
+            key(f"f{file}.py::test_{index}"): float(rng.randint(1, 20))
+            for file, size in enumerate(sizes)
+            for index in range(size)
+        }
         files = file_totals(durations)
         if max(files.values()) <= sum(files.values()) / shards:
             break

@@ -264,8 +264,11 @@ def assert_shared_error(response: httpx.Response, status: int, code: str) -> dic
 def test_create_list_delete_and_the_secret_stays_write_only(admin, database):
     created = admin.client.post(
         "/api/webhooks",
-        json={"url": "https://ci.example.com/hooks", "events": ["new_flaky_test"],
-              "secret": SECRET},
+        json={
+            "url": "https://ci.example.com/hooks",
+            "events": ["new_flaky_test"],
+            "secret": SECRET,
+        },
     )
     assert created.status_code == 201
     body = created.json()
@@ -313,8 +316,12 @@ def test_the_secret_is_not_logged(admin, receiver, database, caplog):
     ],
 )
 def test_invalid_subscriptions_get_422_with_shared_body(admin, changes, field):
-    body = {"url": "https://ci.example.com/hooks", "events": ["new_flaky_test"],
-            "secret": SECRET, **changes}
+    body = {
+        "url": "https://ci.example.com/hooks",
+        "events": ["new_flaky_test"],
+        "secret": SECRET,
+        **changes,
+    }
     body = {k: v for k, v in body.items() if v is not None}
     response = admin.client.post("/api/webhooks", json=body)
     error = assert_shared_error(response, 422, "VALIDATION_ERROR")
@@ -328,9 +335,9 @@ def test_unknown_event_is_named_and_malformed_json_is_refused(admin):
         "/api/webhooks",
         json={"url": "https://x.example/h", "events": ["boom"], "secret": SECRET},
     )
-    assert "unknown event 'boom'" in assert_shared_error(unknown, 422, "VALIDATION_ERROR")[
-        "message"
-    ]
+    assert (
+        "unknown event 'boom'" in assert_shared_error(unknown, 422, "VALIDATION_ERROR")["message"]
+    )
     garbled = admin.client.post(
         "/api/webhooks", content=b"{not json", headers={"Content-Type": "application/json"}
     )
@@ -342,9 +349,7 @@ def test_webhooks_need_an_admin_key(database, hooks_server, admin):
     reader = make_tenant(database, hooks_server, scopes=("ingest", "read"))
     with reader.client:
         assert_shared_error(reader.client.get("/api/webhooks"), 403, "INSUFFICIENT_SCOPE")
-        assert_shared_error(
-            reader.client.post("/api/webhooks", json={}), 403, "INSUFFICIENT_SCOPE"
-        )
+        assert_shared_error(reader.client.post("/api/webhooks", json={}), 403, "INSUFFICIENT_SCOPE")
     with httpx.Client(base_url=hooks_server.url) as anonymous:
         assert anonymous.get("/api/webhooks").status_code == 401
         assert anonymous.get(f"/api/webhooks/{hook}/deliveries").status_code == 401
@@ -408,8 +413,9 @@ def test_enqueue_follows_the_transaction_and_the_subscriptions(admin, database):
 
 
 def test_backoff_doubles_up_to_the_cap_with_equal_jitter(fast_settings):
-    settings = replace(fast_settings, webhook_backoff_base_seconds=10,
-                       webhook_backoff_cap_seconds=3600)
+    settings = replace(
+        fast_settings, webhook_backoff_base_seconds=10, webhook_backoff_cap_seconds=3600
+    )
     for failures, ceiling in [(1, 10), (2, 20), (3, 40), (9, 2560), (10, 3600), (500, 3600)]:
         waits = [webhooks.backoff(settings, failures).total_seconds() for _ in range(200)]
         assert all(ceiling / 2 <= w <= ceiling for w in waits)
@@ -459,7 +465,9 @@ def test_failures_are_retried_under_the_same_id_with_the_same_signed_body(
     assert delivery["last_error"] is None
     log = delivery["attempts_log"]
     assert [(a["status_code"], a["error"]) for a in log] == [
-        (500, "HTTP 500"), (500, "HTTP 500"), (200, None)
+        (500, "HTTP 500"),
+        (500, "HTTP 500"),
+        (200, None),
     ]
     assert all(a["duration_ms"] >= 0 and a["at"] for a in log)
     assert [a["at"] for a in log] == sorted(a["at"] for a in log)
@@ -539,9 +547,10 @@ def test_a_delivered_event_can_be_sent_again(admin, database, receiver):
     hook = subscribe(admin, receiver.url)
     emit(database, admin, "new_flaky_test", {"test": "t"})
     (first,) = eventually(settled(admin, hook, 1), "the delivery")
-    assert admin.client.post(
-        f"/api/webhooks/{hook}/deliveries/{first['id']}/redeliver"
-    ).status_code == 202
+    assert (
+        admin.client.post(f"/api/webhooks/{hook}/deliveries/{first['id']}/redeliver").status_code
+        == 202
+    )
     eventually(lambda: len(receiver.delivered()) == 2, "the second copy")
     assert {r.delivery for r in receiver.delivered()} == {first["id"]}
     assert receiver.delivered()[0].body == receiver.delivered()[1].body
@@ -554,9 +563,10 @@ def test_an_outcome_that_arrives_after_a_redelivery_is_ignored(admin, database, 
     emit(database, admin, "new_flaky_test", {"test": "t"})
     eventually(lambda: receiver.requests, "the first request")
     (delivery,) = deliveries(admin, hook)
-    assert admin.client.post(
-        f"/api/webhooks/{hook}/deliveries/{delivery['id']}/redeliver"
-    ).status_code == 202
+    assert (
+        admin.client.post(f"/api/webhooks/{hook}/deliveries/{delivery['id']}/redeliver").status_code
+        == 202
+    )
 
     # The redelivery succeeds while the first send still waits; that send's timeout must not
     # turn the delivered event back into a pending one.
@@ -590,9 +600,7 @@ def test_deleting_a_webhook_drops_its_pending_deliveries(admin, database, receiv
 
     assert admin.client.delete(f"/api/webhooks/{doomed}").status_code == 204
     with database.transaction() as session:
-        left = session.scalar(
-            select(func.count()).where(WebhookDelivery.webhook_id == doomed)
-        )
+        left = session.scalar(select(func.count()).where(WebhookDelivery.webhook_id == doomed))
     assert left == 0
     receiver.up()
     emit(database, admin, "resolved_flaky_test", {"seq": "marker"})
@@ -648,9 +656,7 @@ def test_a_restarted_server_resumes_delivery(fast_settings, database, receiver):
         finally:
             second.stop()
         assert receiver.per_delivery() == Counter({d["id"]: 1 for d in found})
-        assert sorted(json.loads(r.body)["seq"] for r in receiver.delivered()) == list(
-            range(5)
-        )
+        assert sorted(json.loads(r.body)["seq"] for r in receiver.delivered()) == list(range(5))
     finally:
         drop_webhooks(database, owner)
 
@@ -673,11 +679,14 @@ def test_a_crash_mid_send_means_a_retry_under_the_same_id(
     with server_log.open("wb") as output:
         process = subprocess.Popen(
             [str(Path(sys.executable).with_name("testlens")), "serve", "--port", str(port)],
-            env=env, stdout=output, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     owner = make_tenant(database, SimpleNamespace(url=f"http://127.0.0.1:{port}"), ("admin",))
     try:
         try:
+
             def serving() -> bool:
                 assert process.poll() is None, server_log.read_text()
                 try:
@@ -728,8 +737,14 @@ def test_uploads_that_make_a_test_flaky_and_resolve_it_send_the_seed_payloads(
 
     def run(n: int, pay: list[str]) -> None:
         clock["now"] = start + timedelta(hours=n)
-        response = upload(admin.client, junit({**STABLE, "test_pay": pay}), repo="acme/hooks",
-                          commit=f"{n:040x}", check_name="unit", provider="github")
+        response = upload(
+            admin.client,
+            junit({**STABLE, "test_pay": pay}),
+            repo="acme/hooks",
+            commit=f"{n:040x}",
+            check_name="unit",
+            provider="github",
+        )
         assert response.status_code == 201, response.text
 
     run(0, ["pass"])
@@ -742,9 +757,13 @@ def test_uploads_that_make_a_test_flaky_and_resolve_it_send_the_seed_payloads(
         "action": "new_flaky_test",
         "repository": {"name": "hooks", "org": "acme"},
         "test_suite": {"name": "unit", "provider": "github"},
-        "test_case": {"name": "test_pay", "class_name": "tests.test_shop.TestShop",
-                      "first_occurrence": flaky_at, "last_occurrence": flaky_at,
-                      "last_24_hours_count": 1},
+        "test_case": {
+            "name": "test_pay",
+            "class_name": "tests.test_shop.TestShop",
+            "first_occurrence": flaky_at,
+            "last_occurrence": flaky_at,
+            "last_24_hours_count": 1,
+        },
         "commit_sha": f"{1:040x}",
     }
     # Staying flaky sends nothing more; resolving needs 14 quiet days and enough clean runs.
@@ -752,7 +771,8 @@ def test_uploads_that_make_a_test_flaky_and_resolve_it_send_the_seed_payloads(
         run(24 * 15 + n, ["pass"])
     events = eventually(
         lambda: [r for r in receiver.delivered() if r.event == "resolved_flaky_test"],
-        "resolved_flaky_test delivery")
+        "resolved_flaky_test delivery",
+    )
     assert len(events) == 1
     resolved = json.loads(events[0].body)
     assert resolved["action"] == "resolved_flaky_test"

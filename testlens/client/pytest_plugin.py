@@ -45,42 +45,73 @@ _NOT_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ff
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("testlens", "testlens: duration-aware shards, result upload, "
-                                        "quarantine")
-    group.addoption("--testlens", action="store_true",
-                    help=f"Enable the plugin (or 'testlens = true' in the ini file, or "
-                         f"{ENABLE_VARIABLE}=1).")
+    group = parser.getgroup(
+        "testlens", "testlens: duration-aware shards, result upload, quarantine"
+    )
+    group.addoption(
+        "--testlens",
+        action="store_true",
+        help=f"Enable the plugin (or 'testlens = true' in the ini file, or {ENABLE_VARIABLE}=1).",
+    )
     group.addoption("--testlens-server", metavar="URL", help="Server URL (or TESTLENS_SERVER).")
     group.addoption("--testlens-token", metavar="KEY", help="API key (or TESTLENS_TOKEN).")
-    group.addoption("--testlens-repo", metavar="OWNER/REPO",
-                    help="Repository (default: from the CI environment).")
-    group.addoption("--testlens-environment", metavar="NAME",
-                    help="Where the tests run, e.g. linux-py3.12: durations are kept per "
-                         "environment.")
-    group.addoption("--testlens-shard", metavar="I/K",
-                    help="Run only shard I of K, counted from 0 (0/4 .. 3/4).")
-    group.addoption("--testlens-group-by", choices=GROUP_BY, default="none",
-                    help="Keep the tests of one file or class on one shard (default: none).")
-    group.addoption("--testlens-durations", metavar="FILE", type=Path,
-                    help="pytest-split .test_durations used when the server is not.")
-    group.addoption("--testlens-plan-id", metavar="ID",
-                    help="Use this shard plan, made by another node, instead of a new one.")
-    group.addoption("--testlens-quarantine", action="store_true",
-                    help="Turn failures of tests quarantined on the server into xfail.")
-    group.addoption("--testlens-no-upload", action="store_true",
-                    help="Do not upload the results at the end.")
+    group.addoption(
+        "--testlens-repo",
+        metavar="OWNER/REPO",
+        help="Repository (default: from the CI environment).",
+    )
+    group.addoption(
+        "--testlens-environment",
+        metavar="NAME",
+        help="Where the tests run, e.g. linux-py3.12: durations are kept per environment.",
+    )
+    group.addoption(
+        "--testlens-shard",
+        metavar="I/K",
+        help="Run only shard I of K, counted from 0 (0/4 .. 3/4).",
+    )
+    group.addoption(
+        "--testlens-group-by",
+        choices=GROUP_BY,
+        default="none",
+        help="Keep the tests of one file or class on one shard (default: none).",
+    )
+    group.addoption(
+        "--testlens-durations",
+        metavar="FILE",
+        type=Path,
+        help="pytest-split .test_durations used when the server is not.",
+    )
+    group.addoption(
+        "--testlens-plan-id",
+        metavar="ID",
+        help="Use this shard plan, made by another node, instead of a new one.",
+    )
+    group.addoption(
+        "--testlens-quarantine",
+        action="store_true",
+        help="Turn failures of tests quarantined on the server into xfail.",
+    )
+    group.addoption(
+        "--testlens-no-upload", action="store_true", help="Do not upload the results at the end."
+    )
     parser.addini("testlens", type="bool", default=False, help="Enable the testlens plugin.")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    enabled = (config.getoption("testlens") or config.getini("testlens")
-               or os.environ.get(ENABLE_VARIABLE, "").lower() in ("1", "true", "yes"))
+    enabled = (
+        config.getoption("testlens")
+        or config.getini("testlens")
+        or os.environ.get(ENABLE_VARIABLE, "").lower() in ("1", "true", "yes")
+    )
     if enabled:
         config.pluginmanager.register(TestlensPlugin(config), "testlens-plugin")
     elif config.getoption("testlens_shard"):
         # Ignoring it would run every test on every node, which nobody asks for.
-        raise pytest.UsageError(f"--testlens-shard needs --testlens (or 'testlens = true' in "
-                                f"the ini file, or {ENABLE_VARIABLE}=1)")
+        raise pytest.UsageError(
+            f"--testlens-shard needs --testlens (or 'testlens = true' in "
+            f"the ini file, or {ENABLE_VARIABLE}=1)"
+        )
 
 
 class TestlensPlugin:
@@ -145,9 +176,14 @@ class TestlensPlugin:
         target = self._target()
         if target is None and self._server:
             self._warn(f"sharding without the server: {self._missing()}")
-        split = split_tests([item.nodeid for item in items], total, group_by=self._group_by,
-                            server=target, plan_id=self._plan_id,
-                            durations=self._durations)
+        split = split_tests(
+            [item.nodeid for item in items],
+            total,
+            group_by=self._group_by,
+            server=target,
+            plan_id=self._plan_id,
+            durations=self._durations,
+        )
         for warning in split.warnings:
             self._warn(warning)
         chosen = set(split.shards[index])
@@ -159,7 +195,8 @@ class TestlensPlugin:
         plan = f"; other nodes may pass --testlens-plan-id {split.plan_id}" if split.plan_id else ""
         self._collection_notes.append(
             f"testlens: shard {index}/{total}: {len(selected)} of {len(selected) + len(deselected)}"
-            f" tests ({split.source}{plan})")
+            f" tests ({split.source}{plan})"
+        )
 
     def _mark_quarantined(self, items: list[pytest.Item]) -> None:
         target = self._target()
@@ -171,8 +208,9 @@ class TestlensPlugin:
                 body = client.request("GET", "/api/quarantine", params={"repo": target.repo})
             reasons = {test["nodeid"]: test.get("reason") or "" for test in body.json()["tests"]}
         except SERVER_FAILURES as exc:
-            self._warn(f"no quarantine list ({describe_failure(exc, target.url)}): failures "
-                       "count as usual")
+            self._warn(
+                f"no quarantine list ({describe_failure(exc, target.url)}): failures count as usual"
+            )
             return
         for item in items:
             if item.nodeid in reasons:
@@ -183,7 +221,8 @@ class TestlensPlugin:
                 self._quarantined[item.nodeid] = reason
         self._collection_notes.append(
             f"testlens: {len(self._quarantined)} of these tests quarantined: their failures "
-            "count as xfail")
+            "count as xfail"
+        )
 
     def _warn(self, message: str) -> None:
         self._collection_notes.append(f"testlens: warning: {message}")
@@ -221,14 +260,23 @@ class TestlensPlugin:
         try:
             report = gzip.compress(junit_xml(self._attempts), 6)
             with Client(target.url, target.token, **CLIENT_OPTIONS) as client:
-                answer = client.request("POST", "/api/test-results", data=fields,
-                                        files={"file": ("pytest-testlens.xml.gz", report)})
+                answer = client.request(
+                    "POST",
+                    "/api/test-results",
+                    data=fields,
+                    files={"file": ("pytest-testlens.xml.gz", report)},
+                )
             run = answer.json()
-            return (f"testlens: uploaded {run['tests_processed']} tests ({attempts} attempts, "
-                    f"{run['flaky_detected']} flaky) as run {run['run_id']}", False)
+            return (
+                f"testlens: uploaded {run['tests_processed']} tests ({attempts} attempts, "
+                f"{run['flaky_detected']} flaky) as run {run['run_id']}",
+                False,
+            )
         except Exception as exc:  # whatever it is, an upload must not fail the run
-            return (f"testlens: warning: results not uploaded: {describe_failure(exc, target.url)}",
-                    True)
+            return (
+                f"testlens: warning: results not uploaded: {describe_failure(exc, target.url)}",
+                True,
+            )
 
 
 @dataclass(slots=True)
@@ -250,14 +298,18 @@ class _Attempt:
             return
         # A quarantined test's failure is xfail to pytest, but the server judges the test
         # on what really happened.
-        quarantined_failure = (quarantine_reason is not None and report.skipped
-                               and getattr(report, "wasxfail", None) == quarantine_reason)
+        quarantined_failure = (
+            quarantine_reason is not None
+            and report.skipped
+            and getattr(report, "wasxfail", None) == quarantine_reason
+        )
         if report.outcome in ("failed", "rerun") or quarantined_failure:
             self.status = "failed" if report.when == "call" else "error"
             crash = getattr(report.longrepr, "reprcrash", None)
             self.details = report.longreprtext or None
             self.message = getattr(crash, "message", None) or (
-                self.details.partition("\n")[0] if self.details else None)
+                self.details.partition("\n")[0] if self.details else None
+            )
             self.stdout = report.capstdout or None
             self.stderr = report.capstderr or None
         elif report.skipped and self.status == "passed":
@@ -281,10 +333,14 @@ def junit_xml(attempts: dict[str, list[_Attempt]]) -> bytes:
     for nodeid, runs in attempts.items():
         key = TestKey.from_nodeid(nodeid)
         for attempt in runs:
-            case = ElementTree.SubElement(suite, "testcase", file=_xml(key.file),
-                                          classname=_xml(key.classname),
-                                          name=_xml(key.name),
-                                          time=f"{attempt.seconds:.6f}")
+            case = ElementTree.SubElement(
+                suite,
+                "testcase",
+                file=_xml(key.file),
+                classname=_xml(key.classname),
+                name=_xml(key.name),
+                time=f"{attempt.seconds:.6f}",
+            )
             if attempt.status != "passed":
                 tag = {"failed": "failure", "error": "error"}.get(attempt.status, "skipped")
                 result = ElementTree.SubElement(case, tag, message=_xml(attempt.message or ""))

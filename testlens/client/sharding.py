@@ -27,8 +27,7 @@ CLIENT_OPTIONS: dict[str, Any] = {"attempts": 3, "backoff": 0.5, "max_delay": 5.
 minute, before the run goes on without it."""
 
 
-SERVER_FAILURES = (ServerError, httpx.HTTPError, ValueError, KeyError, TypeError,
-                   AttributeError)
+SERVER_FAILURES = (ServerError, httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError)
 """How a call to the server ends without an answer to use: refused, unreachable, or answered
 in a shape the API does not promise."""
 
@@ -117,8 +116,7 @@ def split_tests(
             answer = _server_plan(server, plan_id, shards, group_by, ids)
             shard_of = _shard_of_keys(answer["shards"], set(keys.values()))
             found_id = str(answer["plan_id"])
-            return Split(_arrange(ids, keys, shard_of, shards), f"server plan {found_id}",
-                         found_id)
+            return Split(_arrange(ids, keys, shard_of, shards), f"server plan {found_id}", found_id)
         except SERVER_FAILURES as exc:
             warnings.append(f"no shard plan from the server: {describe_failure(exc, server.url)}")
     weights = dict.fromkeys(keys.values(), 1.0)
@@ -153,10 +151,17 @@ def _server_plan(
         if plan_id:
             response = client.request("GET", f"/api/shard-plans/{plan_id}")
         else:
-            response = client.request("POST", "/api/shard-plans", json={
-                "repo": server.repo, "environment": server.environment, "shards": shards,
-                "group_by": group_by, "tests": ids,
-            })
+            response = client.request(
+                "POST",
+                "/api/shard-plans",
+                json={
+                    "repo": server.repo,
+                    "environment": server.environment,
+                    "shards": shards,
+                    "group_by": group_by,
+                    "tests": ids,
+                },
+            )
     plan = response.json()
     if len(plan["shards"]) != shards:
         raise ValueError(f"plan {plan['plan_id']} has {len(plan['shards'])} shards, not {shards}")

@@ -206,34 +206,39 @@ class TestState:
         return (self.total_runs - self.failed_runs) / self.total_runs
 
     def to_json(self) -> str:
-        return json.dumps({
-            "v": _STATE_VERSION,
-            "environment": self.environment,
-            "first_seen": _micros(self.first_seen),
-            "last_seen": _micros(self.last_seen),
-            "verdict": self.verdict,
-            "verdict_since": _micros(self.verdict_since),
-            "flaky_since": _micros(self.flaky_since),
-            "quarantined_since": _micros(self.quarantined_since),
-            "total_runs": self.total_runs,
-            "failed_runs": self.failed_runs,
-            "flaky_runs": self.flaky_runs,
-            "outage_runs": self.outage_runs,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "clean_runs_since_flaky": self.clean_runs_since_flaky,
-            "first_flaky_at": _micros(self.first_flaky_at),
-            "last_flaky_at": _micros(self.last_flaky_at),
-            "recent_flaky": [[_micros(at), run] for at, run in self.recent_flaky],
-            "streak": None if self.streak is None else {
-                "started_at": _micros(self.streak.started_at),
-                "last_at": _micros(self.streak.last_at),
-                "count": self.streak.count,
-                "attempts": self.streak.attempts,
-                "runs": [[_micros(at), run] for at, run in self.streak.runs],
+        return json.dumps(
+            {
+                "v": _STATE_VERSION,
+                "environment": self.environment,
+                "first_seen": _micros(self.first_seen),
+                "last_seen": _micros(self.last_seen),
+                "verdict": self.verdict,
+                "verdict_since": _micros(self.verdict_since),
+                "flaky_since": _micros(self.flaky_since),
+                "quarantined_since": _micros(self.quarantined_since),
+                "total_runs": self.total_runs,
+                "failed_runs": self.failed_runs,
+                "flaky_runs": self.flaky_runs,
+                "outage_runs": self.outage_runs,
+                "alpha": self.alpha,
+                "beta": self.beta,
+                "clean_runs_since_flaky": self.clean_runs_since_flaky,
+                "first_flaky_at": _micros(self.first_flaky_at),
+                "last_flaky_at": _micros(self.last_flaky_at),
+                "recent_flaky": [[_micros(at), run] for at, run in self.recent_flaky],
+                "streak": None
+                if self.streak is None
+                else {
+                    "started_at": _micros(self.streak.started_at),
+                    "last_at": _micros(self.streak.last_at),
+                    "count": self.streak.count,
+                    "attempts": self.streak.attempts,
+                    "runs": [[_micros(at), run] for at, run in self.streak.runs],
+                },
+                "codes": [[code, *entry] for code, entry in self.codes.items()],
             },
-            "codes": [[code, *entry] for code, entry in self.codes.items()],
-        }, separators=(",", ":"))
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> TestState:
@@ -259,12 +264,18 @@ class TestState:
             first_flaky_at=_opt_from_micros(d["first_flaky_at"]),
             last_flaky_at=_opt_from_micros(d["last_flaky_at"]),
             recent_flaky=[(_from_micros(at), run) for at, run in d["recent_flaky"]],
-            streak=None if s is None else Streak(
-                started_at=_from_micros(s["started_at"]), last_at=_from_micros(s["last_at"]),
-                count=s["count"], attempts=s["attempts"],
-                runs=tuple((_from_micros(at), run) for at, run in s["runs"])),
-            codes={code: (first, pass_run, fail_run)
-                   for code, first, pass_run, fail_run in d["codes"]},
+            streak=None
+            if s is None
+            else Streak(
+                started_at=_from_micros(s["started_at"]),
+                last_at=_from_micros(s["last_at"]),
+                count=s["count"],
+                attempts=s["attempts"],
+                runs=tuple((_from_micros(at), run) for at, run in s["runs"]),
+            ),
+            codes={
+                code: (first, pass_run, fail_run) for code, first, pass_run, fail_run in d["codes"]
+            },
         )
 
 
@@ -280,12 +291,19 @@ def observe(
     if obs.at.tzinfo is None:
         raise ValueError("observation time must be timezone-aware (UTC)")
     if state is None:
-        state = TestState(environment=obs.environment, first_seen=obs.at, last_seen=obs.at,
-                          verdict_since=obs.at, alpha=config.prior_failures,
-                          beta=config.prior_passes)
+        state = TestState(
+            environment=obs.environment,
+            first_seen=obs.at,
+            last_seen=obs.at,
+            verdict_since=obs.at,
+            alpha=config.prior_failures,
+            beta=config.prior_passes,
+        )
     elif state.environment != obs.environment:
-        raise ValueError(f"observation for environment {obs.environment!r} applied to the "
-                         f"state of environment {state.environment!r}")
+        raise ValueError(
+            f"observation for environment {obs.environment!r} applied to the "
+            f"state of environment {state.environment!r}"
+        )
     else:
         state = _copy(state)
     ran = [status for status in obs.statuses if status != "skipped"]
@@ -321,8 +339,10 @@ def credible_interval(
 ) -> tuple[float, float]:
     """Equal-tailed credible interval of ``q``, computed from the posterior on demand rather
     than stored, since the state's ``alpha`` and ``beta`` determine it."""
-    return (_beta_quantile(config.lower_tail, state.alpha, state.beta),
-            _beta_quantile(config.upper_tail, state.alpha, state.beta))
+    return (
+        _beta_quantile(config.lower_tail, state.alpha, state.beta),
+        _beta_quantile(config.upper_tail, state.alpha, state.beta),
+    )
 
 
 @cache
@@ -334,8 +354,10 @@ def resolve_clean_runs(config: DetectionConfig = DEFAULT_CONFIG) -> int:
     of Beta(prior_failures, prior_passes + n) is below ``resolve_max_rate``.
     """
     n = 0
-    while _beta_cdf(config.resolve_max_rate, config.prior_failures,
-                    config.prior_passes + n) < config.upper_tail:
+    while (
+        _beta_cdf(config.resolve_max_rate, config.prior_failures, config.prior_passes + n)
+        < config.upper_tail
+    ):
         n += 1
     return n
 
@@ -370,17 +392,30 @@ def observations(
         failing = sum(1 for statuses in ran if any(s in ("failed", "error") for s in statuses))
         share = failing / len(ran) if ran else 0.0
         for identity, statuses in tests:
-            result.append((identity, Observation(
-                run_id=run_id, at=at, code_id=code_id, environment=env, statuses=statuses,
-                run_failure_share=share, run_tests=len(ran), mainline=mainline)))
+            result.append(
+                (
+                    identity,
+                    Observation(
+                        run_id=run_id,
+                        at=at,
+                        code_id=code_id,
+                        environment=env,
+                        statuses=statuses,
+                        run_failure_share=share,
+                        run_tests=len(ran),
+                        mainline=mainline,
+                    ),
+                )
+            )
     return result
 
 
 class _Update:
     """The steps of one :func:`observe` call, sharing the copied state and the transitions."""
 
-    def __init__(self, state: TestState, obs: Observation, config: DetectionConfig,
-                 ran: list[str]) -> None:
+    def __init__(
+        self, state: TestState, obs: Observation, config: DetectionConfig, ran: list[str]
+    ) -> None:
         self.s = state
         self.obs = obs
         self.cfg = config
@@ -448,16 +483,17 @@ class _Update:
         raw = s.codes.pop(key, None)
         seen = CodeSeen(_from_micros(raw[0]), raw[1], raw[2]) if raw else CodeSeen(obs.at)
         if proof is None and self.failed and seen.pass_run is not None:
-            proof = (self._same_code_reason(obs.run_id, seen.pass_run),
-                     (seen.pass_run, obs.run_id))
+            proof = (self._same_code_reason(obs.run_id, seen.pass_run), (seen.pass_run, obs.run_id))
         elif proof is None and self.passed and seen.fail_run is not None:
-            proof = (self._same_code_reason(seen.fail_run, obs.run_id),
-                     (seen.fail_run, obs.run_id))
+            proof = (self._same_code_reason(seen.fail_run, obs.run_id), (seen.fail_run, obs.run_id))
         refutes = self.passed and seen.fail_run is not None
         # After a pass (or a failure where it had passed) every failure here was a flake.
         fail_run = None if self.passed or proof else seen.fail_run or obs.run_id
-        seen = CodeSeen(min(seen.first_seen, obs.at), seen.pass_run or
-                        (obs.run_id if self.passed else None), fail_run)
+        seen = CodeSeen(
+            min(seen.first_seen, obs.at),
+            seen.pass_run or (obs.run_id if self.passed else None),
+            fail_run,
+        )
         s.codes[key] = (_micros(seen.first_seen), seen.pass_run, seen.fail_run)
         while len(s.codes) > self.cfg.code_memory:
             del s.codes[next(iter(s.codes))]
@@ -465,8 +501,10 @@ class _Update:
         return proof, ends_streak, refutes
 
     def _same_code_reason(self, failed_run: str, passed_run: str) -> str:
-        return (f"failed in run {failed_run} and passed in run {passed_run} on the same code "
-                f"{self.obs.code_id}")
+        return (
+            f"failed in run {failed_run} and passed in run {passed_run} on the same code "
+            f"{self.obs.code_id}"
+        )
 
     def _count(self, failed: bool, times: int = 1) -> None:
         """Add runs on good code to the posterior of ``q``, fading older ones."""
@@ -484,7 +522,7 @@ class _Update:
         s.first_flaky_at = at if s.first_flaky_at is None else min(s.first_flaky_at, at)
         s.last_flaky_at = at if s.last_flaky_at is None else max(s.last_flaky_at, at)
         insort(s.recent_flaky, (at, run_id))
-        del s.recent_flaky[:-self.cfg.recent_flaky_limit]
+        del s.recent_flaky[: -self.cfg.recent_flaky_limit]
 
     def _extend_streak(self) -> None:
         s, obs, cfg = self.s, self.obs, self.cfg
@@ -495,17 +533,26 @@ class _Update:
             runs = old.runs
             if len(runs) < _STREAK_RUNS:
                 runs += ((obs.at, obs.run_id),)
-            streak = Streak(min(old.started_at, obs.at), max(old.last_at, obs.at),
-                            old.count + 1, old.attempts + self.attempts, runs)
+            streak = Streak(
+                min(old.started_at, obs.at),
+                max(old.last_at, obs.at),
+                old.count + 1,
+                old.attempts + self.attempts,
+                runs,
+            )
         s.streak = streak
         if s.verdict == "broken" or streak.count < cfg.broken_min_runs:
             return
         chance = _streak_chance(s.alpha, s.beta, streak.attempts)
         if chance < cfg.broken_max_chance:
-            self._set_verdict("broken", (
-                f"failed every run since run {streak.runs[0][1]} ({streak.count} in a row); "
-                f"flakes at this test's rate would do that with chance {chance:.2g}"),
-                tuple(run for _, run in streak.runs))
+            self._set_verdict(
+                "broken",
+                (
+                    f"failed every run since run {streak.runs[0][1]} ({streak.count} in a row); "
+                    f"flakes at this test's rate would do that with chance {chance:.2g}"
+                ),
+                tuple(run for _, run in streak.runs),
+            )
 
     def _end_streak(self, refuted: bool) -> bool:
         """A pass ended the failure streak; return whether its failures were flakes.
@@ -520,9 +567,14 @@ class _Update:
         s.streak = None
         if s.verdict == "broken" and not refuted:
             back: Verdict = "flaky" if s.flaky_since is not None else "healthy"
-            self._set_verdict(back, (
-                f"passed again in run {obs.run_id} after failing {streak.count} runs in a row "
-                f"since run {streak.runs[0][1]}"), (streak.runs[0][1], obs.run_id))
+            self._set_verdict(
+                back,
+                (
+                    f"passed again in run {obs.run_id} after failing {streak.count} runs in a row "
+                    f"since run {streak.runs[0][1]}"
+                ),
+                (streak.runs[0][1], obs.run_id),
+            )
             return False
         self._count(failed=True, times=streak.count)
         for at, run_id in streak.runs:
@@ -542,7 +594,8 @@ class _Update:
             f"fails on good code at an estimated {s.flake_score:.1%} of runs "
             f"({cfg.credible_mass:.0%} credible interval {low:.1%} to {high:.1%}), above the "
             f"{cfg.flaky_min_rate:.1%} floor",
-            tuple(run for _, run in s.recent_flaky[-10:]))
+            tuple(run for _, run in s.recent_flaky[-10:]),
+        )
 
     def _become_flaky(self, reason: str, run_ids: tuple[str, ...]) -> None:
         """Mark the test flaky underneath; show it unless a regression is still failing it."""
@@ -565,16 +618,20 @@ class _Update:
         s.flaky_since = None
         s.alpha, s.beta = cfg.prior_failures, cfg.prior_passes + s.clean_runs_since_flaky
         days = (obs.at - quiet_since).days
-        self._set_verdict("healthy", (
-            f"no flaky failure for {days} days, and {s.clean_runs_since_flaky} clean runs since "
-            f"bound its failure rate below {cfg.resolve_max_rate:.0%}"), (obs.run_id,))
+        self._set_verdict(
+            "healthy",
+            (
+                f"no flaky failure for {days} days, and {s.clean_runs_since_flaky} clean runs "
+                f"since bound its failure rate below {cfg.resolve_max_rate:.0%}"
+            ),
+            (obs.run_id,),
+        )
 
     def _set_verdict(self, verdict: Verdict, reason: str, run_ids: Iterable[str]) -> None:
         s = self.s
         if verdict == s.verdict:
             return
-        self.transitions.append(Transition(s.verdict, verdict, self.obs.at, reason,
-                                           tuple(run_ids)))
+        self.transitions.append(Transition(s.verdict, verdict, self.obs.at, reason, tuple(run_ids)))
         s.verdict = verdict
         s.verdict_since = self.obs.at
 
@@ -599,8 +656,9 @@ def _beta_cdf(x: float, a: float, b: float) -> float:
         return 0.0
     if x >= 1.0:
         return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
     if x < (a + 1.0) / (a + b + 2.0):
         return math.exp(log_front) * _beta_fraction(x, a, b) / a
     return 1.0 - math.exp(log_front) * _beta_fraction(1.0 - x, b, a) / b

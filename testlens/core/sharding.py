@@ -104,15 +104,19 @@ def plan_shards(
     groups: dict[str, list[TestKey]] = {}
     for test in sorted(durations_ms):
         groups.setdefault(group_key(test, group_by), []).append(test)
-    whole = [_unit(tests, durations_ms, setup.get(group, 0.0), group)
-             for group, tests in groups.items()]
+    whole = [
+        _unit(tests, durations_ms, setup.get(group, 0.0), group) for group, tests in groups.items()
+    ]
     best = _plan(whole, shards, durations_ms, setup)
     share = sum(unit.weight for unit in whole) / shards
     oversized = [unit for unit in whole if unit.weight > share and len(unit.tests) > 1]
     if oversized:
         kept = [unit for unit in whole if unit.weight <= share or len(unit.tests) == 1]
-        pieces = [piece for unit in oversized
-                  for piece in _split(unit, shards, share, durations_ms, setup)]
+        pieces = [
+            piece
+            for unit in oversized
+            for piece in _split(unit, shards, share, durations_ms, setup)
+        ]
         spread = _plan(kept + pieces, shards, durations_ms, setup)
         if spread.makespan_ms < best.makespan_ms * (1 - _TOLERANCE):
             best = spread
@@ -128,13 +132,19 @@ class _Unit:
     tests: tuple[TestKey, ...]
 
 
-def _unit(tests: Sequence[TestKey], durations: Mapping[TestKey, float], setup: float,
-          group: str) -> _Unit:
+def _unit(
+    tests: Sequence[TestKey], durations: Mapping[TestKey, float], setup: float, group: str
+) -> _Unit:
     return _Unit(sum(durations[test] for test in tests) + setup, group, tuple(tests))
 
 
-def _split(unit: _Unit, shards: int, share: float, durations: Mapping[TestKey, float],
-           setup: Mapping[str, float]) -> list[_Unit]:
+def _split(
+    unit: _Unit,
+    shards: int,
+    share: float,
+    durations: Mapping[TestKey, float],
+    setup: Mapping[str, float],
+) -> list[_Unit]:
     """Cut an oversized group into about as many pieces as even shares it holds, each piece
     carrying the group's setup; the pieces are balanced by the same packing as shards."""
     cost = setup.get(unit.group, 0.0)
@@ -143,12 +153,15 @@ def _split(unit: _Unit, shards: int, share: float, durations: Mapping[TestKey, f
     count = min(shards, len(unit.tests), math.ceil((unit.weight - cost) / (share - cost)))
     singles = sorted(unit.tests, key=lambda test: (-durations[test], test))
     bins = _pack([durations[test] for test in singles], count)
-    return [_unit(sorted(singles[index] for index in members), durations, cost, unit.group)
-            for members in bins]
+    return [
+        _unit(sorted(singles[index] for index in members), durations, cost, unit.group)
+        for members in bins
+    ]
 
 
-def _plan(units: list[_Unit], shards: int, durations: Mapping[TestKey, float],
-          setup: Mapping[str, float]) -> ShardPlan:
+def _plan(
+    units: list[_Unit], shards: int, durations: Mapping[TestKey, float], setup: Mapping[str, float]
+) -> ShardPlan:
     units = sorted(units, key=lambda unit: (-unit.weight, unit.tests[0]))
     bins = _pack([unit.weight for unit in units], shards)
     plan_tests: list[tuple[TestKey, ...]] = []
@@ -157,8 +170,9 @@ def _plan(units: list[_Unit], shards: int, durations: Mapping[TestKey, float],
         tests = sorted(test for index in members for test in units[index].tests)
         present = sorted({units[index].group for index in members})
         plan_tests.append(tuple(tests))
-        plan_durations.append(sum(durations[test] for test in tests)
-                              + sum(setup.get(group, 0.0) for group in present))
+        plan_durations.append(
+            sum(durations[test] for test in tests) + sum(setup.get(group, 0.0) for group in present)
+        )
     return ShardPlan(shards=tuple(plan_tests), durations_ms=tuple(plan_durations))
 
 
@@ -236,7 +250,7 @@ def _best_step(
         for take in takes:
             base = take[0] if take is not None else 0.0
             at = bisect_left(heavy_weights, base + gap / 2)
-            for give in heavy[max(at - 1, 0):at + 1]:
+            for give in heavy[max(at - 1, 0) : at + 1]:
                 shift = give[0] - base
                 if 0 < shift < gap:
                     pair_peak = max(peak - shift, loads[other] + shift)

@@ -35,16 +35,32 @@ from ..model import Attempt, AttemptStatus, ReportError, TestCase, truncate_outp
 from . import Format
 
 _NUMBER: tuple[type, ...] = (int, float)
-_JSON_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "an array",
-                    dict: "an object", bool: "a boolean"}
+_JSON_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    list: "an array",
+    dict: "an object",
+    bool: "a boolean",
+}
 # "other" is missing on purpose: it depends on the attempt (see the module docstring).
-_STATUSES: dict[str, AttemptStatus] = {"passed": "passed", "failed": "failed",
-                                       "skipped": "skipped", "pending": "skipped"}
+_STATUSES: dict[str, AttemptStatus] = {
+    "passed": "passed",
+    "failed": "failed",
+    "skipped": "skipped",
+    "pending": "skipped",
+}
 _UNRECORDED_RETRY = "retried after a failure; the report records no details of this attempt"
 
 
-def field(obj: Mapping[str, Any], key: str, types: type | tuple[type, ...], where: str,
-          *, required: bool = False) -> Any:
+def field(
+    obj: Mapping[str, Any],
+    key: str,
+    types: type | tuple[type, ...],
+    where: str,
+    *,
+    required: bool = False,
+) -> Any:
     """``obj[key]`` checked against ``types``; None when absent or null and not required.
 
     Reports are untrusted input, so a wrong type must become a ReportError that names the
@@ -62,8 +78,9 @@ def field(obj: Mapping[str, Any], key: str, types: type | tuple[type, ...], wher
     return value
 
 
-def objects(obj: Mapping[str, Any], key: str, where: str, *, required: bool = False
-            ) -> list[dict[str, Any]]:
+def objects(
+    obj: Mapping[str, Any], key: str, where: str, *, required: bool = False
+) -> list[dict[str, Any]]:
     """The array of objects at ``obj[key]`` (empty when absent and optional)."""
     items = field(obj, key, list, where, required=required) or []
     for index, item in enumerate(items):
@@ -113,15 +130,21 @@ def _test(test: dict[str, Any], where: str) -> TestCase:
     if retries is not None and retries < 0:
         raise ReportError(f"{where}: 'retries' must not be negative")
     if not attempts:
-        attempts = [Attempt(status="failed", message=_UNRECORDED_RETRY,
-                            environment=final.environment) for _ in range(retries or 0)]
+        attempts = [
+            Attempt(status="failed", message=_UNRECORDED_RETRY, environment=final.environment)
+            for _ in range(retries or 0)
+        ]
         attempts.append(final)
     elif _lists_final_attempt(len(attempts), retries, numbered[-1][1], test["status"]):
         _fill_from(attempts[-1], final)
     else:
         attempts.append(final)
-    return TestCase(name=name, suite=_suite(test, where),
-                    file=field(test, "filePath", str, where) or "", attempts=attempts)
+    return TestCase(
+        name=name,
+        suite=_suite(test, where),
+        file=field(test, "filePath", str, where) or "",
+        attempts=attempts,
+    )
 
 
 def _lists_final_attempt(count: int, retries: int | None, last_status: str, status: str) -> bool:
@@ -155,8 +178,10 @@ def _status(status: str, details: str | None, where: str) -> AttemptStatus:
     if status == "other":
         return "error" if details else "skipped"
     if status not in _STATUSES:
-        raise ReportError(f"{where}: unknown status {status!r}; expected one of "
-                          f"{', '.join([*_STATUSES, 'other'])}")
+        raise ReportError(
+            f"{where}: unknown status {status!r}; expected one of "
+            f"{', '.join([*_STATUSES, 'other'])}"
+        )
     return _STATUSES[status]
 
 

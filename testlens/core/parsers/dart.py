@@ -73,17 +73,21 @@ def _parse(events: list[dict[str, Any]]) -> list[TestCase]:
     return [case for case in cases if case is not None]
 
 
-def _case(started: _Started, suites: dict[int, dict[str, Any]], groups: dict[int, str],
-          end: float) -> TestCase | None:
+def _case(
+    started: _Started, suites: dict[int, dict[str, Any]], groups: dict[int, str], end: float
+) -> TestCase | None:
     attempt = _attempt(started, end)
     if started.done is not None and started.done.get("hidden") and not attempt.is_failure:
         return None
-    suite, name = _names(started.test.get("name") or "", started.test.get("groupIDs") or [],
-                         groups)
+    suite, name = _names(started.test.get("name") or "", started.test.get("groupIDs") or [], groups)
     suite_info = suites.get(started.test.get("suiteID"), {})
     attempt.environment = suite_info.get("platform")
-    return TestCase(name=name, suite=suite, file=(suite_info.get("path") or "").replace("\\", "/"),
-                    attempts=[attempt])
+    return TestCase(
+        name=name,
+        suite=suite,
+        file=(suite_info.get("path") or "").replace("\\", "/"),
+        attempts=[attempt],
+    )
 
 
 def _attempt(started: _Started, end: float) -> Attempt:
@@ -126,7 +130,7 @@ def _names(full: str, group_ids: list[int], groups: dict[int, str]) -> tuple[str
 
 def _strip_prefix(name: str, prefix: str) -> str:
     if prefix and name.startswith(prefix + " "):
-        return name[len(prefix) + 1:]
+        return name[len(prefix) + 1 :]
     return name
 
 

@@ -45,7 +45,7 @@ def _exception_type(status: AttemptStatus, message: str | None) -> str | None:
 def _without_class(name: str, classname: str) -> str:
     """Runners print ``Namespace.Class.Method(args)``; the class is already in ``classname``."""
     prefix = classname + "."
-    return name[len(prefix):] if classname and name.startswith(prefix) else name
+    return name[len(prefix) :] if classname and name.startswith(prefix) else name
 
 
 # --- NUnit -------------------------------------------------------------------------------
@@ -78,8 +78,9 @@ def _parse_nunit(root: etree._Element) -> list[TestCase]:
     return [read(case) for case in root.iter("{*}test-case")]
 
 
-def _nunit_attempt(case: etree._Element, status: AttemptStatus, seconds: str | None,
-                   label: str) -> Attempt:
+def _nunit_attempt(
+    case: etree._Element, status: AttemptStatus, seconds: str | None, label: str
+) -> Attempt:
     message = _text(case, "{*}failure/{*}message") or _text(case, "{*}reason/{*}message")
     stopped = label == "Cancelled" or any(_NUNIT_TIMEOUT.search(t) for t in (label, message or ""))
     return Attempt(
@@ -106,8 +107,9 @@ def _nunit3_case(case: etree._Element) -> TestCase:
     label = case.get("label", "")
     if status == "failed" and label in _NUNIT3_ERROR_LABELS:
         status = "error"
-    fixture = next((s for s in case.iterancestors("{*}test-suite")
-                    if s.get("type") == "TestFixture"), None)
+    fixture = next(
+        (s for s in case.iterancestors("{*}test-suite") if s.get("type") == "TestFixture"), None
+    )
     suite = fixture.get("fullname", "") if fixture is not None else ""
     return TestCase(
         name=case.get("name", ""),
@@ -148,7 +150,7 @@ def _split_member(qualified: str) -> tuple[str, str]:
         elif char in "([<":
             depth -= 1
         elif char == "." and depth == 0:
-            return qualified[:index], qualified[index + 1:]
+            return qualified[:index], qualified[index + 1 :]
     return "", qualified
 
 
@@ -183,8 +185,9 @@ def _xunit_attempt(element: etree._Element, status: AttemptStatus) -> Attempt:
     return Attempt(
         status=status,
         duration_ms=_seconds_ms(element.get("time")),
-        message=_xunit_unescape(_text(element, "{*}failure/{*}message")
-                                or _text(element, "{*}reason")),
+        message=_xunit_unescape(
+            _text(element, "{*}failure/{*}message") or _text(element, "{*}reason")
+        ),
         error_type=failure.get("exception-type") if failure is not None else None,
         stack=_text(element, "{*}failure/{*}stack-trace"),
         stdout=truncate_output(_text(element, "{*}output")),
@@ -330,10 +333,19 @@ def _start_time(result: etree._Element) -> datetime | None:
 
 
 FORMATS: tuple[Format, ...] = (
-    Format(name="nunit", kind="xml", parse=_parse_nunit,
-           matches=lambda root: local_name(root) in ("test-run", "test-results")),
-    Format(name="xunit", kind="xml", parse=_parse_xunit,
-           matches=lambda root: local_name(root) == "assemblies"),
-    Format(name="trx", kind="xml", parse=_parse_trx,
-           matches=lambda root: local_name(root) == "TestRun"),
+    Format(
+        name="nunit",
+        kind="xml",
+        parse=_parse_nunit,
+        matches=lambda root: local_name(root) in ("test-run", "test-results"),
+    ),
+    Format(
+        name="xunit",
+        kind="xml",
+        parse=_parse_xunit,
+        matches=lambda root: local_name(root) == "assemblies",
+    ),
+    Format(
+        name="trx", kind="xml", parse=_parse_trx, matches=lambda root: local_name(root) == "TestRun"
+    ),
 )

@@ -77,25 +77,30 @@ class _Reader:
             self.attempt(attempt, f"{where}.attempts[{index}]")
             for index, attempt in enumerate(objects(test, "attempts", where, required=True))
         ]
-        self.tests.append(TestCase(
-            name=title,
-            suite=" > ".join(path),
-            file=file or _location_file(test, where),
-            attempts=attempts,
-        ))
+        self.tests.append(
+            TestCase(
+                name=title,
+                suite=" > ".join(path),
+                file=file or _location_file(test, where),
+                attempts=attempts,
+            )
+        )
 
     def attempt(self, attempt: dict[str, Any], where: str) -> Attempt:
         status = _status(attempt, "status", where)
         expected = _status(attempt, "expectedStatus", where)
         index = field(attempt, "environmentIdx", int, where) or 0
         if not 0 <= index < len(self.environments):
-            raise ReportError(f"{where}: environmentIdx {index} is not one of the "
-                              f"{len(self.environments)} environments")
+            raise ReportError(
+                f"{where}: environmentIdx {index} is not one of the "
+                f"{len(self.environments)} environments"
+            )
         errors = objects(attempt, "errors", where)
         first = errors[0] if errors else {}
         error_where = f"{where}.errors[0]"
-        message = (field(first, "message", str, error_where)
-                   or field(first, "value", str, error_where))
+        message = field(first, "message", str, error_where) or field(
+            first, "value", str, error_where
+        )
         stdout, stderr = _stdio(attempt, where)
         judged, censored = _judge(status, expected)
         return Attempt(

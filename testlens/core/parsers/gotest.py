@@ -131,11 +131,17 @@ def _explained(package: _Package) -> bool:
 
 def _package_failure(name: str, output: list[str]) -> TestCase:
     """The errored test standing for a package failure; its time is already in its tests."""
-    return TestCase(name=name, classname=name, attempts=[Attempt(
-        status="error",
-        message=_message(output) or "the package failed",
-        stdout=truncate_output("".join(output)),
-    )])
+    return TestCase(
+        name=name,
+        classname=name,
+        attempts=[
+            Attempt(
+                status="error",
+                message=_message(output) or "the package failed",
+                stdout=truncate_output("".join(output)),
+            )
+        ],
+    )
 
 
 def _message(output: list[str]) -> str | None:

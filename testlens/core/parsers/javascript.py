@@ -58,19 +58,28 @@ _SEPARATOR = re.compile(r"[\\/]")
 _WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]")
 _MOCHA_TIMEOUT = re.compile(r"^Timeout of \d+ms exceeded")
 # Directory names that hold tests or sources inside a project, never the project itself.
-_INNER_DIRS = frozenset({"__tests__", "test", "tests", "spec", "specs", "e2e", "src", "lib",
-                         "packages"})
+_INNER_DIRS = frozenset(
+    {"__tests__", "test", "tests", "spec", "specs", "e2e", "src", "lib", "packages"}
+)
 
 # "focused" is in Jest's status type but jest-circus never writes it for a test; a focused
 # test is one selected with .only, so it ran, and without failure messages it passed.
 _JEST_STATUS: dict[str, AttemptStatus] = {
-    "passed": "passed", "focused": "passed", "failed": "failed", "pending": "skipped",
-    "skipped": "skipped", "todo": "skipped", "disabled": "skipped",
+    "passed": "passed",
+    "focused": "passed",
+    "failed": "failed",
+    "pending": "skipped",
+    "skipped": "skipped",
+    "todo": "skipped",
+    "disabled": "skipped",
 }
 # Playwright result status -> (attempt status, censored).
 _PLAYWRIGHT_STATUS: dict[str, tuple[AttemptStatus, bool]] = {
-    "passed": ("passed", False), "failed": ("failed", False), "skipped": ("skipped", False),
-    "timedOut": ("failed", True), "interrupted": ("error", True),
+    "passed": ("passed", False),
+    "failed": ("failed", False),
+    "skipped": ("skipped", False),
+    "timedOut": ("failed", True),
+    "interrupted": ("error", True),
 }
 
 
@@ -100,9 +109,8 @@ def _split_error(text: str | None) -> tuple[str | None, str | None, str | None]:
     frame = _STACK_FRAME.search(text)
     head = text[: frame.start()] if frame else text
     typed = _ERROR_TYPE.match(head)
-    message = head[typed.end():] if typed else head
-    return (message.strip() or None, typed.group(1) if typed else None,
-            text if frame else None)
+    message = head[typed.end() :] if typed else head
+    return (message.strip() or None, typed.group(1) if typed else None, text if frame else None)
 
 
 def _retry_count(value: Any, field: str) -> int:
@@ -118,6 +126,7 @@ def _retried(reason: str | None = None) -> Attempt:
 
 
 # --- paths -----------------------------------------------------------------------------
+
 
 def _is_absolute(path: str) -> bool:
     return path.startswith(("/", "\\")) or bool(_WINDOWS_ABSOLUTE.match(path))
@@ -146,14 +155,18 @@ def _relative(path: str, root: list[str] | None) -> str:
     parts = _SEPARATOR.split(path)
     if parts[: len(root)] != root:
         return path
-    return "/".join(parts[len(root):])
+    return "/".join(parts[len(root) :])
 
 
 # --- Jest ------------------------------------------------------------------------------
 
+
 def _jest_matches(document: Any) -> bool:
-    return (isinstance(document, dict) and "numTotalTests" in document
-            and isinstance(document.get("testResults"), list))
+    return (
+        isinstance(document, dict)
+        and "numTotalTests" in document
+        and isinstance(document.get("testResults"), list)
+    )
 
 
 def _jest_test(result: dict[str, Any], file: str) -> TestCase:
@@ -165,19 +178,18 @@ def _jest_test(result: dict[str, Any], file: str) -> TestCase:
     reasons = result.get("retryReasons") or []
     earlier = _retry_count((result.get("invocations") or 1) - 1, "invocations")
     attempts = [_retried(reasons[i] if i < len(reasons) else None) for i in range(earlier)]
-    attempts.append(Attempt(status, float(result.get("duration") or 0), message, error_type,
-                            stack))
+    attempts.append(Attempt(status, float(result.get("duration") or 0), message, error_type, stack))
     ancestors = result.get("ancestorTitles") or []
-    return TestCase(name=result["title"], suite=" > ".join(ancestors), file=file,
-                    attempts=attempts)
+    return TestCase(name=result["title"], suite=" > ".join(ancestors), file=file, attempts=attempts)
 
 
 def _jest_file_error(file: str, text: str | None) -> TestCase:
     """The failure of a test file itself, named after the file."""
     cleaned = textwrap.dedent(_JEST_HEADING.sub("", _plain(text) or "", count=1)).strip()
     message = cleaned.split("\n\n", 1)[0] or "test file failed"
-    return TestCase(name=file, file=file,
-                    attempts=[Attempt("error", message=message, stack=cleaned or None)])
+    return TestCase(
+        name=file, file=file, attempts=[Attempt("error", message=message, stack=cleaned or None)]
+    )
 
 
 def _parse_jest(document: dict[str, Any]) -> list[TestCase]:
@@ -200,9 +212,13 @@ def _parse_jest(document: dict[str, Any]) -> list[TestCase]:
 
 # --- Playwright ------------------------------------------------------------------------
 
+
 def _playwright_matches(document: Any) -> bool:
-    return (isinstance(document, dict) and isinstance(document.get("config"), dict)
-            and isinstance(document.get("suites"), list))
+    return (
+        isinstance(document, dict)
+        and isinstance(document.get("config"), dict)
+        and isinstance(document.get("suites"), list)
+    )
 
 
 def _output(chunks: list[dict[str, Any]] | None) -> str | None:
@@ -226,9 +242,17 @@ def _playwright_attempt(result: dict[str, Any], expected: str, env: str | None) 
         status, message, error_type, stack = "passed", None, None, None
     elif expected == "failed" and raw == "passed":
         status, message = "failed", UNEXPECTED_PASS
-    return Attempt(status, float(result.get("duration") or 0), message, error_type, stack,
-                   stdout=_output(result.get("stdout")), stderr=_output(result.get("stderr")),
-                   environment=env, censored=censored)
+    return Attempt(
+        status,
+        float(result.get("duration") or 0),
+        message,
+        error_type,
+        stack,
+        stdout=_output(result.get("stdout")),
+        stderr=_output(result.get("stderr")),
+        environment=env,
+        censored=censored,
+    )
 
 
 def _playwright_spec(spec: dict[str, Any], suite: str, file: str) -> TestCase:
@@ -239,21 +263,26 @@ def _playwright_spec(spec: dict[str, Any], suite: str, file: str) -> TestCase:
         # A test with no result never started (run aborted, --max-failures); Playwright
         # counts it as skipped.
         attempts.extend(
-            [_playwright_attempt(r, test.get("expectedStatus", "passed"), env)
-             for r in sorted(results, key=lambda r: r.get("retry") or 0)]
+            [
+                _playwright_attempt(r, test.get("expectedStatus", "passed"), env)
+                for r in sorted(results, key=lambda r: r.get("retry") or 0)
+            ]
             or [Attempt("skipped", environment=env)]
         )
-    return TestCase(name=spec["title"], suite=suite, file=spec.get("file") or file,
-                    attempts=attempts)
+    return TestCase(
+        name=spec["title"], suite=suite, file=spec.get("file") or file, attempts=attempts
+    )
 
 
 def _playwright_run_error(error: dict[str, Any], root: list[str] | None) -> TestCase:
     location = error.get("location") or {}
     file = _relative(location["file"], root) if location.get("file") else ""
     message, error_type, stack = _split_error(error.get("stack") or error.get("message"))
-    return TestCase(name=file or RUN_ERROR, file=file,
-                    attempts=[Attempt("error", message=message, error_type=error_type,
-                                      stack=stack)])
+    return TestCase(
+        name=file or RUN_ERROR,
+        file=file,
+        attempts=[Attempt("error", message=message, error_type=error_type, stack=stack)],
+    )
 
 
 def _parse_playwright(document: dict[str, Any]) -> list[TestCase]:
@@ -266,8 +295,9 @@ def _parse_playwright(document: dict[str, Any]) -> list[TestCase]:
     while pending:
         suite, titles = pending.pop()
         file = suite.get("file") or ""
-        tests.extend(_playwright_spec(s, " > ".join(titles), file)
-                     for s in suite.get("specs") or [])
+        tests.extend(
+            _playwright_spec(s, " > ".join(titles), file) for s in suite.get("specs") or []
+        )
         for child in reversed(suite.get("suites") or []):
             title = child.get("title")
             pending.append((child, (*titles, title) if title else titles))
@@ -283,16 +313,18 @@ _MOCHA_LISTS = ("tests", "passes", "failures", "pending")
 
 
 def _mocha_matches(document: Any) -> bool:
-    return (isinstance(document, dict) and isinstance(document.get("stats"), dict)
-            and all(isinstance(document.get(key), list) for key in _MOCHA_LISTS))
+    return (
+        isinstance(document, dict)
+        and isinstance(document.get("stats"), dict)
+        and all(isinstance(document.get(key), list) for key in _MOCHA_LISTS)
+    )
 
 
 def _mocha_key(entry: dict[str, Any]) -> tuple[str, str]:
     return (entry.get("file") or "", entry["fullTitle"])
 
 
-def _mocha_test(entry: dict[str, Any], status: AttemptStatus, root: list[str] | None
-                ) -> TestCase:
+def _mocha_test(entry: dict[str, Any], status: AttemptStatus, root: list[str] | None) -> TestCase:
     title, full = entry["title"], entry["fullTitle"]
     # fullTitle is the describe titles and the test title joined by spaces.
     suite = full[: -len(title)].rstrip() if title and full.endswith(title) else ""
@@ -302,13 +334,22 @@ def _mocha_test(entry: dict[str, Any], status: AttemptStatus, root: list[str] | 
     typed = _ERROR_TYPE.match(stack or "")
     error_type = err.get("name") or (typed.group(1) if typed else None)
     timed_out = err.get("code") == "ERR_MOCHA_TIMEOUT" or bool(
-        message and _MOCHA_TIMEOUT.match(message))
-    attempts = [_retried() for _ in range(_retry_count(entry.get("currentRetry"),
-                                                       "currentRetry"))]
-    attempts.append(Attempt(status, float(entry.get("duration") or 0), message, error_type,
-                            stack, censored=timed_out))
-    return TestCase(name=title, suite=suite, file=_relative(entry.get("file") or "", root),
-                    attempts=attempts)
+        message and _MOCHA_TIMEOUT.match(message)
+    )
+    attempts = [_retried() for _ in range(_retry_count(entry.get("currentRetry"), "currentRetry"))]
+    attempts.append(
+        Attempt(
+            status,
+            float(entry.get("duration") or 0),
+            message,
+            error_type,
+            stack,
+            censored=timed_out,
+        )
+    )
+    return TestCase(
+        name=title, suite=suite, file=_relative(entry.get("file") or "", root), attempts=attempts
+    )
 
 
 def _parse_mocha(document: dict[str, Any]) -> list[TestCase]:
@@ -333,8 +374,7 @@ def _parse_mocha(document: dict[str, Any]) -> list[TestCase]:
         else:
             status = "skipped" if key in pending else "passed"
         tests.append(_mocha_test(entry, status, root))
-    tests.extend(_mocha_test(e, "error", root)
-                 for i, e in enumerate(failures) if i not in claimed)
+    tests.extend(_mocha_test(e, "error", root) for i, e in enumerate(failures) if i not in claimed)
     return tests
 
 

@@ -168,8 +168,9 @@ def _attempts(case: etree._Element) -> list[Attempt]:
         elif tag in _RERUNS_AFTER:
             after.append(_rerun(child, _RERUNS_AFTER[tag]))
 
-    main = Attempt("passed", seconds_to_ms(case.get("time")),
-                   stdout=_output(stdout), stderr=_output(stderr))
+    main = Attempt(
+        "passed", seconds_to_ms(case.get("time")), stdout=_output(stdout), stderr=_output(stderr)
+    )
     if problems:
         first = problems[0]
         main.status = _RESULTS[first.tag]

@@ -25,11 +25,14 @@ from . import Format
 
 _PHASES = ("setup", "call", "teardown")
 _OUTCOMES: dict[str, AttemptStatus] = {
-    "passed": "passed", "failed": "failed", "error": "error", "skipped": "skipped",
-    "xfailed": "passed", "xpassed": "passed",
+    "passed": "passed",
+    "failed": "failed",
+    "error": "error",
+    "skipped": "skipped",
+    "xfailed": "passed",
+    "xpassed": "passed",
 }
-_UNRECORDED_RERUN = ("failed and was rerun; pytest-json-report keeps only the final run's "
-                     "details")
+_UNRECORDED_RERUN = "failed and was rerun; pytest-json-report keeps only the final run's details"
 
 
 def _matches(document: Any) -> bool:
@@ -38,8 +41,10 @@ def _matches(document: Any) -> bool:
 
 def _parse(document: dict[str, Any]) -> list[TestCase]:
     if "tests" not in document:
-        raise ReportError("the pytest-json report has no 'tests': it was written with "
-                          "--json-report-summary, which keeps only the counts")
+        raise ReportError(
+            "the pytest-json report has no 'tests': it was written with "
+            "--json-report-summary, which keeps only the counts"
+        )
     tests = [_test(entry) for entry in document["tests"]]
     tests.extend(
         _collection_error(collector)
@@ -124,8 +129,11 @@ def _collection_error(collector: dict[str, Any]) -> TestCase:
     return TestCase(
         name=nodeid,
         file=nodeid.partition("::")[0],
-        attempts=[Attempt(status="error", message=first_line or "collection failed",
-                          stack=longrepr or None)],
+        attempts=[
+            Attempt(
+                status="error", message=first_line or "collection failed", stack=longrepr or None
+            )
+        ],
     )
 
 

@@ -17,8 +17,7 @@ from typing import Any
 from ..model import Attempt, AttemptStatus, TestCase
 from . import Format
 
-_STATUSES: dict[str, AttemptStatus] = {"passed": "passed", "failed": "failed",
-                                       "pending": "skipped"}
+_STATUSES: dict[str, AttemptStatus] = {"passed": "passed", "failed": "failed", "pending": "skipped"}
 _OUTSIDE_EXAMPLES = "(errors outside of examples)"
 
 
@@ -35,9 +34,14 @@ def _parse(document: dict[str, Any]) -> list[TestCase]:
     tests = [_example(example) for example in document["examples"]]
     if document["summary"].get("errors_outside_of_examples_count"):
         messages = document.get("messages") or []
-        tests.append(TestCase(name=_OUTSIDE_EXAMPLES, attempts=[
-            Attempt(status="error", message="\n".join(messages) or None),
-        ]))
+        tests.append(
+            TestCase(
+                name=_OUTSIDE_EXAMPLES,
+                attempts=[
+                    Attempt(status="error", message="\n".join(messages) or None),
+                ],
+            )
+        )
     return tests
 
 
@@ -53,13 +57,15 @@ def _example(example: dict[str, Any]) -> TestCase:
         name=description or full,
         suite=suite,
         file=(example.get("file_path") or "").removeprefix("./"),
-        attempts=[Attempt(
-            status=_STATUSES[example["status"]],
-            duration_ms=(example.get("run_time") or 0.0) * 1000,
-            message=exception.get("message") or example.get("pending_message"),
-            error_type=exception.get("class"),
-            stack="\n".join(backtrace) or None,
-        )],
+        attempts=[
+            Attempt(
+                status=_STATUSES[example["status"]],
+                duration_ms=(example.get("run_time") or 0.0) * 1000,
+                message=exception.get("message") or example.get("pending_message"),
+                error_type=exception.get("class"),
+                stack="\n".join(backtrace) or None,
+            )
+        ],
     )
 
 

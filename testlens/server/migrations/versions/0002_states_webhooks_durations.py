@@ -258,12 +258,25 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("test_cases", schema=None) as batch_op:
-        for index in ("ix_test_cases_repo_flaky", "ix_test_cases_repo_score",
-                      "ix_test_cases_repo_state"):
+        for index in (
+            "ix_test_cases_repo_flaky",
+            "ix_test_cases_repo_score",
+            "ix_test_cases_repo_state",
+        ):
             batch_op.drop_index(index)
-        for column in ("state", "flake_score", "flake_score_low", "flake_score_high",
-                       "total_runs", "failed_runs", "flaky_runs", "first_flaky_at",
-                       "last_flaky_at", "last_run_id", "recent_flaky"):
+        for column in (
+            "state",
+            "flake_score",
+            "flake_score_low",
+            "flake_score_high",
+            "total_runs",
+            "failed_runs",
+            "flaky_runs",
+            "first_flaky_at",
+            "last_flaky_at",
+            "last_run_id",
+            "recent_flaky",
+        ):
             batch_op.drop_column(column)
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_column("flaky_detected")
