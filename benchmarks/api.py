@@ -33,7 +33,9 @@ from server import serving
 from testlens.core.model import Attempt, Report, TestCase
 from testlens.server.auth import create_key
 from testlens.server.database import Database, upgrade
-from testlens.server.ingest import RESULT_COLUMNS, RunMetadata, store_report
+from testlens.server.ingest.form import RunMetadata
+from testlens.server.ingest.queries import ResultRow
+from testlens.server.ingest.service import store_report
 from testlens.server.models import Repository, Run, TestResult, utcnow
 from testlens.server.models import TestCase as TestRow
 
@@ -111,7 +113,7 @@ def populate(database: Database, size: int) -> tuple[str, str]:
                     (run_id, tid, 0, "passed", 42.0, None, False, None, None, None, None, None)
                     for tid in test_ids
                 ]
-                database.insert_many(connection, TestResult.__table__, RESULT_COLUMNS, rows)
+                database.insert_many(connection, TestResult.__table__, ResultRow._fields, rows)
     return repo_id, secret
 
 

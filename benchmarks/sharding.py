@@ -50,11 +50,11 @@ from pytest_split.algorithms import Algorithms
 from testlens.core.durations import (
     Estimate,
     Sample,
-    TestKey,
     calibrate,
     parse_durations,
     predict,
 )
+from testlens.core.identity import TestKey
 from testlens.core.sharding import plan_shards
 
 ROOT = Path(__file__).resolve().parents[1]

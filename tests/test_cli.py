@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from conftest import corpus_file, free_port
 from test_ingest_api import RERUN_XML, stored
 
+from testlens.cli import main
 from testlens.client import ci_env
-from testlens.client.cli import main
 from testlens.client.http import Client, ServerError
 
 GITHUB_ENV = {

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import free_port, upload
 from corpus import DURATIONS
 
-from testlens.client.cli import main
+from testlens.cli import main
 from testlens.core.durations import parse_durations
 
 PGMPY = DURATIONS / "pgmpy__pgmpy" / "snapshots"

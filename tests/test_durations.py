@@ -11,13 +11,13 @@ from testlens.core.durations import (
     DEFAULT_MS,
     Calibration,
     Sample,
-    TestKey,
     calibrate,
     estimate,
     format_test_durations,
     parse_durations,
     predict,
 )
+from testlens.core.identity import TestKey
 from testlens.core.model import ReportError
 
 PYTEST_SPLIT_FILE = DURATIONS / "pgmpy__pgmpy" / "snapshots" / "2024-09-23_ea1dfe8bd3.json"

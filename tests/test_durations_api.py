@@ -21,9 +21,10 @@ from corpus import CORPUS
 from sqlalchemy import func, select
 
 from testlens.core.durations import DEFAULT_MS, Sample, estimate
-from testlens.core.durations import TestKey as Key  # not a test class to collect
-from testlens.server import durations
-from testlens.server.durations import match_tests
+from testlens.core.identity import TestKey as Key  # not a test class to collect
+from testlens.core.identity import match_tests
+from testlens.server.durations import jobs as durations_jobs
+from testlens.server.durations import tasks as durations_tasks
 from testlens.server.models import DurationJob
 
 EXAMPLE = CORPUS / "flakiness-report-example.json"
@@ -169,13 +170,13 @@ def claims(token: str) -> dict:
 def count_computations(monkeypatch):
     """Count the jobs actually computed by the server (it runs in this process)."""
     calls: list[str] = []
-    original = durations._fill
+    original = durations_tasks.fill
 
     def counting(database, job_id):
         calls.append(job_id)
         return original(database, job_id)
 
-    monkeypatch.setattr(durations, "_fill", counting)
+    monkeypatch.setattr(durations_tasks, "fill", counting)
     return calls
 
 
@@ -538,13 +539,13 @@ def test_shards_of_one_run_share_one_job_and_one_computation(
 
 def test_download_is_404_until_computed(tenant, anonymous, monkeypatch):
     release = threading.Event()
-    original = durations._fill
+    original = durations_tasks.fill
 
     def slow(database, job_id):
         release.wait(10)
         return original(database, job_id)
 
-    monkeypatch.setattr(durations, "_fill", slow)
+    monkeypatch.setattr(durations_tasks, "fill", slow)
     job = create(tenant.client, commit="e" * 40)
     report = flakiness_report(["a.py::t"], flakinessProject="acme/shop")
     put_report(anonymous, job["uploadUrl"], compress(report))
@@ -558,12 +559,12 @@ def test_download_is_404_until_computed(tenant, anonymous, monkeypatch):
 
 
 def test_a_failed_computation_is_reported_and_retried_on_submit(tenant, anonymous, monkeypatch):
-    original = durations._fill
+    original = durations_tasks.fill
 
     def broken(database, job_id):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(durations, "_fill", broken)
+    monkeypatch.setattr(durations_tasks, "fill", broken)
     job = create(tenant.client, commit="f" * 40)
     put_report(
         anonymous,
@@ -575,7 +576,7 @@ def test_a_failed_computation_is_reported_and_retried_on_submit(tenant, anonymou
     assert failed.status_code == 500
     assert failed.json()["code"] == "COMPUTATION_FAILED"
     assert "disk on fire" in failed.json()["message"]
-    monkeypatch.setattr(durations, "_fill", original)
+    monkeypatch.setattr(durations_tasks, "fill", original)
     assert submit(anonymous, job["testDurationsToken"]).status_code == 200
     assert poll(anonymous, url).status_code == 200
 
@@ -640,7 +641,7 @@ def test_presigned_urls_cannot_be_altered_or_reused(tenant, anonymous, monkeypat
     download = anonymous.get(str(url).replace("/report?", "/durations?"))
     assert download.status_code == 403
 
-    monkeypatch.setattr(durations, "UPLOAD_URL_TTL", timedelta(seconds=-1))
+    monkeypatch.setattr(durations_jobs, "UPLOAD_URL_TTL", timedelta(seconds=-1))
     stale = create(tenant.client, commit="4" * 40)
     expired = put_report(anonymous, stale["uploadUrl"], body)
     assert expired.status_code == 401

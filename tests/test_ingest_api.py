@@ -248,7 +248,7 @@ def test_unknown_path_uses_shared_error_body(tenant):
 
 
 def test_unexpected_errors_are_500_with_a_request_id_and_no_internals(tenant, monkeypatch):
-    from testlens.server import ingest
+    from testlens.server.ingest import service as ingest
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("database exploded: password=hunter2")

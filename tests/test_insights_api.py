@@ -291,7 +291,7 @@ def test_pull_request_regressions_do_not_make_tests_flaky(tenant):
 def test_duration_samples_keep_the_newest_without_growing_unbounded():
     import json
 
-    from testlens.server.flakiness import MAX_DURATION_SAMPLES, _append_samples
+    from testlens.server.ingest.detection import MAX_DURATION_SAMPLES, _append_samples
 
     stored = "[]"
     for n in range(5 * MAX_DURATION_SAMPLES):

@@ -8,7 +8,8 @@ import random
 import pytest
 from corpus import DURATIONS
 
-from testlens.core.durations import TestKey, parse_durations
+from testlens.core.durations import parse_durations
+from testlens.core.identity import TestKey
 from testlens.core.sharding import ShardPlan, group_key, plan_shards
 
 PYTEST_SPLIT_FILE = DURATIONS / "pgmpy__pgmpy" / "snapshots" / "2024-09-23_ea1dfe8bd3.json"

@@ -1,7 +1,7 @@
 """Outgoing webhooks end to end: the API, the outbox and the worker, against a real receiver.
 
 Each test serves its own app with fast retry timings, and a real HTTP receiver on loopback
-that can be down, slow or failing. Events go in through ``webhooks.enqueue``, as ingest
+that can be down, slow or failing. Events go in through ``outbox.enqueue``, as ingest
 calls it; what the receiver gets is checked against the deliveries the API reports.
 """
 
@@ -29,7 +29,7 @@ import pytest
 from conftest import LiveServer, Tenant, free_port, make_tenant
 from sqlalchemy import delete, func, select
 
-from testlens.server import webhooks
+from testlens.server.webhooks import outbox, service, tasks
 from testlens.server.app import create_app
 from testlens.server.models import ApiKey, Webhook, WebhookDelivery, utcnow
 
@@ -216,7 +216,7 @@ def receiver() -> Iterator[Receiver]:
     r.down()
 
 
-def subscribe(tenant: Tenant, url: str, events: tuple[str, ...] = webhooks.EVENTS) -> str:
+def subscribe(tenant: Tenant, url: str, events: tuple[str, ...] = outbox.EVENTS) -> str:
     response = tenant.client.post(
         "/api/webhooks", json={"url": url, "events": list(events), "secret": SECRET}
     )
@@ -229,7 +229,7 @@ def emit(database, tenant: Tenant, event: str, payload: dict[str, Any]) -> int:
     """Enqueue one event the way ingest does: inside a committed transaction."""
     tid = tenant_id(database, tenant)
     with database.transaction() as session:
-        return webhooks.enqueue(session, tid, event, payload)
+        return outbox.enqueue(session, tid, event, payload)
 
 
 def deliveries(tenant: Tenant, webhook_id: str) -> list[dict[str, Any]]:
@@ -397,11 +397,11 @@ def test_enqueue_follows_the_transaction_and_the_subscriptions(admin, database):
     tid = tenant_id(database, admin)
 
     with pytest.raises(RuntimeError), database.transaction() as session:
-        assert webhooks.enqueue(session, tid, "new_flaky_test", {"n": 1}) == 2
+        assert outbox.enqueue(session, tid, "new_flaky_test", {"n": 1}) == 2
         raise RuntimeError("the ingest failed after queueing")
     assert emit(database, admin, "resolved_flaky_test", {"n": 2}) == 1
     with pytest.raises(ValueError, match="unknown webhook event"), database.transaction() as s:
-        webhooks.enqueue(s, tid, "new_flakey_test", {})
+        outbox.enqueue(s, tid, "new_flakey_test", {})
 
     with database.transaction() as session:
         rows = session.execute(
@@ -417,7 +417,7 @@ def test_backoff_doubles_up_to_the_cap_with_equal_jitter(fast_settings):
         fast_settings, webhook_backoff_base_seconds=10, webhook_backoff_cap_seconds=3600
     )
     for failures, ceiling in [(1, 10), (2, 20), (3, 40), (9, 2560), (10, 3600), (500, 3600)]:
-        waits = [webhooks.backoff(settings, failures).total_seconds() for _ in range(200)]
+        waits = [tasks.backoff(settings, failures).total_seconds() for _ in range(200)]
         assert all(ceiling / 2 <= w <= ceiling for w in waits)
         assert len(set(waits)) > 1
 
@@ -429,7 +429,7 @@ def test_every_event_is_delivered_once_signed_and_under_one_id(admin, database, 
     receiver.up()
     hook = subscribe(admin, receiver.url)
     for n in range(30):
-        event = webhooks.EVENTS[n % 2]
+        event = outbox.EVENTS[n % 2]
         assert emit(database, admin, event, {"seq": n, "test": f"tests/test_{n}.py::t"}) == 1
 
     found = eventually(settled(admin, hook, 30), "30 deliveries")
@@ -440,7 +440,7 @@ def test_every_event_is_delivered_once_signed_and_under_one_id(admin, database, 
     by_seq: dict[int, str] = {}
     for received in receiver.delivered():
         body = json.loads(received.body)
-        assert received.event == webhooks.EVENTS[body["seq"] % 2]
+        assert received.event == outbox.EVENTS[body["seq"] % 2]
         assert body == {"seq": body["seq"], "test": f"tests/test_{body['seq']}.py::t"}
         assert received.headers["content-type"] == "application/json"
         assert received.headers["user-agent"] == "testlens-webhooks"
@@ -610,7 +610,7 @@ def test_deleting_a_webhook_drops_its_pending_deliveries(admin, database, receiv
 
 def test_deliveries_are_paged_newest_first(admin, database):
     hook = subscribe(admin, f"http://127.0.0.1:{free_port()}/nobody-listens")
-    for n in range(webhooks.PAGE_SIZE + 5):
+    for n in range(service.PAGE_SIZE + 5):
         emit(database, admin, "new_flaky_test", {"seq": n})
 
     def page(number: int) -> dict[str, Any]:
@@ -622,14 +622,14 @@ def test_deliveries_are_paged_newest_first(admin, database):
     assert (first["page"], first["has_more"]) == (1, True)
     assert (second["page"], second["has_more"]) == (2, False)
     assert third == {"deliveries": [], "page": 3, "has_more": False}
-    assert len(first["deliveries"]) == webhooks.PAGE_SIZE
+    assert len(first["deliveries"]) == service.PAGE_SIZE
     assert len(second["deliveries"]) == 5
     created = [
         datetime.fromisoformat(d["created_at"]) for d in first["deliveries"] + second["deliveries"]
     ]
     assert created == sorted(created, reverse=True)
     ids = [d["id"] for d in first["deliveries"] + second["deliveries"]]
-    assert len(set(ids)) == webhooks.PAGE_SIZE + 5
+    assert len(set(ids)) == service.PAGE_SIZE + 5
 
 
 # --- surviving restarts and crashes --------------------------------------------------------
@@ -728,7 +728,7 @@ def test_uploads_that_make_a_test_flaky_and_resolve_it_send_the_seed_payloads(
     from conftest import upload
     from test_insights_api import STABLE, junit
 
-    from testlens.server import ingest
+    from testlens.server.ingest import service as ingest
 
     subscribe(admin, receiver.up().url)
     start = datetime.now(UTC)

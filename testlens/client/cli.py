@@ -1,4 +1,6 @@
-"""The ``testlens`` command: run the server, manage keys, parse and upload reports, shard tests."""
+"""The CI-side commands of ``testlens``: parse and upload reports, shard tests, list flaky
+tests, export durations. They talk to the server only over HTTP (``testlens.cli`` assembles
+them with the server's own commands)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from ..core.durations import TestKey, format_test_durations
+from ..core.durations import format_test_durations
+from ..core.identity import TestKey
 from ..core.model import ReportError
 from ..core.parsers import format_names, parse_report
 from ..core.sharding import GROUP_BY, GroupBy
@@ -35,121 +38,7 @@ _GZIP_THRESHOLD = 64 * 1024
 err = Console(stderr=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="testlens")
-def main() -> None:
-    """testlens: test intelligence for CI."""
-
-
-# --- server side -------------------------------------------------------------------------
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
-    """Start the server (SQLite in ./testlens-data unless TESTLENS_DATABASE_URL is set)."""
-    import uvicorn
-
-    from ..server.app import create_app
-    from ..server.settings import Settings
-
-    settings = Settings.from_env()
-    app = create_app(settings)
-    where = settings.database_url.split("@")[-1]
-    click.echo(f"testlens serving on http://{host}:{port}  (database: {where})")
-    click.echo("Create an API key with:  testlens keys create --tenant <your-team>")
-    click.echo(f"API docs: http://{host}:{port}/docs")
-    uvicorn.run(app, host=host, port=port, log_level="info")
-
-
-def _database() -> Any:
-    from ..server.database import Database, upgrade
-    from ..server.settings import Settings
-
-    database = Database(Settings.from_env().database_url)
-    upgrade(database.engine)
-    return database
-
-
-@main.group()
-def db() -> None:
-    """Database maintenance."""
-
-
-@db.command("upgrade")
-def db_upgrade() -> None:
-    """Apply all pending migrations."""
-    _database().dispose()
-    click.echo("database is up to date")
-
-
-@main.group()
-def keys() -> None:
-    """Create, list and revoke API keys (run where the server's database is reachable)."""
-
-
-@keys.command("create")
-@click.option("--tenant", required=True, help="Tenant (team) the key belongs to; created if new.")
-@click.option("--scopes", default="ingest,read", show_default=True, help="Comma-separated.")
-@click.option("--name", default="", help="A label to recognise the key by.")
-def keys_create(tenant: str, scopes: str, name: str) -> None:
-    """Create a key and print it once; only its hash is stored."""
-    from ..server.auth import create_key, parse_scopes
-
-    try:
-        scope_list = parse_scopes(scopes)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--scopes") from None
-    database = _database()
-    with database.transaction() as session:
-        key, secret = create_key(session, tenant, scope_list, name)
-        key_id = key.id
-    database.dispose()
-    click.echo(secret)
-    err.print(
-        f"key {key_id} for tenant '{tenant}' (scopes: {','.join(scope_list)}); "
-        "store it now: it is not shown again"
-    )
-
-
-@keys.command("list")
-def keys_list() -> None:
-    """List keys (prefix, tenant, scopes, last use); secrets are never shown."""
-    from ..server.auth import list_keys
-
-    database = _database()
-    with database.transaction() as session:
-        rows = list_keys(session)
-        for key, tenant in rows:
-            state = "revoked" if key.revoked_at else "active"
-            used = key.last_used_at.isoformat() if key.last_used_at else "never"
-            click.echo(
-                f"{key.id}  {key.prefix}…  {tenant.name}  {key.scopes}  {state}  "
-                f"last used {used}  {key.name}"
-            )
-    database.dispose()
-
-
-@keys.command("revoke")
-@click.argument("key_id")
-def keys_revoke(key_id: str) -> None:
-    """Revoke a key by id or by its displayed prefix."""
-    from ..server.auth import revoke_key
-
-    database = _database()
-    with database.transaction() as session:
-        key = revoke_key(session, key_id)
-    database.dispose()
-    if key is None:
-        raise click.ClickException(f"no key {key_id}")
-    click.echo(f"revoked {key.id}")
-
-
-# --- CI side -----------------------------------------------------------------------------
-
-
-@main.command()
+@click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "format_", type=click.Choice(format_names()), help="Skip detection.")
 def parse(file: Path, format_: str | None) -> None:
@@ -251,7 +140,7 @@ def run_fields(given: Mapping[str, str | None]) -> dict[str, str]:
     return fields
 
 
-@main.command()
+@click.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--repo", help="owner/repo (default: from the CI environment)")
 @click.option("--branch")
@@ -321,7 +210,7 @@ def _warn(message: str) -> None:
     click.echo(f"testlens: warning: {message}", err=True)
 
 
-@main.command()
+@click.command()
 @click.argument("tests", nargs=-1, required=True)
 @click.option("--shards", type=click.IntRange(min=1), help="Number of shards (K).")
 @click.option(
@@ -412,7 +301,7 @@ def _get_json(
         raise click.ClickException(f"could not reach {server}: {exc}") from None
 
 
-@main.command()
+@click.command()
 @click.option("--repo", help="owner/repo (default: from the CI environment)")
 @click.option("--check-name", help="Only tests seen under this CI check.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -458,7 +347,7 @@ def flaky(
     Console(width=200).print(table)
 
 
-@main.group()
+@click.group()
 def durations() -> None:
     """Test durations predicted by the server from each test's history."""
 

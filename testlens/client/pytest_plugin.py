@@ -24,7 +24,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from ..core.durations import TestKey
+from ..core.identity import TestKey
 from ..core.sharding import GROUP_BY
 from . import ci_env
 from .http import Client

@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from ..core.durations import TestKey, parse_durations
+from ..core.durations import parse_durations
+from ..core.identity import TestKey
 from ..core.model import ReportError
 from ..core.sharding import GroupBy, plan_shards
 from .http import Client, ServerError

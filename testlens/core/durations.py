@@ -24,10 +24,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import accumulate
 from statistics import median
-from typing import Literal, NamedTuple
+from typing import Literal
 
+from .identity import TestKey
 from .model import ReportError
-from .parsers.junit import SUITE_SEPARATOR
 
 Source = Literal["history", "file", "suite", "repo", "default"]
 
@@ -58,60 +58,6 @@ DEFAULT_MS = 1000.0
 matters, so that a first run is split by test count."""
 
 _MAD_TO_SIGMA = 1.4826  # makes the MAD estimate the standard deviation of normal noise
-
-
-class TestKey(NamedTuple):
-    """A test's identity, the same four fields as :attr:`testlens.core.model.TestCase.identity`.
-
-    Being a tuple, a ``TestCase.identity`` can be used wherever a key is expected.
-    """
-
-    file: str
-    suite: str
-    classname: str
-    name: str
-
-    __test__ = False  # not a pytest test class
-
-    @classmethod
-    def from_nodeid(cls, nodeid: str) -> TestKey:
-        """Read a pytest node id (``path::Class::test[param]``) or a plain path (knapsack).
-
-        ``::`` inside the parameter brackets belongs to the name, as in pytest's own ids.
-        """
-        head, bracket, params = nodeid.partition("[")
-        parts = head.split("::")
-        name = parts[-1] + bracket + params if len(parts) > 1 else ""
-        file = parts[0] if len(parts) > 1 else nodeid
-        return cls(file=file, suite="", classname="::".join(parts[1:-1]), name=name)
-
-    @property
-    def nodeid(self) -> str:
-        """The pytest-style id; ``suite`` is not part of it, as pytest has no such level."""
-        return "::".join(part for part in (self.file, self.classname, self.name) if part)
-
-    @property
-    def location(self) -> str:
-        """The file a runner loads for this test; JUnit reports without a ``file`` attribute
-        name the class instead, which for Java and .NET is the file's unit."""
-        return self.file or self.classname or self.suite
-
-
-def class_path(key: TestKey) -> str:
-    """The class or describe path of a test within its file, ``::``-separated."""
-    if not key.classname:
-        return key.suite.replace(SUITE_SEPARATOR, "::")
-    module = key.file.removesuffix(".py").replace("/", ".")
-    if key.file.endswith(".py") and (key.classname + ".").startswith(module + "."):
-        return key.classname[len(module) + 1 :].replace(".", "::")
-    return key.classname
-
-
-def pytest_nodeid(key: TestKey) -> str:
-    """The pytest-style id of a stored test (``file::Class::name``), whatever report it came
-    from: pytest's JUnit XML spells the class as a dotted path repeating the module, which is
-    no part of a node id."""
-    return "::".join(part for part in (key.file, class_path(key), key.name) if part)
 
 
 @dataclass(frozen=True, slots=True)

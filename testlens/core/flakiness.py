@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from bisect import insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -342,6 +342,80 @@ def credible_interval(
     return (
         _beta_quantile(config.lower_tail, state.alpha, state.beta),
         _beta_quantile(config.upper_tail, state.alpha, state.beta),
+    )
+
+
+_INTERVALS: dict[tuple[float, float], tuple[float, float]] = {}
+_INTERVALS_KEPT = 100_000
+
+
+def flake_interval(state: TestState) -> tuple[float, float]:
+    """:func:`credible_interval` of ``state``, memoised: it depends only on the posterior,
+    which tests with the same history share, and costs hundreds of µs to compute."""
+    key = (state.alpha, state.beta)
+    found = _INTERVALS.get(key)
+    if found is None:
+        found = credible_interval(state)
+        if len(_INTERVALS) < _INTERVALS_KEPT:
+            _INTERVALS[key] = found
+    return found
+
+
+RECENT_FLAKY_KEPT = 50
+"""Flaky occurrences a combined summary keeps, for the last-24-hours count."""
+
+_VERDICT_RANK = {"healthy": 0, "flaky": 1, "broken": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Combined:
+    """A test's figures over every environment it runs in: the worst verdict and its score
+    and interval, summed run counts, the earliest and latest flake, and the newest flaky
+    occurrences (Unix seconds, oldest first)."""
+
+    verdict: Verdict
+    flake_score: float
+    flake_score_low: float
+    flake_score_high: float
+    total_runs: int
+    failed_runs: int
+    flaky_runs: int
+    first_flaky_at: datetime | None
+    last_flaky_at: datetime | None
+    recent_flaky: tuple[int, ...]
+
+
+def combine(states: Sequence[TestState]) -> Combined:
+    """The figures of one test from its states in each environment (at least one)."""
+    if len(states) == 1:  # most tests: nothing to combine
+        only = states[0]
+        low, high = flake_interval(only)
+        return Combined(
+            only.verdict,
+            only.flake_score,
+            low,
+            high,
+            only.total_runs,
+            only.failed_runs,
+            only.flaky_runs,
+            only.first_flaky_at,
+            only.last_flaky_at,
+            tuple(round(at.timestamp()) for at, _run in only.recent_flaky[-RECENT_FLAKY_KEPT:]),
+        )
+    worst = max(states, key=lambda s: (_VERDICT_RANK[s.verdict], s.flake_score))
+    low, high = flake_interval(worst)
+    recent = sorted(at.timestamp() for s in states for at, _run in s.recent_flaky)
+    return Combined(
+        worst.verdict,
+        worst.flake_score,
+        low,
+        high,
+        sum(s.total_runs for s in states),
+        sum(s.failed_runs for s in states),
+        sum(s.flaky_runs for s in states),
+        min((s.first_flaky_at for s in states if s.first_flaky_at), default=None),
+        max((s.last_flaky_at for s in states if s.last_flaky_at), default=None),
+        tuple(round(t) for t in recent[-RECENT_FLAKY_KEPT:]),
     )
 
 

@@ -16,6 +16,8 @@ TestStatus = Literal["passed", "failed", "error", "skipped", "flaky"]
 ATTEMPT_STATUSES: tuple[str, ...] = ("passed", "failed", "error", "skipped")
 # stdout/stderr are kept for diagnosis, not archival: cap what one attempt may hold.
 MAX_OUTPUT_CHARS = 64 * 1024
+SUITE_SEPARATOR = " > "
+"""Joins nested suite titles into one ``suite`` value (formats that nest suites)."""
 
 
 class ReportError(ValueError):

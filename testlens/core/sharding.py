@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from heapq import heapify, heapreplace
 from typing import Literal
 
-from .durations import TestKey
+from .identity import TestKey
 
 GroupBy = Literal["none", "file", "suite"]
 GROUP_BY: tuple[GroupBy, ...] = ("none", "file", "suite")

@@ -7,43 +7,92 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .auth import Principal, require
-from .errors import ApiError
-from .insights import FEED_WINDOW, class_name
+from .database import Database
+from .deps import DatabaseDep, ReadPrincipal
+from .errors import missing_field
+from .flaky_feed import FEED_WINDOW
 from .models import DailyRollup, Repository, TestCase, iso, utcnow
 from .quarantine import active_quarantines
 from .scoping import find_repo
+from .testcases import class_name
 
 router = APIRouter(tags=["analytics"])
 
 
-def _project(session: Session, principal: Principal, project: str) -> Repository:
+class FlakyTestRate(BaseModel):
+    testId: str
+    testFile: str
+    testName: str
+    flakinessRate: float
+    flakyRuns: int
+    totalRuns: int
+    lastFlakyAt: str | None
+
+
+class FlakyTests(BaseModel):
+    project: str
+    data: list[FlakyTestRate]
+
+
+class TrendDay(BaseModel):
+    detectionDate: str
+    flakyTestCount: int
+    avgFlakinessRate: float
+    testRuns: int
+    failedTestRuns: int
+
+
+class Trends(BaseModel):
+    project: str
+    days: int
+    data: list[TrendDay]
+
+
+class AdvisedTest(BaseModel):
+    id: str
+    name: str
+    file: str
+    class_name: str
+
+
+class Impact(BaseModel):
+    flakiness_rate: float
+    flaky_runs: int
+    failed_runs: int
+    total_runs: int
+
+
+class Recommendation(BaseModel):
+    test: AdvisedTest
+    severity: str
+    recommendation: str
+    impact: Impact
+
+
+class Recommendations(BaseModel):
+    project: str
+    data: list[Recommendation]
+
+
+def _project(session: Session, tenant_id: str, project: str) -> Repository:
     if not project:
-        raise ApiError(
-            400,
-            "MISSING_FIELD",
-            "Missing required field: project",
-            {"field": "project", "expected": "repository name 'owner/repo'"},
-        )
-    return find_repo(session, principal.tenant_id, project)
+        raise missing_field("project", "repository name 'owner/repo'")
+    return find_repo(session, tenant_id, project)
 
 
-@router.get("/api/v1/analytics/flaky-tests")
-def analytics_flaky_tests(
-    request: Request,
-    project: str = Query(""),
-    min_rate: float = Query(0.0, alias="minRate", ge=0, le=100),
-    principal: Principal = Depends(require("read")),
-) -> JSONResponse:
-    """Tests that were flaky in the last 30 days, by flakiness rate (percent of runs)."""
+def flaky_tests(
+    database: Database, tenant_id: str, project: str, min_rate: float
+) -> dict[str, Any]:
+    """Tests that were flaky in the last 30 days, by flakiness rate: a :class:`FlakyTests`."""
     now = utcnow()
-    with request.app.state.database.transaction() as session:
-        repo = _project(session, principal, project)
+    with database.transaction() as session:
+        repo = _project(session, tenant_id, project)
         tests = session.scalars(
             select(TestCase).where(
                 TestCase.repo_id == repo.id, TestCase.last_flaky_at >= now - FEED_WINDOW
@@ -65,21 +114,15 @@ def analytics_flaky_tests(
                 }
             )
     data.sort(key=lambda d: (-d["flakinessRate"], d["testId"]))
-    return JSONResponse({"project": repo.name, "data": data})
+    return {"project": repo.name, "data": data}
 
 
-@router.get("/api/v1/analytics/flakiness-trends")
-def analytics_flakiness_trends(
-    request: Request,
-    project: str = Query(""),
-    days: int = Query(30, ge=1, le=365),
-    principal: Principal = Depends(require("read")),
-) -> JSONResponse:
-    """Per UTC day: distinct tests that flaked, and their mean flake score (percent)."""
+def trends(database: Database, tenant_id: str, project: str, days: int) -> dict[str, Any]:
+    """Per UTC day: distinct tests that flaked, and their mean flake score: a :class:`Trends`."""
     today = utcnow().date()
     first = today - timedelta(days=days - 1)
-    with request.app.state.database.transaction() as session:
-        repo = _project(session, principal, project)
+    with database.transaction() as session:
+        repo = _project(session, tenant_id, project)
         rollups = {
             r.day: r
             for r in session.scalars(
@@ -104,7 +147,7 @@ def analytics_flakiness_trends(
                 "failedTestRuns": rollup.failed_test_runs if rollup else 0,
             }
         )
-    return JSONResponse({"project": repo.name, "days": days, "data": data})
+    return {"project": repo.name, "days": days, "data": data}
 
 
 def recommend(test: TestCase, quarantined: bool) -> dict[str, Any] | None:
@@ -149,16 +192,12 @@ def recommend(test: TestCase, quarantined: bool) -> dict[str, Any] | None:
 _SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
-@router.get("/api/v1/analytics/flaky-recommendations")
-def analytics_recommendations(
-    request: Request,
-    project: str = Query(""),
-    principal: Principal = Depends(require("read")),
-) -> JSONResponse:
-    """What to fix first: broken tests, then flaky ones by how often they flake."""
+def recommendations(database: Database, tenant_id: str, project: str) -> dict[str, Any]:
+    """What to fix first, broken tests, then flaky ones by how often they flake: a
+    :class:`Recommendations`."""
     now = utcnow()
-    with request.app.state.database.transaction() as session:
-        repo = _project(session, principal, project)
+    with database.transaction() as session:
+        repo = _project(session, tenant_id, project)
         tests = session.scalars(
             select(TestCase).where(
                 TestCase.repo_id == repo.id, TestCase.state.in_(("flaky", "broken"))
@@ -169,4 +208,37 @@ def analytics_recommendations(
     data.sort(
         key=lambda d: (_SEVERITY_ORDER[d["severity"]], -d["impact"]["flaky_runs"], d["test"]["id"])
     )
-    return JSONResponse({"project": repo.name, "data": data})
+    return {"project": repo.name, "data": data}
+
+
+# Routes --------------------------------------------------------------------------------------
+
+
+@router.get("/api/v1/analytics/flaky-tests", responses={200: {"model": FlakyTests}})
+def analytics_flaky_tests(
+    database: DatabaseDep,
+    principal: ReadPrincipal,
+    project: str = Query(""),
+    min_rate: float = Query(0.0, alias="minRate", ge=0, le=100),
+) -> JSONResponse:
+    """Tests that were flaky in the last 30 days, by flakiness rate (percent of runs)."""
+    return JSONResponse(flaky_tests(database, principal.tenant_id, project, min_rate))
+
+
+@router.get("/api/v1/analytics/flakiness-trends", responses={200: {"model": Trends}})
+def analytics_flakiness_trends(
+    database: DatabaseDep,
+    principal: ReadPrincipal,
+    project: str = Query(""),
+    days: int = Query(30, ge=1, le=365),
+) -> JSONResponse:
+    """Per UTC day: distinct tests that flaked, and their mean flake score (percent)."""
+    return JSONResponse(trends(database, principal.tenant_id, project, days))
+
+
+@router.get("/api/v1/analytics/flaky-recommendations", responses={200: {"model": Recommendations}})
+def analytics_recommendations(
+    database: DatabaseDep, principal: ReadPrincipal, project: str = Query("")
+) -> JSONResponse:
+    """What to fix first: broken tests, then flaky ones by how often they flake."""
+    return JSONResponse(recommendations(database, principal.tenant_id, project))

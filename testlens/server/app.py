@@ -1,6 +1,8 @@
 """The application factory: one call builds a ready server from settings.
 
-Migrations run here, so starting the server is all the set-up a database needs.
+Migrations run here, so starting the server is all the set-up a database needs. Each API
+area contributes one router; this module only assembles them with the infrastructure
+(errors, request ids, health checks, API docs).
 """
 
 from __future__ import annotations
@@ -11,13 +13,50 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from .. import __version__
-from . import analytics, durations, errors, ingest, insights, quarantine, webhooks
+from . import (
+    analytics,
+    apidocs,
+    errors,
+    flaky_feed,
+    orchestrate,
+    quarantine,
+    repos,
+    runs,
+    testcases,
+)
 from .database import Database, upgrade
+from .durations import endpoints as durations
+from .ingest import endpoints as ingest
 from .settings import Settings
 from .signing import Keys
+from .webhooks import endpoints as webhooks
+from .webhooks.tasks import delivery_worker
+
+ROUTERS = (
+    ingest.router,
+    runs.router,
+    flaky_feed.router,
+    repos.router,
+    testcases.router,
+    analytics.router,
+    quarantine.router,
+    webhooks.router,
+    durations.router,
+    orchestrate.router,
+)
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    database: str
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(served: FastAPI) -> AsyncIterator[None]:
-        with webhooks.delivery_worker(served):
+        with delivery_worker(served):
             yield
         database.dispose()
 
@@ -36,11 +75,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Self-hosted test intelligence for CI.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.database = database
-    app.state.keys = Keys.load(database)
+    app.state.keys = Keys.load(database, settings.secret_key)
     errors.install(app)
+    apidocs.install(app, app.openapi_url or "/openapi.json")
 
     @app.middleware("http")
     async def request_id(
@@ -55,25 +97,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
+    def healthz() -> Health:
         """Liveness: the process answers."""
-        return {"status": "ok"}
+        return Health(status="ok")
 
-    @app.get("/readyz", tags=["health"])
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={
+            200: {"model": Readiness},
+            503: {"description": "The database does not answer."},
+        },
+    )
     def readyz() -> JSONResponse:
         """Readiness: the database answers."""
         try:
             with database.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
         except Exception as exc:  # any driver error means "not ready"
-            body = errors.error_body(503, "DATABASE_UNAVAILABLE", f"Database unreachable: {exc}")
+            body = errors.error_body(
+                errors.ErrorCode.DATABASE_UNAVAILABLE, f"Database unreachable: {exc}"
+            )
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ready", "database": database.dialect})
 
-    app.include_router(ingest.router)
-    app.include_router(insights.router)
-    app.include_router(analytics.router)
-    app.include_router(quarantine.router)
-    app.include_router(webhooks.router)
-    app.include_router(durations.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

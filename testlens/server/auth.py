@@ -18,7 +18,7 @@ from fastapi import Request
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .errors import ApiError
+from .errors import ApiError, ErrorCode, unauthorized
 from .models import ApiKey, Tenant, utcnow
 
 KEY_PREFIX = "tl_sk_"
@@ -104,36 +104,21 @@ def authenticate(
 ) -> Principal:
     """Resolve the ``Authorization: Bearer`` header to a principal, or raise 401/403."""
     if not authorization:
-        raise ApiError(
-            401,
-            "UNAUTHORIZED",
-            "Missing API key: send Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise unauthorized("Missing API key: send Authorization: Bearer <key>")
     scheme, _, secret = authorization.partition(" ")
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
-        raise ApiError(
-            401,
-            "UNAUTHORIZED",
-            "Authorization header must be 'Bearer <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise unauthorized("Authorization header must be 'Bearer <key>'")
     row = session.execute(
         select(ApiKey, Tenant)
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == hash_key(secret))
     ).first()
     if row is None or row[0].revoked_at is not None:
-        raise ApiError(
-            401,
-            "INVALID_API_KEY",
-            "Invalid or revoked API key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise unauthorized("Invalid or revoked API key", ErrorCode.INVALID_API_KEY)
     key, tenant = row
     if tenant_header and tenant_header not in (tenant.id, tenant.name):
-        raise ApiError(403, "INVALID_TENANT", "X-Tenant-ID does not match the API key's tenant")
+        raise ApiError(ErrorCode.INVALID_TENANT, "X-Tenant-ID does not match the API key's tenant")
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
         session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
@@ -151,8 +136,7 @@ def require(scope: str) -> Callable[[Request], Principal]:
             )
         if scope not in principal.scopes and "admin" not in principal.scopes:
             raise ApiError(
-                403,
-                "INSUFFICIENT_SCOPE",
+                ErrorCode.INSUFFICIENT_SCOPE,
                 f"This API key lacks the '{scope}' scope",
                 {"required_scope": scope},
             )

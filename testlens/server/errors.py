@@ -1,13 +1,17 @@
 """One error body everywhere: ``{"error", "code", "message", "details"}``.
 
 ``error`` is the HTTP reason phrase, ``code`` a stable machine code, ``message`` a sentence
-for people. Every failure path (our own, FastAPI's validation, Starlette's 404/405, an
-unexpected exception) goes through here, so clients parse exactly one shape.
+for people. Every code is declared once in :class:`ErrorCode` with its status, so a code
+cannot be misspelt at a call site or answered with two statuses; the common errors have named
+constructors. Every failure path (our own, FastAPI's validation, Starlette's 404/405, an
+unexpected exception) goes through here, so clients parse exactly one shape. The README and
+docs/ list every code; a test keeps them in step with this registry.
 """
 
 from __future__ import annotations
 
 import logging
+from enum import Enum
 from http import HTTPStatus
 from typing import Any
 
@@ -18,17 +22,60 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("testlens.server")
 
+
+class ErrorCode(Enum):
+    """Every machine code the API answers with: its HTTP status, and when it is answered."""
+
+    BAD_REQUEST = 400, "the request is malformed in a way no other code names"
+    MISSING_FIELD = 400, "a required field is missing"
+    INVALID_FIELD = 400, "a field is malformed"
+    INVALID_JSON = 400, "a JSON body is not valid JSON"
+    INVALID_REPORT = 400, "an uploaded Flakiness report is invalid (Durations API)"
+    REPORT_NOT_UPLOADED = 400, "a Durations API job was submitted before its report"
+    UNAUTHORIZED = 401, "no credentials, or malformed ones"
+    INVALID_API_KEY = 401, "an unknown or revoked API key"
+    INVALID_TOKEN = 401, "an invalid testDurationsToken"
+    TOKEN_EXPIRED = 401, "an expired testDurationsToken"
+    URL_EXPIRED = 401, "an expired presigned URL"
+    FORBIDDEN = 403, "the credentials do not give access to this resource"
+    INVALID_TENANT = 403, "X-Tenant-ID names another tenant than the key's"
+    INSUFFICIENT_SCOPE = 403, "the key lacks the scope the endpoint needs"
+    INVALID_SIGNATURE = 403, "a presigned URL's signature is invalid"
+    NOT_FOUND = 404, "an unknown id or path, or one of another tenant"
+    NOT_READY = 404, "a Durations API result is still being computed"
+    METHOD_NOT_ALLOWED = 405, "the path does not take this method"
+    CONFLICT = 409, "the request conflicts with the resource's state"
+    PAYLOAD_TOO_LARGE = 413, "an upload, or its decompressed content, exceeds the limit"
+    UNSUPPORTED_MEDIA_TYPE = 415, "the body is not in a media type the endpoint reads"
+    UNPROCESSABLE_ENTITY = 422, "the request is well-formed but cannot be processed"
+    UNPARSEABLE_REPORT = 422, "an uploaded test report cannot be read"
+    VALIDATION_ERROR = 422, "a JSON body or a query parameter is malformed"
+    DUPLICATE_TEST = 422, "two entries of a shard plan request name the same test"
+    RATE_LIMITED = 429, "too many requests"
+    INTERNAL_ERROR = 500, "a bug; details.request_id finds it in the log"
+    COMPUTATION_FAILED = 500, "a Durations API computation failed"
+    DATABASE_UNAVAILABLE = 503, "the database does not answer"
+
+    def __init__(self, status: int, when: str) -> None:
+        self.status = status
+        self.when = when
+
+
+# Starlette's own errors (unknown path, wrong method, ...) by status.
 _CODES_BY_STATUS = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    409: "CONFLICT",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    422: "UNPROCESSABLE_ENTITY",
-    429: "RATE_LIMITED",
+    code.status: code
+    for code in (
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.FORBIDDEN,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.METHOD_NOT_ALLOWED,
+        ErrorCode.CONFLICT,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode.UNPROCESSABLE_ENTITY,
+        ErrorCode.RATE_LIMITED,
+    )
 }
 
 
@@ -37,24 +84,23 @@ class ApiError(Exception):
 
     def __init__(
         self,
-        status: int,
-        code: str,
+        code: ErrorCode,
         message: str,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
+        self.status = code.status
         self.message = message
         self.details = details or {}
         self.headers = headers
 
 
-def error_body(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> dict:
+def error_body(code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> dict:
     return {
-        "error": HTTPStatus(status).phrase,
-        "code": code,
+        "error": HTTPStatus(code.status).phrase,
+        "code": code.name,
         "message": message,
         "details": details or {},
     }
@@ -62,15 +108,75 @@ def error_body(status: int, code: str, message: str, details: dict[str, Any] | N
 
 def error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(
-        error_body(error.status, error.code, error.message, error.details),
+        error_body(error.code, error.message, error.details),
         status_code=error.status,
         headers=error.headers,
     )
 
 
+# Named constructors for the errors many endpoints answer -------------------------------------
+
+_BEARER = {"WWW-Authenticate": "Bearer"}
+
+
+def missing_field(field: str, expected: str) -> ApiError:
+    return ApiError(
+        ErrorCode.MISSING_FIELD,
+        f"Missing required field: {field}",
+        {"field": field, "expected": expected},
+    )
+
+
+def invalid_field(field: str, expected: str, message: str) -> ApiError:
+    return ApiError(ErrorCode.INVALID_FIELD, message, {"field": field, "expected": expected})
+
+
 def not_found(what: str, ident: str) -> ApiError:
     """404 for ids that don't exist *or* belong to another tenant: the two look the same."""
-    return ApiError(404, "NOT_FOUND", f"{what} not found: {ident}", {"id": ident})
+    return ApiError(ErrorCode.NOT_FOUND, f"{what} not found: {ident}", {"id": ident})
+
+
+def too_large(limit: int, what: str) -> ApiError:
+    return ApiError(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"The {what} exceeds the limit of {limit} bytes",
+        {"limit_bytes": limit},
+    )
+
+
+def unauthorized(message: str, code: ErrorCode = ErrorCode.UNAUTHORIZED) -> ApiError:
+    """401 with the ``WWW-Authenticate`` challenge; ``code`` says which credential failed."""
+    return ApiError(code, message, headers=_BEARER)
+
+
+def unsupported_media_type(message: str) -> ApiError:
+    return ApiError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, message)
+
+
+def unparseable_report(message: str, reason: str) -> ApiError:
+    return ApiError(ErrorCode.UNPARSEABLE_REPORT, message, {"reason": reason})
+
+
+def validation_error(problems: list[dict[str, str]]) -> ApiError:
+    """422 listing every problem as ``{"field", "problem"}``; the message names the first."""
+    first = problems[0] if problems else {"field": "", "problem": "invalid request"}
+    return ApiError(
+        ErrorCode.VALIDATION_ERROR,
+        f"Invalid field {first['field']}: {first['problem']}",
+        {"errors": problems},
+    )
+
+
+def validation_problems(errors: list[Any]) -> list[dict[str, str]]:
+    """Pydantic's errors as ``{"field", "problem"}``, the field a dotted path without the
+    location prefix (``query``, ``body``) that FastAPI adds."""
+    problems = []
+    for error in errors:
+        location = [str(part) for part in error["loc"]]
+        if location and location[0] in ("query", "body", "path", "header", "form"):
+            location = location[1:] or location
+        problems.append({"field": ".".join(location), "problem": error["msg"]})
+    return problems
 
 
 def install(app: FastAPI) -> None:
@@ -80,22 +186,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _CODES_BY_STATUS.get(exc.status_code, "HTTP_ERROR")
+        code = _CODES_BY_STATUS.get(exc.status_code, ErrorCode.BAD_REQUEST)
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return error_response(ApiError(exc.status_code, code, message, headers=exc.headers))
+        return error_response(ApiError(code, message, headers=exc.headers))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {
-                "field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),
-                "problem": e["msg"],
-            }
-            for e in exc.errors()
-        ]
-        first = problems[0] if problems else {"field": "", "problem": "invalid request"}
-        message = f"Invalid field {first['field']}: {first['problem']}"
-        return error_response(ApiError(422, "VALIDATION_ERROR", message, {"errors": problems}))
+        return error_response(validation_error(validation_problems(list(exc.errors()))))
 
 
 def internal_error(request_id: str) -> JSONResponse:
@@ -103,8 +200,7 @@ def internal_error(request_id: str) -> JSONResponse:
     log.exception("unhandled error (request_id=%s)", request_id)
     return error_response(
         ApiError(
-            500,
-            "INTERNAL_ERROR",
+            ErrorCode.INTERNAL_ERROR,
             "An unexpected error occurred; quote the request_id when reporting it.",
             {"request_id": request_id},
             headers={"X-Request-ID": request_id},

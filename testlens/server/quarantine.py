@@ -11,15 +11,16 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from ..core.durations import TestKey, pytest_nodeid
-from .auth import Principal, require
-from .errors import ApiError, not_found
+from ..core.identity import TestKey, pytest_nodeid
+from .database import Database
+from .deps import AdminPrincipal, DatabaseDep, ReadPrincipal
+from .errors import invalid_field, not_found
 from .models import Quarantine, TestCase, TestEvent, iso, utcnow
 from .scoping import find_repo, find_test
 
@@ -46,13 +47,36 @@ class QuarantineRequest(BaseModel):
     expires_at: datetime | None = None
 
 
-def _quarantine_body(test: TestCase, q: Quarantine) -> dict[str, Any]:
-    return {
-        "test_id": test.id,
-        "reason": q.reason,
-        "created_at": iso(q.created_at),
-        "expires_at": iso(q.expires_at),
-    }
+class QuarantineOut(BaseModel):
+    test_id: str
+    reason: str
+    created_at: str | None
+    expires_at: str | None
+
+
+class QuarantinedTest(BaseModel):
+    id: str
+    file: str
+    suite: str
+    classname: str
+    name: str
+    nodeid: str = Field(description="The pytest node id CI clients match on.")
+    reason: str
+    expires_at: str | None
+
+
+class QuarantineList(BaseModel):
+    repo: str
+    tests: list[QuarantinedTest]
+
+
+def _quarantine_out(test: TestCase, q: Quarantine) -> QuarantineOut:
+    return QuarantineOut(
+        test_id=test.id,
+        reason=q.reason,
+        created_at=iso(q.created_at),
+        expires_at=iso(q.expires_at),
+    )
 
 
 def _record_quarantine_event(
@@ -72,28 +96,21 @@ def _record_quarantine_event(
     )
 
 
-@router.post("/api/tests/{test_id}/quarantine", status_code=201)
-def quarantine_test(
-    test_id: str,
-    body: QuarantineRequest,
-    request: Request,
-    principal: Principal = Depends(require("admin")),
-) -> dict[str, Any]:
-    """Quarantine a test: CI clients stop failing builds on its failures (until expiry)."""
+def quarantine(
+    database: Database, tenant_id: str, key_id: str, test_id: str, body: QuarantineRequest
+) -> QuarantineOut:
+    """Quarantine a test (or change its reason and expiry); recorded as an event once."""
     now = utcnow()
     expires = body.expires_at
     if expires is not None:
         if expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
         if expires <= now:
-            raise ApiError(
-                400,
-                "INVALID_FIELD",
-                "expires_at must be in the future",
-                {"field": "expires_at", "expected": "ISO-8601 time in the future"},
+            raise invalid_field(
+                "expires_at", "ISO-8601 time in the future", "expires_at must be in the future"
             )
-    with request.app.state.database.transaction() as session:
-        test, _repo = find_test(session, principal.tenant_id, test_id)
+    with database.transaction() as session:
+        test, _repo = find_test(session, tenant_id, test_id)
         existing = session.get(Quarantine, test.id)
         if existing is None:
             existing = Quarantine(test_id=test.id, repo_id=test.repo_id, created_at=now)
@@ -103,57 +120,69 @@ def quarantine_test(
             )
         existing.reason = body.reason
         existing.expires_at = expires
-        existing.created_by = principal.key_id
-        return _quarantine_body(test, existing)
+        existing.created_by = key_id
+        return _quarantine_out(test, existing)
 
 
-@router.delete("/api/tests/{test_id}/quarantine", status_code=204)
-def unquarantine_test(
-    test_id: str, request: Request, principal: Principal = Depends(require("admin"))
-) -> Response:
-    """Lift a quarantine."""
-    with request.app.state.database.transaction() as session:
-        test, _repo = find_test(session, principal.tenant_id, test_id)
+def lift(database: Database, tenant_id: str, test_id: str) -> None:
+    with database.transaction() as session:
+        test, _repo = find_test(session, tenant_id, test_id)
         existing = session.get(Quarantine, test.id)
         if existing is None:
             raise not_found("quarantine", test_id)
         session.delete(existing)
         _record_quarantine_event(session, test, "quarantined", test.state, "quarantine lifted")
-    return Response(status_code=204)
 
 
-@router.get("/api/quarantine")
-def list_quarantine(
-    request: Request,
-    repo: str = Query(..., description="owner/repo"),
-    principal: Principal = Depends(require("read")),
-) -> JSONResponse:
-    """Active quarantines of a repository: the list CI clients read to know which failures
-    must not fail the build."""
+def quarantine_list(database: Database, tenant_id: str, repo: str) -> dict[str, Any]:
+    """The active quarantines of a repository: a :class:`QuarantineList` body."""
     now = utcnow()
-    with request.app.state.database.transaction() as session:
-        repository = find_repo(session, principal.tenant_id, repo)
+    with database.transaction() as session:
+        repository = find_repo(session, tenant_id, repo)
         rows = session.execute(
             select(TestCase, Quarantine)
             .join(Quarantine, Quarantine.test_id == TestCase.id)
             .where(Quarantine.repo_id == repository.id, active(now))
             .order_by(TestCase.file, TestCase.name)
         ).all()
-    return JSONResponse(
-        {
-            "repo": repository.name,
-            "tests": [
-                {
-                    "id": t.id,
-                    "file": t.file,
-                    "suite": t.suite,
-                    "classname": t.classname,
-                    "name": t.name,
-                    "nodeid": pytest_nodeid(TestKey(t.file, t.suite, t.classname, t.name)),
-                    "reason": q.reason,
-                    "expires_at": iso(q.expires_at),
-                }
-                for t, q in rows
-            ],
-        }
-    )
+    return {
+        "repo": repository.name,
+        "tests": [
+            {
+                "id": t.id,
+                "file": t.file,
+                "suite": t.suite,
+                "classname": t.classname,
+                "name": t.name,
+                "nodeid": pytest_nodeid(TestKey(t.file, t.suite, t.classname, t.name)),
+                "reason": q.reason,
+                "expires_at": iso(q.expires_at),
+            }
+            for t, q in rows
+        ],
+    }
+
+
+@router.post("/api/tests/{test_id}/quarantine", status_code=201)
+def quarantine_test(
+    test_id: str, body: QuarantineRequest, database: DatabaseDep, principal: AdminPrincipal
+) -> QuarantineOut:
+    """Quarantine a test: CI clients stop failing builds on its failures (until expiry)."""
+    return quarantine(database, principal.tenant_id, principal.key_id, test_id, body)
+
+
+@router.delete("/api/tests/{test_id}/quarantine", status_code=204, response_class=Response)
+def unquarantine_test(test_id: str, database: DatabaseDep, principal: AdminPrincipal) -> None:
+    """Lift a quarantine."""
+    lift(database, principal.tenant_id, test_id)
+
+
+@router.get("/api/quarantine", responses={200: {"model": QuarantineList}})
+def list_quarantine(
+    database: DatabaseDep,
+    principal: ReadPrincipal,
+    repo: str = Query(..., description="owner/repo"),
+) -> JSONResponse:
+    """Active quarantines of a repository: the list CI clients read to know which failures
+    must not fail the build."""
+    return JSONResponse(quarantine_list(database, principal.tenant_id, repo))

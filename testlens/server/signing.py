@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -30,8 +29,8 @@ class Keys:
         self._fernet = Fernet(base64.urlsafe_b64encode(self.derive("secret-encryption")))
 
     @classmethod
-    def load(cls, database: Database) -> Keys:
-        configured = os.environ.get("TESTLENS_SECRET_KEY")
+    def load(cls, database: Database, configured: str | None = None) -> Keys:
+        """The keys from ``configured`` (``TESTLENS_SECRET_KEY``), else from the database."""
         if configured:
             return cls(configured.encode())
         with database.transaction() as session:

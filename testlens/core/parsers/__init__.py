@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ..model import Report, ReportError, TestCase, merge_tests
 from .xml import load_xml
 
 Kind = Literal["xml", "json", "ndjson"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +29,10 @@ class Format:
 
 
 def _registry() -> tuple[Format, ...]:
-    from . import ctrf, dart, dotnet, flakiness, gotest, javascript, junit, pytest_json, rspec
+    from . import ctrf, dart, dotnet, flakiness_io, gotest, javascript, junit, pytest_json, rspec
 
     formats: list[Format] = []
-    modules = (junit, dotnet, javascript, pytest_json, ctrf, flakiness, rspec, gotest, dart)
+    modules = (junit, dotnet, javascript, pytest_json, ctrf, flakiness_io, rspec, gotest, dart)
     for module in modules:
         formats.extend(module.FORMATS)
     return tuple(formats)
@@ -49,6 +50,11 @@ def formats() -> tuple[Format, ...]:
 
 def format_names() -> list[str]:
     return [f.name for f in formats()]
+
+
+def load_json(data: bytes) -> Any:
+    """A JSON report's document, or :class:`ReportError` saying why it cannot be read."""
+    return _load(data, "json")
 
 
 def _load(data: bytes, kind: Kind) -> Any:
@@ -123,13 +129,20 @@ def parse_report(data: bytes, format: str | None = None) -> Report:
         chosen = next((f for f in formats() if f.kind == kind and f.matches(document)), None)
         if chosen is None:
             raise ReportError(f"unrecognised {kind.upper()} report: {_describe(document)}")
+    return Report(
+        format=chosen.name, tests=merge_tests(guarded(chosen.name, chosen.parse, document))
+    )
+
+
+def guarded(name: str, parse: Callable[[Any], T], document: Any) -> T:
+    """``parse(document)``, with a shape the parser did not expect (a missing key, a wrong
+    type) reported as the :class:`ReportError` it is rather than as a crash."""
     try:
-        tests = chosen.parse(document)
+        return parse(document)
     except ReportError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        raise ReportError(f"malformed {chosen.name} report: {type(exc).__name__}: {exc}") from None
-    return Report(format=chosen.name, tests=merge_tests(tests))
+        raise ReportError(f"malformed {name} report: {type(exc).__name__}: {exc}") from None
 
 
 def _describe(document: Any) -> str:

@@ -31,10 +31,8 @@ from typing import NamedTuple
 
 from lxml import etree
 
-from ..model import Attempt, AttemptStatus, TestCase, truncate_output
+from ..model import SUITE_SEPARATOR, Attempt, AttemptStatus, TestCase, truncate_output
 from . import Format
-
-SUITE_SEPARATOR = " > "
 
 _ROOT_TAGS = frozenset({"testsuites", "testsuite"})
 # testcase status attributes meaning "never ran", whatever result children say.

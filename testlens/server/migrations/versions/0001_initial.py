@@ -8,7 +8,7 @@ Create Date: 2026-11-22
 import sqlalchemy as sa
 from alembic import op
 
-from testlens.server.models import UTCDateTime
+from testlens.server.models.base import UTCDateTime
 
 revision = "0001"
 down_revision = None

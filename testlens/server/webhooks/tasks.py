@@ -1,14 +1,4 @@
-"""Outgoing webhooks: subscriptions, a durable outbox, and the worker that empties it.
-
-:func:`enqueue` writes one ``webhook_deliveries`` row per subscribed webhook inside the
-transaction that produces the event, so an event is announced exactly when its cause is
-committed. A background :class:`DeliveryWorker` claims due rows, POSTs them signed, and
-records every attempt; failures are retried with capped exponential backoff, then
-dead-lettered where the API can revive them. A claimed row is leased, not removed: if the
-process dies mid-send, the row falls due again when the lease runs out. Delivery is therefore
-at least once, and receivers deduplicate on ``X-Testlens-Delivery``, which one event keeps
-for one webhook across every retry.
-"""
+"""The delivery worker: claims due deliveries, POSTs them signed, records every attempt."""
 
 from __future__ import annotations
 
@@ -19,35 +9,25 @@ import logging
 import random
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.orm import Session
+from fastapi import FastAPI
+from sqlalchemy import select, update
 
-from .auth import Principal, require
-from .database import Database
-from .errors import not_found
-from .models import Webhook, WebhookDelivery, iso, utcnow
-from .settings import Settings
-from .signing import Keys
+from ..database import Database
+from ..models import Webhook, WebhookDelivery, iso, utcnow
+from ..settings import Settings
+from ..signing import Keys
 
-router = APIRouter(tags=["webhooks"])
 log = logging.getLogger("testlens.server.webhooks")
 
-EVENTS = ("new_flaky_test", "resolved_flaky_test")
-PAGE_SIZE = 50
 USER_AGENT = "testlens-webhooks"
-_MAX_PAGE = 1_000_000  # keeps the row offset well inside a 64-bit integer
 # Sends in flight per server process: a slow receiver holds one of them, not the queue.
 _CONCURRENCY = 4
 # Connecting, sending and reading may each take the timeout; the fourth covers recording the
@@ -55,226 +35,6 @@ _CONCURRENCY = 4
 _LEASE_TIMEOUTS = 4
 _KEPT_ATTEMPTS = 50  # newest entries of a delivery's attempt log
 _MAX_ERROR_CHARS = 500
-
-
-class WebhookIn(BaseModel):
-    """The body of ``POST /api/webhooks``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(max_length=2048)
-    events: list[str] = Field(min_length=1)
-    secret: str = Field(min_length=16, max_length=512)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        # Parsed by the client that will send to it, so what passes here can be requested.
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL:
-            url = None
-        if (
-            url is None
-            or url.scheme not in ("http", "https")
-            or not url.host
-            or any(ch.isspace() for ch in value)
-        ):
-            raise PydanticCustomError("url", "must be an http:// or https:// URL with a host")
-        return value
-
-    @field_validator("events")
-    @classmethod
-    def _known_events(cls, value: list[str]) -> list[str]:
-        unknown = [event for event in value if event not in EVENTS]
-        if unknown:
-            raise PydanticCustomError(
-                "event",
-                "unknown event {event}; known events: {known}",
-                {"event": repr(unknown[0]), "known": ", ".join(EVENTS)},
-            )
-        return list(dict.fromkeys(value))
-
-
-def _database(request: Request) -> Database:
-    return request.app.state.database
-
-
-def _webhook_json(hook: Webhook) -> dict[str, Any]:
-    # The secret is deliberately absent: it is write-only.
-    return {
-        "id": hook.id,
-        "url": hook.url,
-        "events": hook.events.split(","),
-        "created_at": iso(hook.created_at),
-    }
-
-
-def _delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
-    pending = delivery.status == "pending"
-    return {
-        "id": delivery.id,
-        "event": delivery.event,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "last_status_code": delivery.last_status_code,
-        "last_error": delivery.last_error,
-        "created_at": iso(delivery.created_at),
-        "next_attempt_at": iso(delivery.next_attempt_at) if pending else None,
-        "delivered_at": iso(delivery.delivered_at),
-        "attempts_log": json.loads(delivery.attempt_log),
-    }
-
-
-def _owned_webhook(session: Session, principal: Principal, webhook_id: str) -> Webhook:
-    hook = session.scalar(
-        select(Webhook).where(Webhook.id == webhook_id, Webhook.tenant_id == principal.tenant_id)
-    )
-    if hook is None:
-        raise not_found("webhook", webhook_id)
-    return hook
-
-
-@router.post("/api/webhooks", status_code=201)
-def create_webhook(
-    body: WebhookIn, request: Request, principal: Principal = Depends(require("admin"))
-) -> dict[str, Any]:
-    """Subscribe ``url`` to ``events``; deliveries are signed with ``secret``, never shown again."""
-    hook = Webhook(
-        id=str(uuid.uuid4()),
-        tenant_id=principal.tenant_id,
-        url=body.url,
-        events=",".join(body.events),
-        secret=request.app.state.keys.encrypt(body.secret),
-        created_at=utcnow(),
-    )
-    with _database(request).transaction() as session:
-        session.add(hook)
-    return _webhook_json(hook)
-
-
-@router.get("/api/webhooks")
-def list_webhooks(
-    request: Request, principal: Principal = Depends(require("admin"))
-) -> dict[str, Any]:
-    """The tenant's webhooks, oldest first."""
-    with _database(request).transaction() as session:
-        hooks = session.scalars(
-            select(Webhook)
-            .where(Webhook.tenant_id == principal.tenant_id)
-            .order_by(Webhook.created_at, Webhook.id)
-        ).all()
-    return {"webhooks": [_webhook_json(hook) for hook in hooks]}
-
-
-@router.delete("/api/webhooks/{webhook_id}", status_code=204)
-def delete_webhook(
-    webhook_id: str, request: Request, principal: Principal = Depends(require("admin"))
-) -> Response:
-    """Unsubscribe. The webhook's deliveries, pending ones included, go with it (FK cascade)."""
-    with _database(request).transaction() as session:
-        deleted = session.execute(
-            delete(Webhook).where(
-                Webhook.id == webhook_id, Webhook.tenant_id == principal.tenant_id
-            )
-        ).rowcount
-    if not deleted:
-        raise not_found("webhook", webhook_id)
-    return Response(status_code=204)
-
-
-@router.get("/api/webhooks/{webhook_id}/deliveries")
-def list_deliveries(
-    webhook_id: str,
-    request: Request,
-    page: Annotated[int, Query(ge=1, le=_MAX_PAGE)] = 1,
-    principal: Principal = Depends(require("admin")),
-) -> dict[str, Any]:
-    """A webhook's deliveries, newest first, ``PAGE_SIZE`` a page, with every attempt."""
-    with _database(request).transaction() as session:
-        _owned_webhook(session, principal, webhook_id)
-        deliveries = session.scalars(
-            select(WebhookDelivery)
-            .where(WebhookDelivery.webhook_id == webhook_id)
-            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
-            .offset((page - 1) * PAGE_SIZE)
-            .limit(PAGE_SIZE + 1)
-        ).all()
-    return {
-        "deliveries": [_delivery_json(d) for d in deliveries[:PAGE_SIZE]],
-        "page": page,
-        "has_more": len(deliveries) > PAGE_SIZE,
-    }
-
-
-@router.post("/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", status_code=202)
-def redeliver(
-    webhook_id: str,
-    delivery_id: str,
-    request: Request,
-    principal: Principal = Depends(require("admin")),
-) -> dict[str, Any]:
-    """Send a delivery again, under the same id and with a fresh attempt budget.
-
-    Meant for dead-lettered deliveries once the receiver is fixed; on a pending one it means
-    "retry now". The attempt log is kept, so the history stays readable.
-    """
-    with _database(request).transaction() as session:
-        _owned_webhook(session, principal, webhook_id)
-        delivery = session.scalar(
-            select(WebhookDelivery).where(
-                WebhookDelivery.id == delivery_id, WebhookDelivery.webhook_id == webhook_id
-            )
-        )
-        if delivery is None:
-            raise not_found("delivery", delivery_id)
-        delivery.status = "pending"
-        delivery.attempts = 0
-        delivery.next_attempt_at = utcnow()
-        delivery.delivered_at = None
-    return {"delivery": _delivery_json(delivery)}
-
-
-def enqueue(session: Session, tenant_id: str, event: str, payload: dict[str, Any]) -> int:
-    """Queue ``event`` for each of the tenant's webhooks subscribed to it; return how many.
-
-    Call it inside the transaction that makes the event true: the deliveries commit or roll
-    back with it. ``payload`` must be JSON (finite numbers only: receivers parse strict
-    JSON) and is sent as the body, unwrapped. The body is fixed here, so every retry sends, and
-    signs, the same bytes.
-    """
-    if event not in EVENTS:
-        raise ValueError(f"unknown webhook event {event!r}")
-    now = utcnow()
-    subscribed = [
-        hook_id
-        for hook_id, events in session.execute(
-            select(Webhook.id, Webhook.events).where(Webhook.tenant_id == tenant_id)
-        )
-        if event in events.split(",")
-    ]
-    # The body is the event's payload itself, as receivers of the seed dialect expect; the
-    # delivery id and event name travel in the X-Testlens-Delivery and -Event headers.
-    body = json.dumps(payload, allow_nan=False, separators=(",", ":"))
-    rows = []
-    for hook_id in subscribed:
-        delivery_id = str(uuid.uuid4())
-        rows.append(
-            {
-                "id": delivery_id,
-                "webhook_id": hook_id,
-                "event": event,
-                "payload": body,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "attempt_log": "[]",
-                "created_at": now,
-            }
-        )
-    if rows:
-        session.execute(insert(WebhookDelivery), rows)
-    return len(rows)
 
 
 def backoff(settings: Settings, failures: int) -> timedelta:

@@ -13,6 +13,9 @@ is an error rather than a failure.
 ``unattributedErrors`` belong to no test and are not turned into one: a synthetic test would
 change the test count the report itself gives. Unknown fields are ignored, as the upstream
 validator does.
+
+:func:`read_tests` also hands back each test's JSON object, for the Durations API, which
+answers with the uploaded report itself, each test filled with its predicted attempts.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from ..model import Attempt, AttemptStatus, ReportError, TestCase, truncate_output
-from . import Format
+from ..model import SUITE_SEPARATOR, Attempt, AttemptStatus, ReportError, TestCase, truncate_output
+from . import Format, guarded, load_json
 from .ctrf import duration, field, objects
 
 _STATUSES = ("passed", "failed", "timedOut", "skipped", "interrupted")
@@ -38,6 +41,20 @@ def _matches(document: Any) -> bool:
 
 
 def _parse(document: dict[str, Any]) -> list[TestCase]:
+    return [test for _, test in read_tests(document)]
+
+
+def read_report(data: bytes) -> tuple[dict[str, Any], list[tuple[dict[str, Any], TestCase]]]:
+    """A Flakiness report's document and its tests, each with its JSON object."""
+    document = load_json(data)
+    if not _matches(document):
+        raise ReportError("the report is not in the flakiness format")
+    return document, guarded("flakiness", read_tests, document)
+
+
+def read_tests(document: dict[str, Any]) -> list[tuple[dict[str, Any], TestCase]]:
+    """Every test of a Flakiness report (a parsed JSON document) with its JSON object, in
+    report order; raises :class:`ReportError` for a malformed report."""
     environments = [
         field(env, "name", str, f"environments[{index}]", required=True)
         for index, env in enumerate(objects(document, "environments", "report", required=True))
@@ -55,7 +72,7 @@ class _Reader:
 
     def __init__(self, environments: list[str]) -> None:
         self.environments = environments
-        self.tests: list[TestCase] = []
+        self.tests: list[tuple[dict[str, Any], TestCase]] = []
 
     def suite(self, suite: dict[str, Any], where: str, file: str, path: tuple[str, ...]) -> None:
         kind = field(suite, "type", str, where, required=True)
@@ -77,14 +94,13 @@ class _Reader:
             self.attempt(attempt, f"{where}.attempts[{index}]")
             for index, attempt in enumerate(objects(test, "attempts", where, required=True))
         ]
-        self.tests.append(
-            TestCase(
-                name=title,
-                suite=" > ".join(path),
-                file=file or _location_file(test, where),
-                attempts=attempts,
-            )
+        case = TestCase(
+            name=title,
+            suite=SUITE_SEPARATOR.join(path),
+            file=file or _location_file(test, where),
+            attempts=attempts,
         )
+        self.tests.append((test, case))
 
     def attempt(self, attempt: dict[str, Any], where: str) -> Attempt:
         status = _status(attempt, "status", where)

@@ -1,0 +1,43 @@
+"""``POST /api/test-results``: the Unfold CI ingest dialect."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..deps import DatabaseDep, IngestPrincipal, SettingsDep
+from . import form, service
+from .schemas import IngestResponse
+
+router = APIRouter(tags=["results"])
+
+
+@router.post("/api/test-results", status_code=201, responses={201: {"model": IngestResponse}})
+async def upload_test_results(
+    request: Request, database: DatabaseDep, settings: SettingsDep, principal: IngestPrincipal
+) -> JSONResponse:
+    """Upload one test report (multipart form) for a repository.
+
+    A repeated upload of the same report answers the first run's id, with the header
+    ``Testlens-Duplicate: true``.
+    """
+    limit = settings.max_upload_bytes
+    form.check_request(
+        request.headers.get("content-type", ""), request.headers.get("content-length"), limit
+    )
+    async with request.form(max_files=1, max_fields=32) as fields:
+        upload = form.report_file(fields)
+        meta = form.read_metadata(fields)
+        data = await form.read_report(upload, limit)
+    result = await run_in_threadpool(
+        service.ingest, database, principal.tenant_id, meta, data, settings.mainline_branches
+    )
+    body = IngestResponse(
+        success=True,
+        tests_processed=result.tests_processed,
+        flaky_detected=result.flaky_detected,
+        run_id=result.run_id,
+    )
+    headers = {"Testlens-Duplicate": "true"} if result.duplicate else None
+    return JSONResponse(body.model_dump(), status_code=201, headers=headers)

@@ -1,0 +1,146 @@
+"""Reading an upload: the form's text fields, validated, and the report file under a size cap
+(also after gzip decompression).
+
+Everything here runs before any database work, so a bad upload is refused with a clear 400,
+413, 415 or 422 and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import FormData, UploadFile
+
+from ...core.parsers import format_names
+from ..errors import (
+    invalid_field,
+    missing_field,
+    too_large,
+    unparseable_report,
+    unsupported_media_type,
+)
+
+REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_READ_CHUNK = 1024 * 1024
+FORM_OVERHEAD = 64 * 1024
+"""Multipart framing and the small text fields around the file."""
+_TEXT_FIELDS = {
+    "branch": 300,
+    "commit": 64,
+    "tree_sha": 64,
+    "framework": 100,
+    "workflow_run_id": 100,
+    "environment": 200,
+    "check_name": 300,
+    "provider": 100,
+    "format": 40,
+}
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+@dataclass(frozen=True, slots=True)
+class RunMetadata:
+    repo: str
+    framework: str
+    branch: str | None = None
+    commit: str | None = None
+    tree_sha: str | None = None
+    pr_number: int | None = None
+    workflow_run_id: str | None = None
+    environment: str | None = None
+    check_name: str | None = None
+    provider: str | None = None
+    format: str | None = None
+
+
+def check_request(content_type: str, content_length: str | None, limit: int) -> None:
+    """Refuse, before reading the body, a body that is not a form or says it is too large."""
+    if content_length and content_length.isdigit() and int(content_length) > limit + FORM_OVERHEAD:
+        raise too_large(limit, "upload")
+    if not content_type.startswith(_FORM_TYPES):
+        raise unsupported_media_type("Send the report as multipart/form-data with a 'file' field")
+
+
+def report_file(form: FormData) -> UploadFile:
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise missing_field("file", "test report file (JUnit XML or JSON, optionally gzipped)")
+    return upload
+
+
+def read_metadata(form: Any) -> RunMetadata:
+    """Validate the text fields of the upload form."""
+    values: dict[str, Any] = {}
+    for name, max_length in _TEXT_FIELDS.items():
+        value = form.get(name)
+        if isinstance(value, UploadFile):
+            raise invalid_field(name, "string", f"Field {name} must be text, not a file")
+        if value is not None and value.strip():
+            value = value.strip()
+            if len(value) > max_length:
+                raise invalid_field(
+                    name,
+                    f"string of at most {max_length} characters",
+                    f"Field {name} is longer than {max_length} characters",
+                )
+            values[name] = value
+    repo = form.get("repo")
+    if not isinstance(repo, str) or not repo.strip():
+        raise missing_field("repo", "string in format 'owner/repo'")
+    if not REPO_PATTERN.match(repo.strip()):
+        raise invalid_field(
+            "repo",
+            "string in format 'owner/repo'",
+            f"Invalid repo {repo.strip()!r}: expected 'owner/repo'",
+        )
+    if "framework" not in values:
+        raise missing_field("framework", "string naming the test framework, e.g. 'pytest'")
+    if "format" in values and values["format"] not in format_names():
+        raise invalid_field(
+            "format",
+            "one of " + ", ".join(format_names()),
+            f"Unknown report format {values['format']!r}",
+        )
+    pr_number = form.get("pr_number")
+    if isinstance(pr_number, str) and pr_number.strip():
+        if not pr_number.strip().isdigit():
+            raise invalid_field(
+                "pr_number", "positive integer", "pr_number must be a positive integer"
+            )
+        values["pr_number"] = int(pr_number.strip())
+    return RunMetadata(repo=repo.strip(), **values)
+
+
+async def read_report(upload: UploadFile, limit: int) -> bytes:
+    """Read the uploaded file, refusing more than ``limit`` bytes before or after gzip."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await upload.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit, "report")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if data[:2] == b"\x1f\x8b":
+        data = gunzip(data, limit)
+    if not data.strip():
+        raise unparseable_report("The report file is empty", "empty")
+    return data
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress at most ``limit`` bytes: a gzip bomb stops at the cap, not in swap."""
+    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = decompressor.decompress(data, limit + 1)
+        if len(out) > limit or decompressor.unconsumed_tail:
+            raise too_large(limit, "decompressed report")
+        out += decompressor.flush()
+    except zlib.error as exc:
+        raise unparseable_report(f"Invalid gzip data: {exc}", str(exc)) from None
+    if len(out) > limit:
+        raise too_large(limit, "decompressed report")
+    return out

@@ -1,0 +1,225 @@
+"""The SQL of ingest: the rows it writes, as named tuples in column order, and the statements
+that write them.
+
+Rows are built by the tens of thousands per report and handed to the driver as they are
+(:meth:`Database.insert_many`), so they are tuples; naming them keeps a field from silently
+landing in the wrong column. Each row type's fields are its table's column names.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from ..database import Database
+from ..models import (
+    DailyRollup,
+    Repository,
+    Run,
+    TestCase,
+    TestEvent,
+    TestResult,
+    TestState,
+    utcnow,
+)
+
+_LOAD_CHUNK = 5000
+
+
+class IdentityRow(NamedTuple):
+    """The identity columns of ``test_cases``."""
+
+    id: str
+    repo_id: str
+    file: str
+    suite: str
+    classname: str
+    name: str
+    first_seen_at: Any
+    last_seen_at: Any
+
+
+class SummaryRow(NamedTuple):
+    """The columns of ``test_cases`` that hold a test's figures combined over environments."""
+
+    state: str
+    flake_score: float
+    flake_score_low: float
+    flake_score_high: float
+    total_runs: int
+    failed_runs: int
+    flaky_runs: int
+    first_flaky_at: Any
+    last_flaky_at: Any
+    last_run_id: str
+    recent_flaky: str
+
+
+class ResultRow(NamedTuple):
+    """One attempt: a ``test_results`` row (the id is the database's)."""
+
+    run_id: str
+    test_id: str
+    attempt: int
+    status: str
+    duration_ms: float
+    environment: str | None
+    censored: bool
+    error_type: str | None
+    error_message: str | None
+    stack: str | None
+    stdout: str | None
+    stderr: str | None
+
+
+class StateRow(NamedTuple):
+    """A ``test_states`` row: one test in one environment."""
+
+    test_id: str
+    environment: str
+    repo_id: str
+    state: str
+    since: Any
+    flake_score: float
+    flake_score_low: float
+    flake_score_high: float
+    pass_rate: float | None
+    total_runs: int
+    failed_runs: int
+    flaky_runs: int
+    first_flaky_at: Any
+    last_flaky_at: Any
+    last_run_at: Any
+    last_run_id: str
+    check_name: str | None
+    durations: str
+    data: str
+
+
+class EventRow(NamedTuple):
+    """A ``test_events`` row (the id is the database's)."""
+
+    repo_id: str
+    test_id: str
+    environment: str
+    from_state: str
+    to_state: str
+    at: Any
+    reason: str
+    run_ids: str
+    commit_sha: str | None
+
+
+class StoredState(NamedTuple):
+    """What a test in an environment has kept from earlier runs."""
+
+    data: str  # the serialized core TestState
+    durations: str  # JSON duration samples
+
+
+class DuplicateRun(NamedTuple):
+    id: str
+    tests: int
+    flaky_detected: int
+
+
+def repository_id(database: Database, session: Session, tenant_id: str, name: str) -> str:
+    """The id of the tenant's repository ``name``, created on its first upload."""
+    session.execute(
+        database.upsert(Repository, ["tenant_id", "name"]),
+        {"id": str(uuid.uuid4()), "tenant_id": tenant_id, "name": name, "created_at": utcnow()},
+    )
+    found: str = session.scalar(
+        select(Repository.id).where(Repository.tenant_id == tenant_id, Repository.name == name)
+    )
+    return found
+
+
+def run_with_key(session: Session, repo_id: str, ingest_key: str) -> DuplicateRun | None:
+    """The run an identical upload already stored, if any."""
+    row = session.execute(
+        select(Run.id, Run.tests, Run.flaky_detected).where(
+            Run.repo_id == repo_id, Run.ingest_key == ingest_key
+        )
+    ).first()
+    return None if row is None else DuplicateRun(*row)
+
+
+def insert_run(session: Session, values: dict[str, Any]) -> None:
+    session.execute(insert(Run), [values])
+
+
+def claim_tests(database: Database, session: Session, rows: Sequence[IdentityRow]) -> None:
+    """Create the run's missing tests and lock all of them (see :meth:`Database.claim_rows`)."""
+    database.claim_rows(session, TestCase.__table__, IdentityRow._fields, rows)
+
+
+def load_states(session: Session, test_ids: list[str]) -> dict[str, dict[str, StoredState]]:
+    """The stored state of every environment of the given tests, by test id and environment."""
+    found: dict[str, dict[str, StoredState]] = {}
+    for start in range(0, len(test_ids), _LOAD_CHUNK):
+        chunk = test_ids[start : start + _LOAD_CHUNK]
+        rows = session.execute(
+            select(
+                TestState.test_id, TestState.environment, TestState.data, TestState.durations
+            ).where(TestState.test_id.in_(chunk))
+        )
+        for test_id, env, data, durations in rows:
+            found.setdefault(test_id, {})[env] = StoredState(data, durations)
+    return found
+
+
+TEST_COLUMNS = IdentityRow._fields + SummaryRow._fields
+"""A whole ``test_cases`` row: an :class:`IdentityRow` followed by a :class:`SummaryRow`."""
+
+
+def write_tests(database: Database, session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert or update whole test rows (:data:`TEST_COLUMNS`)."""
+    database.insert_many(
+        session.connection(),
+        TestCase.__table__,
+        TEST_COLUMNS,
+        rows,
+        conflict=["id"],
+        update=["last_seen_at", *SummaryRow._fields],
+    )
+
+
+def write_results(database: Database, session: Session, rows: Sequence[ResultRow]) -> None:
+    database.insert_many(session.connection(), TestResult.__table__, ResultRow._fields, rows)
+
+
+def write_states(database: Database, session: Session, rows: Sequence[StateRow]) -> None:
+    database.insert_many(
+        session.connection(),
+        TestState.__table__,
+        StateRow._fields,
+        rows,
+        conflict=("test_id", "environment"),
+        update=StateRow._fields[2:],
+    )
+
+
+def write_events(database: Database, session: Session, rows: Sequence[EventRow]) -> None:
+    database.insert_many(session.connection(), TestEvent.__table__, EventRow._fields, rows)
+
+
+def add_rollup(
+    database: Database, session: Session, repo_id: str, day: date, counts: dict[str, float]
+) -> None:
+    """Add ``counts`` to the repository's rollup of ``day``."""
+    session.execute(
+        database.upsert(DailyRollup, ["repo_id", "day"], increment=tuple(counts)),
+        {"repo_id": repo_id, "day": day.isoformat(), **counts},
+    )
+
+
+def finish_run(session: Session, run_id: str, repo_id: str, flaky: int, at: datetime) -> None:
+    """Record what detection found in the run, and the repository's latest run time."""
+    session.execute(update(Run).where(Run.id == run_id).values(flaky_detected=flaky))
+    session.execute(update(Repository).where(Repository.id == repo_id).values(last_run_at=at))

@@ -1,0 +1,227 @@
+"""Storing a report: parse it, then write the run, its tests, every attempt and what detection
+concludes, in one transaction.
+
+Either all of a report is stored or none of it. The same report for the same repo, commit
+and workflow run is recognised by a content hash and answered with the first run's id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ...core.model import Report, ReportError
+from ...core.parsers import parse_report
+from ..database import Database
+from ..errors import unparseable_report
+from ..models import TestCase, utcnow
+from ..settings import DEFAULT_MAINLINE_BRANCHES
+from ..webhooks import payloads
+from . import detection, queries
+from .form import RunMetadata
+from .queries import IdentityRow, ResultRow
+
+Identity = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    run_id: str
+    tests_processed: int
+    flaky_detected: int
+    duplicate: bool
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL, which JSON reports may carry as ``\\u0000``."""
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "\ufffd")
+
+
+def test_id(repo_id: str, identity: Identity) -> str:
+    """A test's primary key: stable for its identity within one repository."""
+    key = "\x1f".join((repo_id, *identity)).encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+def ingest_key(meta: RunMetadata, data: bytes) -> str:
+    """What makes two uploads the same: repository, commit, workflow run and content."""
+    digest = hashlib.sha256()
+    for part in (meta.repo, meta.commit or "", meta.workflow_run_id or ""):
+        digest.update(part.encode() + b"\x1f")
+    digest.update(hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def ingest(
+    database: Database,
+    tenant_id: str,
+    meta: RunMetadata,
+    data: bytes,
+    mainline_branches: tuple[str, ...] = DEFAULT_MAINLINE_BRANCHES,
+) -> IngestResult:
+    """Parse and store; a concurrent duplicate upload resolves to the run that won."""
+    try:
+        report = parse_report(data, meta.format)
+    except ReportError as exc:
+        raise unparseable_report(f"Could not parse the report: {exc}", str(exc)) from None
+    key = ingest_key(meta, data)
+    try:
+        return store_report(database, tenant_id, meta, report, key, mainline_branches)
+    except IntegrityError:
+        return store_report(database, tenant_id, meta, report, key, mainline_branches)
+
+
+def store_report(
+    database: Database,
+    tenant_id: str,
+    meta: RunMetadata,
+    report: Report,
+    ingest_key: str,
+    mainline_branches: tuple[str, ...] = DEFAULT_MAINLINE_BRANCHES,
+) -> IngestResult:
+    """Store one parsed report as a run, in a single transaction."""
+    now = utcnow()
+    with database.transaction() as session:
+        repo_id = queries.repository_id(database, session, tenant_id, meta.repo)
+        existing = queries.run_with_key(session, repo_id, ingest_key)
+        if existing is not None:
+            return IngestResult(
+                existing.id, existing.tests, existing.flaky_detected, duplicate=True
+            )
+        run_id = str(uuid.uuid4())
+        queries.insert_run(session, _run_values(run_id, repo_id, ingest_key, meta, report, now))
+        test_ids = {test.identity: test_id(repo_id, test.identity) for test in report.tests}
+        identities = _identity_rows(database, repo_id, report, test_ids, now)
+        queries.claim_tests(database, session, list(identities.values()))
+        context = detection.RunContext(
+            repo_id,
+            run_id,
+            now,
+            meta.commit,
+            meta.tree_sha,
+            meta.environment,
+            meta.check_name,
+            mainline=meta.pr_number is None
+            and (meta.branch is None or meta.branch in mainline_branches),
+        )
+        evaluation = detection.evaluate(database, session, context, report, test_ids)
+        queries.write_tests(
+            database,
+            session,
+            [identities[tid] + evaluation.summaries[tid] for tid in identities],
+        )
+        queries.write_results(database, session, _result_rows(run_id, meta, report, test_ids))
+        detection.write(database, session, context, evaluation)
+        _announce(session, tenant_id, meta, evaluation, report, test_ids, now)
+        queries.finish_run(session, run_id, repo_id, evaluation.flaky_tests, now)
+    return IngestResult(run_id, len(report.tests), evaluation.flaky_tests, duplicate=False)
+
+
+def _run_values(
+    run_id: str, repo_id: str, key: str, meta: RunMetadata, report: Report, now: datetime
+) -> dict[str, Any]:
+    summary = report.summary()
+    return {
+        "id": run_id,
+        "repo_id": repo_id,
+        "ingest_key": key,
+        "branch": meta.branch,
+        "commit_sha": meta.commit,
+        "tree_sha": meta.tree_sha,
+        "framework": meta.framework,
+        "format": report.format,
+        "environment": meta.environment,
+        "provider": meta.provider,
+        "check_name": meta.check_name,
+        "pr_number": meta.pr_number,
+        "workflow_run_id": meta.workflow_run_id,
+        "created_at": now,
+        "tests": summary.tests,
+        "passed": summary.passed,
+        "failed": summary.failed,
+        "errors": summary.errors,
+        "skipped": summary.skipped,
+        "flaky": summary.flaky,
+        "attempts": summary.attempts,
+        "duration_ms": summary.duration_ms,
+    }
+
+
+def _identity_rows(
+    database: Database,
+    repo_id: str,
+    report: Report,
+    test_ids: Mapping[Identity, str],
+    now: datetime,
+) -> dict[str, IdentityRow]:
+    """The identity part of each test's row, by test id, first and last seen now."""
+    seen = database.to_driver(TestCase.__table__.c.last_seen_at)(now)
+    rows: dict[str, IdentityRow] = {}
+    for test in report.tests:
+        tid = test_ids[test.identity]
+        rows[tid] = IdentityRow(
+            tid,
+            repo_id,
+            _text(test.file) or "",
+            _text(test.suite) or "",
+            _text(test.classname) or "",
+            _text(test.name) or "",
+            seen,
+            seen,
+        )
+    return rows
+
+
+def _result_rows(
+    run_id: str, meta: RunMetadata, report: Report, test_ids: Mapping[Identity, str]
+) -> list[ResultRow]:
+    """One row per attempt, numbered in the order the report gives them."""
+    return [
+        ResultRow(
+            run_id,
+            test_ids[test.identity],
+            number,
+            attempt.status,
+            attempt.duration_ms,
+            attempt.environment or meta.environment,
+            attempt.censored,
+            _text(attempt.error_type),
+            _text(attempt.message),
+            _text(attempt.stack),
+            _text(attempt.stdout),
+            _text(attempt.stderr),
+        )
+        for test in report.tests
+        for number, attempt in enumerate(test.attempts)
+    ]
+
+
+def _announce(
+    session: Session,
+    tenant_id: str,
+    meta: RunMetadata,
+    evaluation: detection.Evaluation,
+    report: Report,
+    test_ids: Mapping[Identity, str],
+    now: datetime,
+) -> None:
+    """Queue the webhooks of the run's state changes, in the run's transaction."""
+    payloads.queue_flaky_events(
+        session,
+        tenant_id,
+        meta.repo,
+        {"name": meta.check_name or meta.framework, "provider": meta.provider or "github"},
+        meta.commit,
+        evaluation.changes,
+        {test_ids[test.identity]: test for test in report.tests},
+        now,
+    )

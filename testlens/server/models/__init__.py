@@ -1,0 +1,34 @@
+"""The tables. One data model behind every API family: a test seen anywhere is one row here.
+
+One module per area; importing this package registers every table on ``Base.metadata``
+(which migrations and the schema test compare against).
+"""
+
+from .base import Base, iso, utcnow
+from .detection import DailyRollup, TestEvent, TestState
+from .durations import DurationJob, ShardPlanRecord
+from .quarantine import Quarantine
+from .results import Repository, Run, TestCase, TestResult
+from .tenants import ApiKey, ServerSecret, Tenant
+from .webhooks import Webhook, WebhookDelivery
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "DailyRollup",
+    "DurationJob",
+    "Quarantine",
+    "Repository",
+    "Run",
+    "ServerSecret",
+    "ShardPlanRecord",
+    "Tenant",
+    "TestCase",
+    "TestEvent",
+    "TestResult",
+    "TestState",
+    "Webhook",
+    "WebhookDelivery",
+    "iso",
+    "utcnow",
+]

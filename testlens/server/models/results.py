@@ -1,0 +1,131 @@
+"""What ingest stores: repositories, runs (one per uploaded report), tests and their attempts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, BigId, UTCDateTime, utcnow
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(300))  # "owner/repo"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Run(Base):
+    """One uploaded report: a CI job's test results for one commit."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("repo_id", "ingest_key"),
+        Index("ix_runs_repo_created", "repo_id", "created_at"),
+        Index("ix_runs_repo_commit", "repo_id", "commit_sha"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    repo_id: Mapped[str] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    ingest_key: Mapped[str] = mapped_column(String(64))
+    branch: Mapped[str | None] = mapped_column(String(300))
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+    tree_sha: Mapped[str | None] = mapped_column(String(64))
+    framework: Mapped[str] = mapped_column(String(100))
+    format: Mapped[str] = mapped_column(String(40))
+    environment: Mapped[str | None] = mapped_column(String(200))
+    provider: Mapped[str | None] = mapped_column(String(100))
+    check_name: Mapped[str | None] = mapped_column(String(300))
+    pr_number: Mapped[int | None] = mapped_column(Integer)
+    workflow_run_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    tests: Mapped[int] = mapped_column(Integer, default=0)
+    passed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    flaky: Mapped[int] = mapped_column(Integer, default=0)
+    flaky_detected: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class TestCase(Base):
+    """A test's stable identity within a repository, and its figures combined over every
+    environment it runs in (worst state, highest flake score, summed runs).
+
+    ``id`` is a hash of the identity. The figures are rewritten at each ingest that touches
+    the test, so repository pages and the flaky feed are index range scans with a limit,
+    whatever the history. ``recent_flaky`` is a JSON list of recent flaky occurrences (Unix
+    seconds), for the last-24-hours count.
+    """
+
+    __tablename__ = "test_cases"
+    __test__ = False
+    __table_args__ = (
+        Index("ix_test_cases_repo_file", "repo_id", "file"),
+        Index("ix_test_cases_repo_flaky", "repo_id", "first_flaky_at"),
+        Index("ix_test_cases_repo_score", "repo_id", "flake_score"),
+        Index("ix_test_cases_repo_state", "repo_id", "state"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    repo_id: Mapped[str] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    file: Mapped[str] = mapped_column(Text, default="")
+    suite: Mapped[str] = mapped_column(Text, default="")
+    classname: Mapped[str] = mapped_column(Text, default="")
+    name: Mapped[str] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(12), default="healthy", server_default="healthy")
+    flake_score: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    flake_score_low: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    flake_score_high: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    total_runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed_runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    flaky_runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    first_flaky_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_flaky_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_run_id: Mapped[str | None] = mapped_column(String(36))
+    recent_flaky: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+
+
+class TestResult(Base):
+    """One attempt of one test in one run; retries are separate rows numbered by ``attempt``.
+
+    Rows carry no timestamp of their own: every attempt of a run shares the run's, and ids
+    grow in ingest order, so "history of one test, newest first" is the (test_id, id) index.
+    """
+
+    __tablename__ = "test_results"
+    __test__ = False
+    __table_args__ = (
+        Index("ix_test_results_history", "test_id", "id"),
+        Index("ix_test_results_run", "run_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    test_id: Mapped[str] = mapped_column(ForeignKey("test_cases.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(SmallInteger)
+    status: Mapped[str] = mapped_column(String(10))
+    duration_ms: Mapped[float] = mapped_column(Float)
+    environment: Mapped[str | None] = mapped_column(String(200))
+    censored: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_type: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    stack: Mapped[str | None] = mapped_column(Text)
+    stdout: Mapped[str | None] = mapped_column(Text)
+    stderr: Mapped[str | None] = mapped_column(Text)
