@@ -455,11 +455,11 @@ def observations(
     code_id = tree_sha or commit
     per_env: dict[str | None, list[tuple[tuple[str, str, str, str], tuple[str, ...]]]] = {}
     for test in report.tests:
-        by_env: dict[str | None, list[str]] = {}
+        by_env: dict[str | None, list[str]] = {}  # statuses, in attempt order
         for attempt in test.attempts:
             by_env.setdefault(attempt.environment or environment, []).append(attempt.status)
-        for env, statuses in by_env.items():
-            per_env.setdefault(env, []).append((test.identity, tuple(statuses)))
+        for env, listed in by_env.items():
+            per_env.setdefault(env, []).append((test.identity, tuple(listed)))
     result = []
     for env, tests in per_env.items():
         ran = [statuses for _, statuses in tests if any(s != "skipped" for s in statuses)]
@@ -547,10 +547,9 @@ class _Update:
         that failed since the streak began refutes it: that failure was not deterministic.
         """
         s, obs = self.s, self.obs
+        proof: tuple[str, tuple[str, ...]] | None = None
         if self.failed and self.passed:
             proof = (f"failed and passed within run {obs.run_id}", (obs.run_id,))
-        else:
-            proof = None
         if obs.code_id is None:
             return proof, True, False
         key = _code_key(obs.code_id)
@@ -568,7 +567,7 @@ class _Update:
             seen.pass_run or (obs.run_id if self.passed else None),
             fail_run,
         )
-        s.codes[key] = (_micros(seen.first_seen), seen.pass_run, seen.fail_run)
+        s.codes[key] = ((seen.first_seen - _EPOCH) // _MICROSECOND, seen.pass_run, seen.fail_run)
         while len(s.codes) > self.cfg.code_memory:
             del s.codes[next(iter(s.codes))]
         ends_streak = s.streak is None or seen.first_seen >= s.streak.started_at

@@ -25,8 +25,6 @@ class TestKey(NamedTuple):
     classname: str
     name: str
 
-    __test__ = False  # not a pytest test class
-
     @classmethod
     def from_nodeid(cls, nodeid: str) -> TestKey:
         """Read a pytest node id (``path::Class::test[param]``) or a plain path (knapsack).
@@ -49,6 +47,9 @@ class TestKey(NamedTuple):
         """The file a runner loads for this test; JUnit reports without a ``file`` attribute
         name the class instead, which for Java and .NET is the file's unit."""
         return self.file or self.classname or self.suite
+
+
+TestKey.__test__ = False  # type: ignore[attr-defined]  # not a pytest test class
 
 
 def class_path(key: TestKey) -> str:

@@ -98,7 +98,7 @@ def flaky_tests(
                 TestCase.repo_id == repo.id, TestCase.last_flaky_at >= now - FEED_WINDOW
             )
         ).all()
-    data = []
+    data: list[dict[str, Any]] = []
     for test in tests:
         rate = 100.0 * test.flaky_runs / test.total_runs if test.total_runs else 0.0
         if rate >= min_rate:
@@ -136,13 +136,12 @@ def trends(database: Database, tenant_id: str, project: str, days: int) -> dict[
         day = (first + timedelta(days=offset)).isoformat()
         rollup = rollups.get(day)
         count = rollup.flaky_tests if rollup else 0
+        mean_score = rollup.flake_score_sum / count if rollup and count else 0.0
         data.append(
             {
                 "detectionDate": day,
                 "flakyTestCount": count,
-                "avgFlakinessRate": round(100.0 * rollup.flake_score_sum / count, 2)
-                if count
-                else 0.0,
+                "avgFlakinessRate": round(100.0 * mean_score, 2),
                 "testRuns": rollup.test_runs if rollup else 0,
                 "failedTestRuns": rollup.failed_test_runs if rollup else 0,
             }

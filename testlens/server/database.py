@@ -13,7 +13,16 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Column, Connection, Engine, Insert, Table, create_engine, event, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Insert,
+    Table,
+    create_engine,
+    event,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -99,7 +108,7 @@ class Database:
         values.update({name: columns[name] + statement.excluded[name] for name in increment})
         return statement.on_conflict_do_update(index_elements=keys, set_=values)
 
-    def to_driver(self, column: Column) -> Callable[[Any], Any]:
+    def to_driver(self, column: ColumnElement[Any]) -> Callable[[Any], Any]:
         """A function giving values as the driver stores them in ``column``, for the rows of
         :meth:`insert_many` (computed once per column, applied per row)."""
         dialect = self.engine.dialect
@@ -111,7 +120,7 @@ class Database:
         connection: Connection,
         table: Table,
         columns: Sequence[str],
-        rows: Sequence[tuple],
+        rows: Sequence[tuple[Any, ...]],
         conflict: Sequence[str] = (),
         update: Sequence[str] = (),
     ) -> None:
@@ -125,7 +134,9 @@ class Database:
         if not rows:
             return
         names = ", ".join(columns)
-        cursor = connection.connection.driver_connection.cursor()
+        driver = connection.connection.driver_connection
+        assert driver is not None, "a connection in use has a driver connection"
+        cursor = driver.cursor()
         try:
             if self.dialect == "postgresql" and not conflict:
                 with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
@@ -148,7 +159,11 @@ class Database:
             cursor.close()
 
     def claim_rows(
-        self, session: Session, table: Table, columns: Sequence[str], rows: Sequence[tuple]
+        self,
+        session: Session,
+        table: Table,
+        columns: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
     ) -> None:
         """Insert the missing ``rows`` and lock all of them, in key order (first column), so
         that concurrent transactions reading and rewriting the same rows take turns instead

@@ -38,7 +38,9 @@ class Keys:
                 database.upsert(ServerSecret, ["name"]),
                 {"name": _MASTER, "value": secrets.token_hex(32), "created_at": utcnow()},
             )
-            value = session.scalar(select(ServerSecret.value).where(ServerSecret.name == _MASTER))
+            value = session.execute(
+                select(ServerSecret.value).where(ServerSecret.name == _MASTER)
+            ).scalar_one()
         return cls(value.encode())
 
     def derive(self, purpose: str) -> bytes:

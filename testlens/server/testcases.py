@@ -29,19 +29,22 @@ router = APIRouter(tags=["tests"])
 
 RECENT_RUNS = 20
 
+AnyRow = Row[*tuple[Any, ...]]
+"""A result row of any columns (the helpers below read the ones they name)."""
 
-def class_name(test: TestCase | Row[Any]) -> str:
+
+def class_name(test: TestCase | AnyRow) -> str:
     return test.classname or test.suite
 
 
-def pass_rate(test: TestCase | Row[Any]) -> float | None:
+def pass_rate(test: TestCase | AnyRow) -> float | None:
     """Share of the test's runs that passed in the end (retries included)."""
     if not test.total_runs:
         return None
     return round((test.total_runs - test.failed_runs) / test.total_runs, 4)
 
 
-def last_24_hours(test: TestCase | Row[Any], now: datetime) -> int:
+def last_24_hours(test: TestCase | AnyRow, now: datetime) -> int:
     """Flaky occurrences in the last 24 hours, from the test's recent ones."""
     start = now.timestamp() - 24 * 3600
     return sum(1 for at in json.loads(test.recent_flaky) if at > start)
@@ -67,7 +70,7 @@ class TestSummary(BaseModel):
 
 
 def summary_body(
-    test: TestCase | Row[Any], framework: str | None, quarantined: bool
+    test: TestCase | AnyRow, framework: str | None, quarantined: bool
 ) -> dict[str, Any]:
     """A :class:`TestSummary` as JSON (built directly: lists show hundreds of them)."""
     return {

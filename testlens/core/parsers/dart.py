@@ -62,7 +62,7 @@ def _parse(events: list[dict[str, Any]]) -> list[TestCase]:
             groups[event["group"]["id"]] = event["group"].get("name") or ""
         elif kind == "testStart":
             started[event["test"]["id"]] = _Started(event["test"], event.get("time") or 0.0)
-        elif (test := started.get(event.get("testID"))) is not None:
+        elif (test := started.get(event.get("testID", -1))) is not None:
             if kind == "print":
                 test.prints.append(event.get("message") or "")
             elif kind == "error":
@@ -80,7 +80,7 @@ def _case(
     if started.done is not None and started.done.get("hidden") and not attempt.is_failure:
         return None
     suite, name = _names(started.test.get("name") or "", started.test.get("groupIDs") or [], groups)
-    suite_info = suites.get(started.test.get("suiteID"), {})
+    suite_info = suites.get(started.test.get("suiteID", -1), {})
     attempt.environment = suite_info.get("platform")
     return TestCase(
         name=name,

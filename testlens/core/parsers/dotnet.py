@@ -264,9 +264,13 @@ def _parse_trx(root: etree._Element) -> list[TestCase]:
             timed.setdefault((classname, name), []).append((_start_time(row), _trx_attempt(row)))
     tests = []
     for (classname, name), attempts in timed.items():
-        if all(start is not None for start, _ in attempts):
-            attempts.sort(key=lambda pair: pair[0])
-        tests.append(TestCase(name=name, classname=classname, attempts=[a for _, a in attempts]))
+        dated = [(start, attempt) for start, attempt in attempts if start is not None]
+        if len(dated) == len(attempts):  # in the order they ran, when every one says
+            dated.sort(key=lambda pair: pair[0])
+            ordered = [attempt for _, attempt in dated]
+        else:
+            ordered = [attempt for _, attempt in attempts]
+        tests.append(TestCase(name=name, classname=classname, attempts=ordered))
     return tests
 
 

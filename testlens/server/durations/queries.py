@@ -72,8 +72,7 @@ def open_job(database: Database, session: Session, identity: dict[str, str], now
             "updated_at": now,
         },
     )
-    found: str = session.scalar(select(DurationJob.id).filter_by(**identity))
-    return found
+    return session.execute(select(DurationJob.id).filter_by(**identity)).scalar_one()
 
 
 def job(session: Session, job_id: str) -> JobRow | None:
@@ -101,6 +100,8 @@ def job_report(session: Session, job_id: str) -> tuple[str, str, bytes]:
             DurationJob.id == job_id
         )
     ).one()
+    if report is None:
+        raise ValueError(f"durations job {job_id} has no report")
     return tenant_id, project, report
 
 

@@ -21,6 +21,7 @@ from ...core import flakiness as detection
 from ...core.model import Report
 from ..database import Database
 from ..models import TestState as TestStateRow
+from ..models import table_of
 from . import queries
 from .queries import EventRow, StateRow, SummaryRow
 
@@ -185,7 +186,7 @@ def evaluate(
     )
     samples = _durations_by_key(report, test_ids, ctx.environment)
     stored = queries.load_states(session, list(dict.fromkeys(test_ids.values())))
-    stamp = database.to_driver(TestStateRow.__table__.c.last_run_at)
+    stamp = database.to_driver(table_of(TestStateRow).c.last_run_at)
     result = Evaluation()
     new_states: dict[str, dict[str, detection.TestState]] = {}
     for identity, obs in observed:

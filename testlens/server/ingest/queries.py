@@ -25,6 +25,7 @@ from ..models import (
     TestEvent,
     TestResult,
     TestState,
+    table_of,
     utcnow,
 )
 
@@ -134,10 +135,9 @@ def repository_id(database: Database, session: Session, tenant_id: str, name: st
         database.upsert(Repository, ["tenant_id", "name"]),
         {"id": str(uuid.uuid4()), "tenant_id": tenant_id, "name": name, "created_at": utcnow()},
     )
-    found: str = session.scalar(
+    return session.execute(
         select(Repository.id).where(Repository.tenant_id == tenant_id, Repository.name == name)
-    )
-    return found
+    ).scalar_one()
 
 
 def run_with_key(session: Session, repo_id: str, ingest_key: str) -> DuplicateRun | None:
@@ -156,7 +156,7 @@ def insert_run(session: Session, values: dict[str, Any]) -> None:
 
 def claim_tests(database: Database, session: Session, rows: Sequence[IdentityRow]) -> None:
     """Create the run's missing tests and lock all of them (see :meth:`Database.claim_rows`)."""
-    database.claim_rows(session, TestCase.__table__, IdentityRow._fields, rows)
+    database.claim_rows(session, table_of(TestCase), IdentityRow._fields, rows)
 
 
 def load_states(session: Session, test_ids: list[str]) -> dict[str, dict[str, StoredState]]:
@@ -182,7 +182,7 @@ def write_tests(database: Database, session: Session, rows: Sequence[tuple[Any, 
     """Insert or update whole test rows (:data:`TEST_COLUMNS`)."""
     database.insert_many(
         session.connection(),
-        TestCase.__table__,
+        table_of(TestCase),
         TEST_COLUMNS,
         rows,
         conflict=["id"],
@@ -191,13 +191,13 @@ def write_tests(database: Database, session: Session, rows: Sequence[tuple[Any, 
 
 
 def write_results(database: Database, session: Session, rows: Sequence[ResultRow]) -> None:
-    database.insert_many(session.connection(), TestResult.__table__, ResultRow._fields, rows)
+    database.insert_many(session.connection(), table_of(TestResult), ResultRow._fields, rows)
 
 
 def write_states(database: Database, session: Session, rows: Sequence[StateRow]) -> None:
     database.insert_many(
         session.connection(),
-        TestState.__table__,
+        table_of(TestState),
         StateRow._fields,
         rows,
         conflict=("test_id", "environment"),
@@ -206,7 +206,7 @@ def write_states(database: Database, session: Session, rows: Sequence[StateRow])
 
 
 def write_events(database: Database, session: Session, rows: Sequence[EventRow]) -> None:
-    database.insert_many(session.connection(), TestEvent.__table__, EventRow._fields, rows)
+    database.insert_many(session.connection(), table_of(TestEvent), EventRow._fields, rows)
 
 
 def add_rollup(

@@ -21,7 +21,7 @@ from ...core.model import Report, ReportError
 from ...core.parsers import parse_report
 from ..database import Database
 from ..errors import unparseable_report
-from ..models import TestCase, utcnow
+from ..models import TestCase, table_of, utcnow
 from ..settings import DEFAULT_MAINLINE_BRANCHES
 from ..webhooks import payloads
 from . import detection, queries
@@ -164,7 +164,7 @@ def _identity_rows(
     now: datetime,
 ) -> dict[str, IdentityRow]:
     """The identity part of each test's row, by test id, first and last seen now."""
-    seen = database.to_driver(TestCase.__table__.c.last_seen_at)(now)
+    seen = database.to_driver(table_of(TestCase).c.last_seen_at)(now)
     rows: dict[str, IdentityRow] = {}
     for test in report.tests:
         tid = test_ids[test.identity]

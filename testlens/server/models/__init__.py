@@ -4,7 +4,7 @@ One module per area; importing this package registers every table on ``Base.meta
 (which migrations and the schema test compare against).
 """
 
-from .base import Base, iso, utcnow
+from .base import Base, iso, table_of, utcnow
 from .detection import DailyRollup, TestEvent, TestState
 from .durations import DurationJob, ShardPlanRecord
 from .quarantine import Quarantine
@@ -30,5 +30,6 @@ __all__ = [
     "Webhook",
     "WebhookDelivery",
     "iso",
+    "table_of",
     "utcnow",
 ]

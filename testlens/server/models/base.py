@@ -8,8 +8,9 @@ the only table that grows with history, use an integer key.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Table
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -55,3 +56,9 @@ def iso(value: datetime | None) -> str | None:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The table of a mapped class, typed as one (``__table__`` is declared as any
+    selectable)."""
+    return cast(Table, model.__table__)
