@@ -6,6 +6,7 @@ this maps each one onto the ingest form so that ``testlens upload report.xml`` n
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,3 +104,20 @@ def detect(env: Mapping[str, str]) -> CiContext:
             g("JOB_NAME"),
         )
     return CiContext()
+
+
+def run_fields(given: Mapping[str, str | None]) -> dict[str, str]:
+    """The upload form's metadata: each field as ``given``, else as the CI job's environment
+    says (see :func:`detect`), so that uploads from the command and from the pytest plugin
+    describe a run the same way. Fields known to neither are left out."""
+    context = detect(os.environ)
+    fields: dict[str, str] = {}
+    for name in ("repo", "branch", "commit", "workflow_run_id", "pr_number", "check_name"):
+        value = given.get(name) or getattr(context, name)
+        if value:
+            fields[name] = str(value)
+    if context.provider:
+        fields["provider"] = context.provider
+    if given.get("environment"):
+        fields["environment"] = str(given["environment"])
+    return fields

@@ -123,23 +123,6 @@ def _detect_framework(paths: list[Path]) -> str:
         raise click.ClickException(f"{paths[0]}: {exc}") from None
 
 
-def run_fields(given: Mapping[str, str | None]) -> dict[str, str]:
-    """The upload form's metadata: each field as ``given``, else as the CI job's environment
-    says (see :mod:`ci_env`), so that uploads from the command and from the pytest plugin
-    describe a run the same way. Fields known to neither are left out."""
-    context = ci_env.detect(os.environ)
-    fields: dict[str, str] = {}
-    for name in ("repo", "branch", "commit", "workflow_run_id", "pr_number", "check_name"):
-        value = given.get(name) or getattr(context, name)
-        if value:
-            fields[name] = str(value)
-    if context.provider:
-        fields["provider"] = context.provider
-    if given.get("environment"):
-        fields["environment"] = str(given["environment"])
-    return fields
-
-
 @click.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--repo", help="owner/repo (default: from the CI environment)")
@@ -157,7 +140,7 @@ def upload(paths: tuple[str, ...], server: str, token: str | None, **options: st
     files = expand_paths(paths)
     if not files:
         raise click.UsageError(f"no report files match: {' '.join(paths)}")
-    fields = run_fields(options)
+    fields = ci_env.run_fields(options)
     if "repo" not in fields:
         raise click.UsageError("--repo is required outside a recognised CI")
     fields["framework"] = options.get("framework") or _detect_framework(files)

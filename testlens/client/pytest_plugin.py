@@ -249,12 +249,10 @@ class TestlensPlugin:
             terminalreporter.write_line(line, yellow=is_warning)
 
     def _upload_results(self) -> tuple[str, bool]:
-        from .cli import run_fields  # the command's imports are only paid for when uploading
-
         target = self._target()
         if target is None:
             return f"testlens: warning: results not uploaded: {self._missing()}", True
-        fields = run_fields({"repo": target.repo, "environment": target.environment})
+        fields = ci_env.run_fields({"repo": target.repo, "environment": target.environment})
         fields["framework"] = "pytest"
         attempts = sum(len(runs) for runs in self._attempts.values())
         try:
