@@ -44,14 +44,11 @@ class ErrorCode(Enum):
     NOT_FOUND = 404, "an unknown id or path, or one of another tenant"
     NOT_READY = 404, "a Durations API result is still being computed"
     METHOD_NOT_ALLOWED = 405, "the path does not take this method"
-    CONFLICT = 409, "the request conflicts with the resource's state"
     PAYLOAD_TOO_LARGE = 413, "an upload, or its decompressed content, exceeds the limit"
     UNSUPPORTED_MEDIA_TYPE = 415, "the body is not in a media type the endpoint reads"
-    UNPROCESSABLE_ENTITY = 422, "the request is well-formed but cannot be processed"
     UNPARSEABLE_REPORT = 422, "an uploaded test report cannot be read"
     VALIDATION_ERROR = 422, "a JSON body or a query parameter is malformed"
     DUPLICATE_TEST = 422, "two entries of a shard plan request name the same test"
-    RATE_LIMITED = 429, "too many requests"
     INTERNAL_ERROR = 500, "a bug; details.request_id finds it in the log"
     COMPUTATION_FAILED = 500, "a Durations API computation failed"
     DATABASE_UNAVAILABLE = 503, "the database does not answer"
@@ -70,11 +67,8 @@ _CODES_BY_STATUS = {
         ErrorCode.FORBIDDEN,
         ErrorCode.NOT_FOUND,
         ErrorCode.METHOD_NOT_ALLOWED,
-        ErrorCode.CONFLICT,
         ErrorCode.PAYLOAD_TOO_LARGE,
         ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-        ErrorCode.UNPROCESSABLE_ENTITY,
-        ErrorCode.RATE_LIMITED,
     )
 }
 
@@ -186,7 +180,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _CODES_BY_STATUS.get(exc.status_code, ErrorCode.BAD_REQUEST)
+        fallback = ErrorCode.BAD_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR
+        code = _CODES_BY_STATUS.get(exc.status_code, fallback)
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         headers = dict(exc.headers) if exc.headers else None
         return error_response(ApiError(code, message, headers=headers))
