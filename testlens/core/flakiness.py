@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .model import Report
 
@@ -367,8 +367,7 @@ RECENT_FLAKY_KEPT = 50
 _VERDICT_RANK = {"healthy": 0, "flaky": 1, "broken": 2}
 
 
-@dataclass(frozen=True, slots=True)
-class Combined:
+class Combined(NamedTuple):
     """A test's figures over every environment it runs in: the worst verdict and its score
     and interval, summed run counts, the earliest and latest flake, and the newest flaky
     occurrences (Unix seconds, oldest first)."""
