@@ -7,7 +7,9 @@ this maps each one onto the ingest form so that ``testlens upload report.xml`` n
 from __future__ import annotations
 
 import os
+import platform
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -121,3 +123,67 @@ def run_fields(given: Mapping[str, str | None]) -> dict[str, str]:
     if given.get("environment"):
         fields["environment"] = str(given["environment"])
     return fields
+
+
+_PARALLEL_SUFFIX = re.compile(r" \d+/\d+$")  # GitLab's "test 2/4" for parallel jobs
+
+
+def run_key(env: Mapping[str, str]) -> str | None:
+    """The identity every node of one sharded CI job shares, or None outside a known CI.
+
+    It names the CI run and the job (not the node: parallel nodes of a job share it), and
+    deliberately not the attempt: a node re-run alone ("re-run failed jobs") must get the
+    plan its first attempt ran, or the re-run would run another node's tests.
+    """
+    g = env.get
+    parts: tuple[str | None, ...]
+    if g("GITHUB_ACTIONS") == "true":
+        parts = ("github", g("GITHUB_RUN_ID"), g("GITHUB_JOB"))
+    elif g("GITLAB_CI") == "true":
+        parts = ("gitlab", g("CI_PIPELINE_ID"), _PARALLEL_SUFFIX.sub("", g("CI_JOB_NAME") or ""))
+    elif g("CIRCLECI") == "true":
+        parts = ("circleci", g("CIRCLE_WORKFLOW_ID"), g("CIRCLE_JOB"))
+    elif g("BUILDKITE") == "true":
+        parts = (
+            "buildkite",
+            g("BUILDKITE_BUILD_ID"),
+            g("BUILDKITE_STEP_ID") or g("BUILDKITE_LABEL"),
+        )
+    elif g("JENKINS_URL"):
+        parts = ("jenkins", g("BUILD_TAG") or g("BUILD_ID"))
+    else:
+        return None
+    if not all(parts):
+        return None
+    return "/".join(part for part in parts if part)
+
+
+def _job_name(env: Mapping[str, str]) -> str | None:
+    """The CI job's name, the same for every parallel node of the job."""
+    name = detect(env).check_name
+    return _PARALLEL_SUFFIX.sub("", name) if name else None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9_.+-]+", "-", text.lower()).strip("-")
+
+
+def _system() -> str:
+    return _slug(platform.system()) or "unknown"
+
+
+def runner_environment(env: Mapping[str, str]) -> str:
+    """Where an uploaded report's tests ran, by default: the runner's OS and architecture,
+    and the CI job's name where the CI gives it (``linux-x86_64-unit-tests``), so that matrix
+    legs on different platforms or jobs keep separate histories."""
+    parts = [_system(), _slug(platform.machine()) or "unknown"]
+    job = _job_name(env)
+    if job:
+        parts.append(_slug(job))
+    return "-".join(part for part in parts if part)[:200]
+
+
+def python_environment() -> str:
+    """Where a pytest run's tests run, by default: the OS and the Python version
+    (``linux-py3.12``), the two things that most often make one test behave differently."""
+    return f"{_system()}-py{sys.version_info.major}.{sys.version_info.minor}"

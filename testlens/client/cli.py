@@ -27,13 +27,25 @@ from ..core.model import ReportError
 from ..core.parsers import format_names, parse_report
 from ..core.sharding import GROUP_BY, GroupBy
 from . import ci_env
-from .http import Client, ServerError
-from .sharding import ServerTarget, parse_shard_spec, split_tests
+from .http import Budget, Client, ServerError
+from .sharding import (
+    FALLBACKS,
+    Fallback,
+    ServerTarget,
+    ShardingError,
+    parse_shard_spec,
+    split_tests,
+)
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 REPORT_SUFFIXES = (".xml", ".json", ".trx", ".jsonl", ".ndjson", ".gz")
 _PROGRESS_THRESHOLD = 1024 * 1024
 _GZIP_THRESHOLD = 64 * 1024
+UPLOAD_BUDGET = 60.0
+"""Seconds one uploaded file may take in all: an unresponsive server costs a CI step about
+this much per file, then the upload fails with a message."""
+STEP_BUDGET = 30.0
+"""Seconds ``shard``, ``flaky`` and ``durations export`` may wait for the server in all."""
 
 err = Console(stderr=True)
 
@@ -113,14 +125,15 @@ def _upload_one(client: Client, path: Path, fields: dict[str, str]) -> dict:
     return response.json()
 
 
-def _detect_framework(paths: list[Path]) -> str:
-    data = paths[0].read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+def _report_format(path: Path) -> str:
+    """The format of the report in ``path``; ReportError when it is not a test report."""
+    data = path.read_bytes()
     try:
-        return parse_report(data).format
-    except ReportError as exc:
-        raise click.ClickException(f"{paths[0]}: {exc}") from None
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except (OSError, EOFError) as exc:
+        raise ReportError(f"invalid gzip data: {exc}") from None
+    return parse_report(data).format
 
 
 @click.command()
@@ -135,20 +148,45 @@ def _detect_framework(paths: list[Path]) -> str:
 @click.option("--workflow-run-id")
 @click.option("--server", envvar="TESTLENS_SERVER", default=DEFAULT_SERVER, show_default=True)
 @click.option("--token", envvar="TESTLENS_TOKEN", help="API key (or TESTLENS_TOKEN)")
-def upload(paths: tuple[str, ...], server: str, token: str | None, **options: str | None) -> None:
-    """Upload test reports (files, globs or directories) to the server."""
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=UPLOAD_BUDGET,
+    show_default=True,
+    envvar="TESTLENS_TIMEOUT",
+    help="Seconds one file may take in all, retries included (or TESTLENS_TIMEOUT).",
+)
+def upload(
+    paths: tuple[str, ...],
+    server: str,
+    token: str | None,
+    timeout: float,
+    **options: str | None,
+) -> None:
+    """Upload test reports (files, globs or directories) to the server.
+
+    Each file's format is detected on its own; a file that is not a test report is skipped
+    with a warning. The exit status is 1 when an upload failed or nothing was uploaded.
+    """
     files = expand_paths(paths)
     if not files:
         raise click.UsageError(f"no report files match: {' '.join(paths)}")
-    fields = ci_env.run_fields(options)
+    environment = options.get("environment") or ci_env.runner_environment(os.environ)
+    fields = ci_env.run_fields({**options, "environment": environment})
     if "repo" not in fields:
         raise click.UsageError("--repo is required outside a recognised CI")
-    fields["framework"] = options.get("framework") or _detect_framework(files)
-    failures = 0
-    with Client(server, token) as client:
+    failures = uploaded = 0
+    with Client(server, token, timeout=timeout) as client:
         for path in files:
             try:
-                body = _upload_one(client, path, fields)
+                detected = _report_format(path)
+            except (OSError, ReportError) as exc:
+                _warn(f"{path}: skipped, not a test report: {exc}")
+                continue
+            client.budget = Budget(timeout)
+            file_fields = {**fields, "framework": options.get("framework") or detected}
+            try:
+                body = _upload_one(client, path, file_fields)
             except ServerError as exc:
                 err.print(f"[red]{path}: server said {exc.status} {exc.code}: {exc.message}")
                 failures += 1
@@ -157,11 +195,17 @@ def upload(paths: tuple[str, ...], server: str, token: str | None, **options: st
                 err.print(f"[red]{path}: could not reach {server}: {exc}")
                 failures += 1
                 continue
+            uploaded += 1
             click.echo(
                 f"{path}: {body['tests_processed']} tests, "
                 f"{body['flaky_detected']} flaky, run {body['run_id']}"
             )
-    if failures:
+    if failures or not uploaded:
+        skipped = len(files) - uploaded - failures
+        err.print(
+            f"[red]testlens: {uploaded} of {len(files)} files uploaded"
+            f" ({failures} failed, {skipped} skipped)"
+        )
         sys.exit(1)
 
 
@@ -216,7 +260,19 @@ def _warn(message: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="pytest-split .test_durations or knapsack report, used without a server.",
 )
-@click.option("--plan-id", help="Use this server plan (printed by the node that made it).")
+@click.option("--plan-id", help="Use this server plan instead of the CI run's.")
+@click.option(
+    "--plan-key",
+    help="The CI run's identity, shared by its nodes (default: from the CI environment, "
+    "e.g. github/<run id>/<job>).",
+)
+@click.option(
+    "--fallback",
+    type=click.Choice(FALLBACKS),
+    default="all",
+    show_default=True,
+    help="Without the run's plan: print every test (none is skipped), split locally, or fail.",
+)
 @click.option("--server", envvar="TESTLENS_SERVER", help="Server URL (or TESTLENS_SERVER).")
 @click.option("--token", envvar="TESTLENS_TOKEN", help="API key (or TESTLENS_TOKEN)")
 @click.option("--repo", help="owner/repo (default: from the CI environment)")
@@ -228,6 +284,8 @@ def shard(
     group_by: GroupBy,
     durations_file: Path | None,
     plan_id: str | None,
+    plan_key: str | None,
+    fallback: Fallback,
     server: str | None,
     token: str | None,
     repo: str | None,
@@ -237,9 +295,10 @@ def shard(
 
     TESTS are test ids (pytest node ids, or spec files for knapsack), @FILE for a file of
     ids, one per line, or - for standard input. Every node gets the same split from the same
-    tests, in any order. With a server the split follows each test's history; the plan id
-    goes to standard error so that other nodes can pass it as --plan-id. Without a server,
-    or when it cannot be reached, --durations is used, else every test counts the same.
+    tests, in any order. With a server, the nodes of one CI run share the run's plan, which
+    follows each test's history; a node that cannot get it prints every test unless
+    --fallback says otherwise. Without a server (or a CI run key), --durations is used, else
+    every test counts the same.
     """
     try:
         index, shards = parse_shard_spec(index_spec, shards)
@@ -249,15 +308,27 @@ def shard(
         raise click.UsageError("--plan-id needs --server (or TESTLENS_SERVER)")
     target = None
     if server:
-        repo = repo or ci_env.detect(os.environ).repo
+        context = ci_env.detect(os.environ)
+        repo = repo or context.repo
+        key = plan_key or ci_env.run_key(os.environ)
         if repo:
-            target = ServerTarget(server, token, repo, environment)
+            target = ServerTarget(server, token, repo, environment, key, context.workflow_run_id)
         else:
             _warn("no repository (--repo, or a recognised CI): not asking the server")
     ids = read_tests(tests)
-    split = split_tests(
-        ids, shards, group_by=group_by, server=target, plan_id=plan_id, durations=durations_file
-    )
+    try:
+        split = split_tests(
+            ids,
+            shards,
+            group_by=group_by,
+            server=target,
+            plan_id=plan_id,
+            durations=durations_file,
+            fallback=fallback,
+            budget=Budget(STEP_BUDGET),
+        )
+    except ShardingError as exc:
+        raise click.ClickException(f"{exc} (--fallback fail)") from None
     for warning in split.warnings:
         _warn(warning)
     if split.plan_id:
@@ -301,7 +372,7 @@ def flaky(
     if check_name:
         params["github_check_name"] = check_name
     cases: list[dict[str, Any]] = []
-    with Client(server, token) as client:
+    with Client(server, token, budget=Budget(STEP_BUDGET)) as client:
         page = 1
         while True:
             response = _get_json(client, server, "/api/v1/testdeck/flaky", {**params, "page": page})
@@ -360,7 +431,7 @@ def durations_export(
     if not repo:
         raise click.UsageError("--repo is required outside a recognised CI")
     params = {"repo": repo, **({"environment": environment} if environment else {})}
-    with Client(server, token) as client:
+    with Client(server, token, budget=Budget(STEP_BUDGET)) as client:
         body = _get_json(client, server, "/api/durations", params).json()
     # The server's node ids, not ones rebuilt from the fields: it knows pytest's JUnit XML
     # spells classes as dotted module paths that are no part of a node id.

@@ -27,17 +27,22 @@ import pytest
 from ..core.identity import TestKey
 from ..core.sharding import GROUP_BY
 from . import ci_env
-from .http import Client
+from .http import Budget, Client
 from .sharding import (
     CLIENT_OPTIONS,
+    FALLBACKS,
     SERVER_FAILURES,
     ServerTarget,
+    ShardingError,
     describe_failure,
     parse_shard_spec,
     split_tests,
 )
 
 ENABLE_VARIABLE = "TESTLENS_PYTEST"
+RUN_BUDGET = 30.0
+"""Seconds a pytest run may spend waiting for the server, over all its calls: an
+unresponsive server costs a run about this much, then it goes on without it."""
 QUARANTINE_REASON = "quarantined by testlens"
 
 # Characters XML 1.0 cannot carry; test output holds them (ANSI escapes, NUL) all the time.
@@ -85,7 +90,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--testlens-plan-id",
         metavar="ID",
-        help="Use this shard plan, made by another node, instead of a new one.",
+        help="Use this shard plan, made by another node, instead of the CI run's.",
+    )
+    group.addoption(
+        "--testlens-plan-key",
+        metavar="KEY",
+        help="The CI run's identity, shared by its nodes, that finds the run's shard plan "
+        "(default: from the CI environment, e.g. github/<run id>/<job>).",
+    )
+    group.addoption(
+        "--testlens-fallback",
+        choices=FALLBACKS,
+        default="all",
+        help="Without the run's plan: run every test (all, the default: none is skipped), "
+        "split locally (split), or stop (fail).",
     )
     group.addoption(
         "--testlens-quarantine",
@@ -94,6 +112,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--testlens-no-upload", action="store_true", help="Do not upload the results at the end."
+    )
+    group.addoption(
+        "--testlens-timeout",
+        metavar="SECONDS",
+        type=float,
+        help=f"Seconds the run may wait for the server in all, plan, quarantine list and "
+        f"upload together (default {RUN_BUDGET:g}, or TESTLENS_TIMEOUT).",
     )
     parser.addini("testlens", type="bool", default=False, help="Enable the testlens plugin.")
 
@@ -124,7 +149,12 @@ class TestlensPlugin:
         self._server: str | None = option("testlens_server") or os.environ.get("TESTLENS_SERVER")
         self._token: str | None = option("testlens_token") or os.environ.get("TESTLENS_TOKEN")
         self._repo: str | None = option("testlens_repo") or ci_env.detect(os.environ).repo
-        self._environment: str | None = option("testlens_environment")
+        self._environment: str = option("testlens_environment") or ci_env.python_environment()
+        timeout = option("testlens_timeout") or os.environ.get("TESTLENS_TIMEOUT") or RUN_BUDGET
+        try:
+            self._budget = Budget(float(timeout))
+        except ValueError:
+            raise pytest.UsageError(f"TESTLENS_TIMEOUT must be a number, not {timeout!r}") from None
         self._shard: tuple[int, int] | None = None
         if spec := option("testlens_shard"):
             try:
@@ -134,6 +164,9 @@ class TestlensPlugin:
         self._group_by = option("testlens_group_by")
         self._durations: Path | None = option("testlens_durations")
         self._plan_id: str | None = option("testlens_plan_id")
+        self._plan_key: str | None = option("testlens_plan_key") or ci_env.run_key(os.environ)
+        self._fallback = option("testlens_fallback")
+        self._shard_label: str | None = None  # how this node chose its tests, for the upload
         self._quarantine: bool = option("testlens_quarantine")
         self._upload: bool = not option("testlens_no_upload")
         self._quarantined: dict[str, str] = {}  # node id -> the xfail reason given to it
@@ -168,7 +201,14 @@ class TestlensPlugin:
     def _target(self) -> ServerTarget | None:
         if not (self._server and self._repo):
             return None
-        return ServerTarget(self._server, self._token, self._repo, self._environment)
+        return ServerTarget(
+            self._server,
+            self._token,
+            self._repo,
+            self._environment,
+            self._plan_key,
+            ci_env.detect(os.environ).workflow_run_id,
+        )
 
     def _select_shard(
         self, config: pytest.Config, items: list[pytest.Item], index: int, total: int
@@ -176,14 +216,20 @@ class TestlensPlugin:
         target = self._target()
         if target is None and self._server:
             self._warn(f"sharding without the server: {self._missing()}")
-        split = split_tests(
-            [item.nodeid for item in items],
-            total,
-            group_by=self._group_by,
-            server=target,
-            plan_id=self._plan_id,
-            durations=self._durations,
-        )
+        try:
+            split = split_tests(
+                [item.nodeid for item in items],
+                total,
+                group_by=self._group_by,
+                server=target,
+                plan_id=self._plan_id,
+                durations=self._durations,
+                fallback=self._fallback,
+                budget=self._budget,
+            )
+        except ShardingError as exc:
+            raise pytest.UsageError(f"testlens: {exc} (--testlens-fallback fail)") from None
+        self._shard_label = split.label(index)
         for warning in split.warnings:
             self._warn(warning)
         chosen = set(split.shards[index])
@@ -192,10 +238,10 @@ class TestlensPlugin:
         if deselected:
             config.hook.pytest_deselected(items=deselected)
         items[:] = selected
-        plan = f"; other nodes may pass --testlens-plan-id {split.plan_id}" if split.plan_id else ""
+        run = f" of CI run {self._plan_key}" if split.plan_id and self._plan_key else ""
         self._collection_notes.append(
             f"testlens: shard {index}/{total}: {len(selected)} of {len(selected) + len(deselected)}"
-            f" tests ({split.source}{plan})"
+            f" tests ({split.source}{run})"
         )
 
     def _mark_quarantined(self, items: list[pytest.Item]) -> None:
@@ -204,7 +250,7 @@ class TestlensPlugin:
             self._warn(f"no quarantine list ({self._missing()}): failures count as usual")
             return
         try:
-            with Client(target.url, target.token, **CLIENT_OPTIONS) as client:
+            with Client(target.url, target.token, budget=self._budget, **CLIENT_OPTIONS) as client:
                 body = client.request("GET", "/api/quarantine", params={"repo": target.repo})
             reasons = {test["nodeid"]: test.get("reason") or "" for test in body.json()["tests"]}
         except SERVER_FAILURES as exc:
@@ -254,10 +300,14 @@ class TestlensPlugin:
             return f"testlens: warning: results not uploaded: {self._missing()}", True
         fields = ci_env.run_fields({"repo": target.repo, "environment": target.environment})
         fields["framework"] = "pytest"
+        if self._shard_label is not None:
+            fields["shard"] = self._shard_label
         attempts = sum(len(runs) for runs in self._attempts.values())
         try:
             report = gzip.compress(junit_xml(self._attempts), 6)
-            with Client(target.url, target.token, **CLIENT_OPTIONS) as client:
+            # Storing a large report takes the server a while: only the budget bounds this one.
+            options = {**CLIENT_OPTIONS, "timeout": self._budget.seconds}
+            with Client(target.url, target.token, budget=self._budget, **options) as client:
                 answer = client.request(
                     "POST",
                     "/api/test-results",

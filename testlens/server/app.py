@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from .. import __version__
 from . import (
@@ -112,8 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def readyz() -> JSONResponse:
         """Readiness: the database answers."""
         try:
-            with database.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+            database.ping()
         except Exception as exc:  # any driver error means "not ready"
             body = errors.error_body(
                 errors.ErrorCode.DATABASE_UNAVAILABLE, f"Database unreachable: {exc}"

@@ -44,6 +44,7 @@ class ErrorCode(Enum):
     NOT_FOUND = 404, "an unknown id or path, or one of another tenant"
     NOT_READY = 404, "a Durations API result is still being computed"
     METHOD_NOT_ALLOWED = 405, "the path does not take this method"
+    PLAN_CONFLICT = 409, "a node's test list differs from the one its CI run's plan splits"
     PAYLOAD_TOO_LARGE = 413, "an upload, or its decompressed content, exceeds the limit"
     UNSUPPORTED_MEDIA_TYPE = 415, "the body is not in a media type the endpoint reads"
     UNPARSEABLE_REPORT = 422, "an uploaded test report cannot be read"

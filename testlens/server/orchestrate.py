@@ -1,36 +1,48 @@
-"""Shard plans: ``POST /api/shard-plans`` splits a test list into shards of equal predicted
-duration and stores the split, ``GET /api/shard-plans/{id}`` hands the same plan to every CI
-node of the run.
+"""Shard plans: one split of a test list per CI run, the same for every node of the run.
+
+``POST /api/shard-plans`` splits a test list into shards of equal predicted duration. With a
+``plan_key`` (the CI run's identity, which every node derives from its CI environment) the
+first node's request computes and stores the plan and every later request of the run gets
+that same plan, whatever was uploaded in between: a plan is a property of the CI run, not of
+the node that asked. A node whose test list differs from the plan's is refused with 409
+``PLAN_CONFLICT`` naming the difference, because splitting a different list would skip or
+double tests. ``GET /api/shard-plans/{id}/coverage`` tells which planned tests no upload of
+the run reported.
 
 The orchestration area (queue-mode runs, workers) grows from here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections import Counter
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ..core.durations import Source
-from ..core.identity import TestKey
+from ..core.identity import TestKey, match_tests
 from ..core.sharding import GroupBy, plan_shards
 from .database import Database
 from .deps import DatabaseDep, ReadPrincipal
 from .durations.service import history, predictions
 from .errors import ApiError, ErrorCode, not_found
 from .ingest.form import REPO_PATTERN
-from .models import ShardPlanRecord, utcnow
-from .scoping import repo_id_named
+from .ingest.queries import repository_id
+from .models import Run, ShardPlanRecord, TestCase, TestResult, utcnow
 
 router = APIRouter(tags=["orchestration"])
 
 MAX_PLAN_TESTS = 200_000
+_EXAMPLES = 10  # tests named in a conflict or coverage answer
+_NOT_RUN_LISTED = 1000
 
 
 class ShardPlanRequest(BaseModel):
@@ -40,6 +52,18 @@ class ShardPlanRequest(BaseModel):
     shards: int = Field(ge=1, le=1000)
     group_by: GroupBy = "none"
     tests: list[Annotated[str, Field(min_length=1)]] = Field(max_length=MAX_PLAN_TESTS)
+    plan_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="The CI run's identity (e.g. github/<run id>/<job>): every request "
+        "with the same key, repository, environment, shard count and grouping gets one plan.",
+    )
+    workflow_run_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="The CI run id its nodes upload under, for the plan's coverage.",
+    )
 
 
 class ShardPlanBody(BaseModel):
@@ -47,6 +71,17 @@ class ShardPlanBody(BaseModel):
     shards: list[list[str]]
     durations_ms: list[float]
     sources: dict[str, int] = Field(description="Tests per prediction source.")
+
+
+class ShardPlanCoverage(BaseModel):
+    plan_id: str
+    workflow_run_id: str | None
+    tests: int = Field(description="Tests the plan splits.")
+    ran: int = Field(description="Of those, tests some upload of the CI run reported.")
+    not_run: list[str] = Field(
+        description=f"Planned tests no upload reported (at most {_NOT_RUN_LISTED})."
+    )
+    uploads: int
 
 
 def _keys(tests: list[str]) -> dict[TestKey, str]:
@@ -63,23 +98,36 @@ def _keys(tests: list[str]) -> dict[TestKey, str]:
     return nodeids
 
 
-def create_plan(database: Database, tenant_id: str, body: ShardPlanRequest) -> str:
-    """Plan and store; return the plan as JSON (a :class:`ShardPlanBody`).
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
-    A repository this tenant has never uploaded to is planned with default durations (equal
-    counts per shard) rather than refused: a new repository's first run has no history yet.
-    """
-    nodeids = _keys(body.tests)
-    with database.transaction() as session:
-        repo_id = repo_id_named(session, tenant_id, body.repo)
-        _, known = history(session, repo_id, body.environment or "")
+
+def _plan_key(body: ShardPlanRequest) -> str | None:
+    if body.plan_key is None:
+        return None
+    return _digest(
+        body.repo.lower(), body.environment or "", str(body.shards), body.group_by, body.plan_key
+    )
+
+
+def _tests_hash(nodeids: dict[TestKey, str]) -> str:
+    return _digest(*sorted(key.nodeid for key in nodeids))
+
+
+def _plan_document(
+    session: Session,
+    repo_id: str | None,
+    body: ShardPlanRequest,
+    nodeids: dict[TestKey, str],
+    plan_id: str,
+) -> str:
+    _, known = history(session, repo_id, body.environment or "")
     estimates = predictions(known, list(nodeids))
     plan = plan_shards(
         {key: found.p50_ms for key, found in estimates.items()}, body.shards, group_by=body.group_by
     )
     counts = Counter(found.source for found in estimates.values())
-    plan_id = str(uuid.uuid4())
-    document = json.dumps(
+    return json.dumps(
         {
             "plan_id": plan_id,
             "shards": [[nodeids[key] for key in shard] for shard in plan.shards],
@@ -88,35 +136,154 @@ def create_plan(database: Database, tenant_id: str, body: ShardPlanRequest) -> s
         },
         separators=(",", ":"),
     )
-    with database.transaction() as session:
-        session.add(
-            ShardPlanRecord(
-                id=plan_id, tenant_id=tenant_id, repo_id=repo_id, plan=document, created_at=utcnow()
-            )
+
+
+def _keyed_plan(session: Session, tenant_id: str, plan_key: str) -> ShardPlanRecord | None:
+    return session.scalar(
+        select(ShardPlanRecord).where(
+            ShardPlanRecord.tenant_id == tenant_id, ShardPlanRecord.plan_key == plan_key
         )
-    return document
+    )
+
+
+def _check_same_tests(found: ShardPlanRecord, nodeids: dict[TestKey, str], tests_hash: str) -> None:
+    """Refuse a node whose test list is not the one the run's plan splits, naming how."""
+    if found.tests_hash == tests_hash:
+        return
+    planned = {TestKey.from_nodeid(t) for shard in json.loads(found.plan)["shards"] for t in shard}
+    here = set(nodeids)
+    only_here = sorted(key.nodeid for key in here - planned)
+    only_planned = sorted(key.nodeid for key in planned - here)
+    raise ApiError(
+        ErrorCode.PLAN_CONFLICT,
+        f"This node lists {len(here)} tests, but the plan of this CI run splits "
+        f"{len(planned)}: {len(only_here)} only here"
+        + (f" (e.g. {only_here[0]})" if only_here else "")
+        + f", {len(only_planned)} only in the plan"
+        + (f" (e.g. {only_planned[0]})" if only_planned else "")
+        + ". Every node of a run must collect the same tests.",
+        {
+            "plan_id": found.id,
+            "only_here": only_here[:_EXAMPLES],
+            "only_in_plan": only_planned[:_EXAMPLES],
+        },
+    )
+
+
+def create_plan(database: Database, tenant_id: str, body: ShardPlanRequest) -> tuple[str, bool]:
+    """The plan for ``body`` as JSON (a :class:`ShardPlanBody`), and whether it is new.
+
+    With a ``plan_key``, the run's existing plan is answered if there is one. A repository
+    this tenant has never uploaded to is planned with default durations (equal counts per
+    shard) rather than refused: a new repository's first run has no history yet.
+    """
+    nodeids = _keys(body.tests)
+    plan_key, tests_hash = _plan_key(body), _tests_hash(nodeids)
+    if plan_key is not None:
+        with database.transaction() as session:
+            found = _keyed_plan(session, tenant_id, plan_key)
+            if found is not None:
+                _check_same_tests(found, nodeids, tests_hash)
+                return found.plan, False
+    plan_id = str(uuid.uuid4())
+    with database.transaction() as session:
+        # Created if new, as an upload would: the plan's coverage is read from its uploads.
+        repo_id = repository_id(database, session, tenant_id, body.repo)
+        document = _plan_document(session, repo_id, body, nodeids, plan_id)
+    try:
+        with database.transaction() as session:
+            session.add(
+                ShardPlanRecord(
+                    id=plan_id,
+                    tenant_id=tenant_id,
+                    repo_id=repo_id,
+                    plan=document,
+                    created_at=utcnow(),
+                    plan_key=plan_key,
+                    tests_hash=tests_hash,
+                    environment=body.environment or "",
+                    workflow_run_id=body.workflow_run_id,
+                )
+            )
+    except IntegrityError:  # another node of the run stored its plan first: that one counts
+        assert plan_key is not None, "only keyed plans can collide"
+        with database.transaction() as session:
+            found = _keyed_plan(session, tenant_id, plan_key)
+            assert found is not None, "the plan that won the race exists"
+            _check_same_tests(found, nodeids, tests_hash)
+            return found.plan, False
+    return document, True
+
+
+def _stored(session: Session, tenant_id: str, plan_id: str) -> ShardPlanRecord:
+    found = session.scalar(
+        select(ShardPlanRecord).where(
+            ShardPlanRecord.id == plan_id, ShardPlanRecord.tenant_id == tenant_id
+        )
+    )
+    if found is None:
+        raise not_found("shard plan", plan_id)
+    return found
 
 
 def stored_plan(database: Database, tenant_id: str, plan_id: str) -> str:
     with database.transaction() as session:
-        document = session.scalar(
-            select(ShardPlanRecord.plan).where(
-                ShardPlanRecord.id == plan_id, ShardPlanRecord.tenant_id == tenant_id
+        return _stored(session, tenant_id, plan_id).plan
+
+
+def coverage(database: Database, tenant_id: str, plan_id: str) -> dict[str, Any]:
+    """Which planned tests the CI run's uploads (same run id and environment) reported."""
+    with database.transaction() as session:
+        plan = _stored(session, tenant_id, plan_id)
+        planned = [t for shard in json.loads(plan.plan)["shards"] for t in shard]
+        reported: set[TestKey] = set()
+        uploads = 0
+        if plan.workflow_run_id is not None and plan.repo_id is not None:
+            runs = select(Run.id).where(
+                Run.repo_id == plan.repo_id,
+                Run.workflow_run_id == plan.workflow_run_id,
+                Run.environment == plan.environment
+                if plan.environment
+                else Run.environment.is_(None) | (Run.environment == ""),
             )
-        )
-    if document is None:
-        raise not_found("shard plan", plan_id)
-    return document
+            run_ids = list(session.scalars(runs))
+            uploads = len(run_ids)
+            rows = session.execute(
+                select(TestCase.file, TestCase.suite, TestCase.classname, TestCase.name)
+                .join(TestResult, TestResult.test_id == TestCase.id)
+                .where(TestResult.run_id.in_(run_ids))
+                .distinct()
+            )
+            reported = {TestKey(*row) for row in rows}
+    keys = {nodeid: TestKey.from_nodeid(nodeid) for nodeid in planned}
+    matched = match_tests(list(keys.values()), reported)
+    not_run = [nodeid for nodeid, key in keys.items() if key not in matched]
+    return {
+        "plan_id": plan_id,
+        "workflow_run_id": plan.workflow_run_id,
+        "tests": len(planned),
+        "ran": len(planned) - len(not_run),
+        "not_run": not_run[:_NOT_RUN_LISTED],
+        "uploads": uploads,
+    }
 
 
-@router.post("/api/shard-plans", status_code=201, responses={201: {"model": ShardPlanBody}})
+@router.post(
+    "/api/shard-plans",
+    status_code=201,
+    responses={
+        201: {"model": ShardPlanBody, "description": "A new plan."},
+        200: {"model": ShardPlanBody, "description": "The CI run's existing plan."},
+        409: {"description": "PLAN_CONFLICT: the run's plan splits another test list."},
+    },
+)
 def create_shard_plan(
     body: ShardPlanRequest, database: DatabaseDep, principal: ReadPrincipal
 ) -> Response:
-    """Split ``tests`` (pytest-style ids) into shards of equal predicted duration, and store
-    the plan so that every CI node of the run can fetch the same one by its id."""
-    document = create_plan(database, principal.tenant_id, body)
-    return Response(document, status_code=201, media_type="application/json")
+    """Split ``tests`` (pytest-style ids) into shards of equal predicted duration; with a
+    ``plan_key``, every node of the CI run gets the same plan."""
+    document, new = create_plan(database, principal.tenant_id, body)
+    return Response(document, status_code=201 if new else 200, media_type="application/json")
 
 
 @router.get("/api/shard-plans/{plan_id}", responses={200: {"model": ShardPlanBody}})
@@ -125,3 +292,13 @@ def get_shard_plan(plan_id: str, database: DatabaseDep, principal: ReadPrincipal
     return Response(
         stored_plan(database, principal.tenant_id, plan_id), media_type="application/json"
     )
+
+
+@router.get("/api/shard-plans/{plan_id}/coverage")
+def get_shard_plan_coverage(
+    plan_id: str, database: DatabaseDep, principal: ReadPrincipal
+) -> ShardPlanCoverage:
+    """The planned tests that no upload of the plan's CI run reported (same
+    ``workflow_run_id`` and environment): what a node that never ran, or ran something
+    else, left out."""
+    return ShardPlanCoverage(**coverage(database, principal.tenant_id, plan_id))

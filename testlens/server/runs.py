@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .database import Database
 from .deps import DatabaseDep, ReadPrincipal
@@ -37,6 +37,10 @@ class RunOut(BaseModel):
     check_name: str | None
     pr_number: int | None
     workflow_run_id: str | None
+    shard: str | None = Field(
+        description="How a sharded node chose its tests: 'I/K' from the run's plan, "
+        "'I/K local' split without the server, 'all' every test (no plan could be had)."
+    )
     created_at: str | None
     summary: RunTotals
 
@@ -62,6 +66,7 @@ def run_body(database: Database, tenant_id: str, run_id: str) -> RunBody:
             check_name=run.check_name,
             pr_number=run.pr_number,
             workflow_run_id=run.workflow_run_id,
+            shard=run.shard,
             created_at=iso(run.created_at),
             summary=RunTotals(
                 tests=run.tests,

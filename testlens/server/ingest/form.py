@@ -37,6 +37,7 @@ _TEXT_FIELDS = {
     "check_name": 300,
     "provider": 100,
     "format": 40,
+    "shard": 40,
 }
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
@@ -54,6 +55,7 @@ class RunMetadata:
     check_name: str | None = None
     provider: str | None = None
     format: str | None = None
+    shard: str | None = None
 
 
 def check_request(content_type: str, content_length: str | None, limit: int) -> None:

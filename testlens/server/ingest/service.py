@@ -144,6 +144,7 @@ def _run_values(
         "check_name": meta.check_name,
         "pr_number": meta.pr_number,
         "workflow_run_id": meta.workflow_run_id,
+        "shard": meta.shard,
         "created_at": now,
         "tests": summary.tests,
         "passed": summary.passed,

@@ -29,11 +29,22 @@ class DurationJob(Base):
 
 
 class ShardPlanRecord(Base):
-    """A computed split, stored so that every CI node of a run can fetch the same one."""
+    """A computed split, stored so that every CI node of a run gets the same one.
+
+    ``plan_key`` identifies the CI run it was made for (a hash of the repository,
+    environment, shard count, grouping and the run's key from the CI environment), so the
+    nodes of one run find it without passing anything to each other; ``tests_hash`` is the
+    hash of the test list it splits, which every node must share.
+    """
 
     __tablename__ = "shard_plans"
+    __table_args__ = (UniqueConstraint("tenant_id", "plan_key"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     repo_id: Mapped[str | None] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
     plan: Mapped[str] = mapped_column(Text)  # JSON
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    plan_key: Mapped[str | None] = mapped_column(String(64))
+    tests_hash: Mapped[str | None] = mapped_column(String(64))
+    environment: Mapped[str | None] = mapped_column(String(200))
+    workflow_run_id: Mapped[str | None] = mapped_column(String(100))

@@ -52,6 +52,7 @@ class Run(Base):
     check_name: Mapped[str | None] = mapped_column(String(300))
     pr_number: Mapped[int | None] = mapped_column(Integer)
     workflow_run_id: Mapped[str | None] = mapped_column(String(100))
+    shard: Mapped[str | None] = mapped_column(String(40))  # how a sharded node chose its tests
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     tests: Mapped[int] = mapped_column(Integer, default=0)
     passed: Mapped[int] = mapped_column(Integer, default=0)

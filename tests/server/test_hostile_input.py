@@ -10,8 +10,7 @@ import resource
 import threading
 
 import pytest
-from conftest import free_port, upload
-from test_ingest_api import stored
+from builders import free_port, stored, upload
 
 from testlens.core.model import ReportError
 from testlens.core.parsers import parse_report

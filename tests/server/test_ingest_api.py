@@ -5,46 +5,10 @@ from __future__ import annotations
 import gzip
 
 import pytest
-from conftest import corpus_file, make_tenant, upload
-from sqlalchemy import func, select
+from builders import RERUN_XML, corpus_file, make_tenant, stored, upload
+from sqlalchemy import select
 
-from testlens.server.models import Repository, Run, Tenant, TestCase, TestResult
-
-RERUN_XML = b"""<?xml version="1.0"?>
-<testsuites>
-  <testsuite name="pytest" tests="4">
-    <testcase classname="tests.test_cart" name="test_add" file="tests/test_cart.py" time="0.5"/>
-    <testcase classname="tests.test_cart" name="test_pay" file="tests/test_cart.py" time="1.5">
-      <failure message="timeout talking to stripe">Traceback...</failure>
-    </testcase>
-    <testcase classname="tests.test_cart" name="test_pay" file="tests/test_cart.py" time="1.25"/>
-    <testcase classname="tests.test_cart" name="test_empty" file="tests/test_cart.py" time="0">
-      <skipped message="not yet"/>
-    </testcase>
-  </testsuite>
-</testsuites>
-"""
-
-
-def stored(database, tenant_name: str) -> dict[str, int]:
-    """Row counts that belong to one tenant, read straight from the database."""
-    with database.transaction() as session:
-        repos = (
-            select(Repository.id)
-            .join(Tenant, Tenant.id == Repository.tenant_id)
-            .where(Tenant.name == tenant_name)
-        )
-        runs = session.scalar(select(func.count()).select_from(Run).where(Run.repo_id.in_(repos)))
-        tests = session.scalar(
-            select(func.count()).select_from(TestCase).where(TestCase.repo_id.in_(repos))
-        )
-        results = session.scalar(
-            select(func.count())
-            .select_from(TestResult)
-            .join(Run, Run.id == TestResult.run_id)
-            .where(Run.repo_id.in_(repos))
-        )
-    return {"runs": runs, "tests": tests, "results": results}
+from testlens.server.models import TestCase, TestResult
 
 
 def test_upload_stores_run_tests_and_every_attempt(tenant, database):

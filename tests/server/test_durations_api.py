@@ -16,7 +16,7 @@ import brotli
 import httpx
 import jwt
 import pytest
-from conftest import make_tenant, upload
+from builders import junit_from_durations, make_tenant, upload
 from corpus import CORPUS
 from sqlalchemy import func, select
 
@@ -30,27 +30,10 @@ from testlens.server.models import DurationJob
 EXAMPLE = CORPUS / "flakiness-report-example.json"
 
 
-def junit(seconds: dict[str, float]) -> bytes:
-    """A JUnit report as pytest writes it, from node id -> seconds."""
-    cases = []
-    for nodeid, duration in seconds.items():
-        key = Key.from_nodeid(nodeid)
-        module = key.file.removesuffix(".py").replace("/", ".")
-        classname = ".".join(part for part in (module, key.classname.replace("::", ".")) if part)
-        cases.append(
-            f'<testcase classname="{classname}" name="{key.name}" file="{key.file}" '
-            f'time="{duration}"/>'
-        )
-    return (
-        f'<testsuites><testsuite name="pytest" tests="{len(cases)}">{"".join(cases)}'
-        "</testsuite></testsuites>"
-    ).encode()
-
-
 def ingest_runs(client: httpx.Client, runs: list[dict[str, float]], **fields: str) -> None:
     """Upload each run as its own CI run (another commit), oldest first."""
     for number, run in enumerate(runs):
-        response = upload(client, junit(run), commit=f"{number:040x}", **fields)
+        response = upload(client, junit_from_durations(run), commit=f"{number:040x}", **fields)
         assert response.status_code == 201, response.text
 
 

@@ -7,9 +7,8 @@ import json
 import threading
 
 import pytest
+from builders import RERUN_XML, corpus_file, free_port, ingest_history, stored
 from click.testing import CliRunner
-from conftest import corpus_file, free_port
-from test_ingest_api import RERUN_XML, stored
 
 from testlens.cli import main
 from testlens.client import ci_env
@@ -285,8 +284,6 @@ def test_ci_environment_detection(env, expected):
 
 
 def test_flaky_lists_the_feed_as_a_table_and_as_json(tenant, server):
-    from test_insights_api import ingest_history
-
     ingest_history(tenant.client, repo="acme/cli")
     env = {"TESTLENS_SERVER": server.url, "TESTLENS_TOKEN": tenant.key}
     table = run(["flaky", "--repo", "acme/cli"], env=env)

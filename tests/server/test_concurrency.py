@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import upload
-from test_insights_api import junit
+from builders import junit, upload
 
 
 def test_concurrent_uploads_of_the_same_tests_all_count(tenant):

@@ -23,7 +23,7 @@ from corpus import CORPUS, REPORTS
 from testlens.core.model import Report, ReportError, TestCase
 from testlens.core.parsers import formats, parse_report
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 PYTEST_JSON = DATA / "pytest_json" / "report.json"
 TEST_REPORTER = REPORTS / "test-reporter"
 FIXTURES = TEST_REPORTER / "__tests__" / "fixtures"

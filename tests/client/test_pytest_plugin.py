@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import free_port, make_tenant, upload
+from builders import free_port, make_tenant, upload
 from sqlalchemy import select
 
 from testlens.server.models import TestCase, TestResult
@@ -206,16 +206,20 @@ def test_shards_from_the_server_plan(project, server, tenant):
         )
         assert response.status_code == 201, response.text
     project.makepyfile(**SAMPLE)
-    args = [*remote(server, tenant), "--testlens-environment", "linux", "--testlens-no-upload"]
+    args = [
+        *remote(server, tenant),
+        "--testlens-environment",
+        "linux",
+        "--testlens-no-upload",
+        "--testlens-plan-key",
+        "build-7/unit",
+    ]
     first = run(project, *args, "--testlens-shard", "0/3")
-    note = re.search(
-        r"server plan (\S+); other nodes may pass --testlens-plan-id (\S+)\)", first.stdout.str()
-    )
+    note = re.search(r"server plan (\S+) of CI run build-7/unit\)", first.stdout.str())
     assert note, first.stdout.str()
-    plan_id = note.group(2)
+    plan_id = note.group(1)
     shards = [passed(first)] + [
-        passed(run(project, *args, "--testlens-shard", f"{index}/3", "--testlens-plan-id", plan_id))
-        for index in (1, 2)
+        passed(run(project, *args, "--testlens-shard", f"{index}/3")) for index in (1, 2)
     ]
     assert_partition(shards)
     assert [sum(SECONDS[test] for test in shard) for shard in shards] == [7.0, 7.0, 7.0]
@@ -232,6 +236,8 @@ def test_server_down_falls_back_with_warnings_and_keeps_the_exit_code(project):
         f"http://127.0.0.1:{free_port()}",
         "--testlens-repo",
         "acme/plugin",
+        "--testlens-plan-key",
+        "build-8/unit",
     ]
     local = run(
         project,
@@ -242,21 +248,38 @@ def test_server_down_falls_back_with_warnings_and_keeps_the_exit_code(project):
         "--testlens-durations",
         ".test_durations",
     )
-    fallback = run(
-        project, *dead, "--testlens-shard", "0/3", "--testlens-durations", ".test_durations"
-    )
-    output = fallback.stdout.str()
-    assert fallback.ret == pytest.ExitCode.OK
+    everything = run(project, *dead, "--testlens-shard", "0/3")
+    output = everything.stdout.str()
+    assert everything.ret == pytest.ExitCode.OK
     assert (
         "testlens: warning: no shard plan from the server: could not reach http://127.0.0.1"
         in output
     )
-    assert "splitting by durations file .test_durations instead" in output
-    assert passed(fallback) == passed(local)
+    assert "running ALL 6 tests on this node" in output
+    everything.assert_outcomes(passed=6)
     assert "testlens: warning: results not uploaded: could not reach http://127.0.0.1" in output
-    counted = run(project, *dead, "--testlens-shard", "1/3", "--testlens-no-upload")
+    fallback = run(
+        project,
+        *dead,
+        "--testlens-shard",
+        "0/3",
+        "--testlens-durations",
+        ".test_durations",
+        "--testlens-fallback",
+        "split",
+        "--testlens-no-upload",
+    )
+    assert "splitting by durations file .test_durations instead" in fallback.stdout.str()
+    assert passed(fallback) == passed(local)
+    counted = run(
+        project, *dead, "--testlens-shard", "1/3", "--testlens-no-upload",
+        "--testlens-fallback", "split",
+    )  # fmt: skip
     assert "no test durations known: splitting by test count" in counted.stdout.str()
     counted.assert_outcomes(passed=2, deselected=4)
+    failed = run(project, *dead, "--testlens-shard", "1/3", "--testlens-fallback", "fail")
+    assert failed.ret == pytest.ExitCode.USAGE_ERROR
+    assert "no shard plan from the server" in failed.stderr.str()
 
 
 def test_refused_upload_is_a_warning_not_a_failure(project, server):

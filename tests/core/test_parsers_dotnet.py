@@ -22,7 +22,7 @@ from testlens.core.parsers.xml import load_xml
 TEST_REPORTER = REPORTS / "test-reporter"
 TESTS_DIR = TEST_REPORTER / "__tests__"
 DERIVED = TEST_REPORTER / "_derived"
-XUNIT_V2 = Path(__file__).parent / "data" / "dotnet" / "xunit-v2.xml"
+XUNIT_V2 = Path(__file__).parents[1] / "data" / "dotnet" / "xunit-v2.xml"
 
 # Fixtures with a snapshot, named as the snapshots name them, and the format they must be
 # detected as.

@@ -8,8 +8,8 @@ import random
 import time
 
 import pytest
+from builders import free_port, upload
 from click.testing import CliRunner
-from conftest import free_port, upload
 from corpus import DURATIONS
 
 from testlens.cli import main
@@ -194,7 +194,7 @@ def plan_id_of(result) -> str:
     return line.rsplit(" ", 1)[-1]
 
 
-def test_server_plan_is_balanced_and_reused_with_plan_id(server, tenant):
+def test_nodes_of_a_run_share_the_server_plan_by_its_key(server, tenant):
     with_history(tenant)
     remote = [
         "--server",
@@ -205,10 +205,14 @@ def test_server_plan_is_balanced_and_reused_with_plan_id(server, tenant):
         "acme/shard",
         "--environment",
         "linux",
+        "--plan-key",
+        "build-17/unit",
     ]
     first = shard("--index", "0/2", *remote, *HISTORY_TESTS)
     plan_id = plan_id_of(first)
-    second = shard("--index", "1/2", *remote, "--plan-id", plan_id, *reversed(HISTORY_TESTS))
+    with_history(tenant)  # uploads between two nodes' requests change nothing
+    second = shard("--index", "1/2", *remote, *reversed(HISTORY_TESTS))
+    assert plan_id_of(second) == plan_id
     assert "warning" not in first.stderr + second.stderr
     shards = [ids_of(first), ids_of(second)]
     assert_partition(shards, HISTORY_TESTS)
@@ -217,37 +221,69 @@ def test_server_plan_is_balanced_and_reused_with_plan_id(server, tenant):
     assert ["tests/test_a.py::test_slow"] in shards
     stored = tenant.client.get(f"/api/shard-plans/{plan_id}").json()
     assert [sorted(one) for one in stored["shards"]] == [sorted(one) for one in shards]
+    # An explicit plan id gives the same plan too.
+    by_id = shard("--index", "1/2", *remote[:-2], "--plan-id", plan_id, *HISTORY_TESTS)
+    assert sorted(ids_of(by_id)) == sorted(ids_of(second))
 
 
-def test_plan_that_leaves_out_tests_is_not_used(server, tenant):
+def test_a_plan_that_leaves_out_tests_is_not_used(server, tenant):
     with_history(tenant)
     remote = ["--server", server.url, "--token", tenant.key, "--repo", "acme/shard"]
-    plan_id = plan_id_of(shard("--index", "0/2", *remote, *HISTORY_TESTS))
+    keyed = [*remote, "--plan-key", "build-18/unit"]
+    plan_id = plan_id_of(shard("--index", "0/2", *keyed, *HISTORY_TESTS))
     grown = [*HISTORY_TESTS, "tests/test_c.py::test_new"]
-    result = shard("--index", "0/2", *remote, "--plan-id", plan_id, *grown)
-    assert "leaves out 1 of the tests given, e.g. tests/test_c.py::test_new" in result.stderr
-    assert "plan-id" not in result.stderr
-    assert ids_of(result) == ids_of(shard("--index", "0/2", *grown))
+    # By id: the plan lacks a test. By key: the server refuses the other list (409).
+    for how in (["--plan-id", plan_id], ["--plan-key", "build-18/unit"]):
+        result = shard("--index", "0/2", *remote, *how, *grown)
+        assert "no shard plan from the server" in result.stderr
+        assert "running ALL 6 tests" in result.stderr
+        assert "plan-id" not in result.stderr
+        assert sorted(ids_of(result)) == sorted(grown)
+    refused = shard("--index", "0/2", *keyed, *grown)
+    assert "PLAN_CONFLICT" in refused.stderr and "1 only here" in refused.stderr
+    local = shard("--index", "0/2", *remote, "--plan-id", plan_id, "--fallback", "split", *grown)
+    assert "leaves out 1 of the tests given, e.g. tests/test_c.py::test_new" in local.stderr
+    assert ids_of(local) == ids_of(shard("--index", "0/2", *grown))
 
 
 def test_unreachable_server_falls_back_with_a_warning(tmp_path):
     durations = tmp_path / ".test_durations"
     durations.write_text(json.dumps(dict(zip(HISTORY_TESTS, [8, 4, 2, 1, 1], strict=True))))
     dead = ["--server", f"http://127.0.0.1:{free_port()}", "--repo", "acme/shard"]
+    keyed = [*dead, "--plan-key", "build-19/unit"]
     started = time.monotonic()
-    fallback = shard("--index", "0/2", *dead, "--durations", str(durations), *HISTORY_TESTS)
-    counted = shard("--index", "0/2", *dead, *HISTORY_TESTS)
+    everything = shard("--index", "0/2", *keyed, *HISTORY_TESTS)
+    fallback = shard(
+        "--index", "0/2", *keyed, "--fallback", "split", "--durations", str(durations),
+        *HISTORY_TESTS,
+    )  # fmt: skip
+    counted = shard("--index", "0/2", *keyed, "--fallback", "split", *HISTORY_TESTS)
     assert time.monotonic() - started < 15  # bounded retries, no half-minute backoff
-    assert (
-        "warning: no shard plan from the server: could not reach http://127.0.0.1"
-        in fallback.stderr
-    )
+    for result in (everything, fallback, counted):
+        assert "no shard plan from the server: could not reach http://127.0.0.1" in result.stderr
+    assert sorted(ids_of(everything)) == sorted(HISTORY_TESTS)
+    assert "running ALL 5 tests on this node" in everything.stderr
     assert f"splitting by durations file {durations} instead" in fallback.stderr
     assert ids_of(fallback) == ids_of(
         shard("--index", "0/2", "--durations", str(durations), *HISTORY_TESTS)
     )
     assert "splitting by test count" in counted.stderr
     assert len(ids_of(counted)) in (2, 3)
+    failed = CliRunner().invoke(
+        main, ["shard", "--index", "0/2", *keyed, "--fallback", "fail", *HISTORY_TESTS]
+    )
+    assert failed.exit_code == 1
+    assert "no shard plan from the server" in failed.output
+
+
+def test_without_a_run_key_nodes_split_locally(tmp_path, server, tenant):
+    with_history(tenant)
+    remote = ["--server", server.url, "--token", tenant.key, "--repo", "acme/shard"]
+    shards = [shard("--index", f"{i}/2", *remote, *HISTORY_TESTS) for i in range(2)]
+    for result in shards:
+        assert "no CI run key" in result.stderr
+        assert "plan-id" not in result.stderr
+    assert_partition([ids_of(result) for result in shards], HISTORY_TESTS)
 
 
 def test_missing_or_broken_durations_file_only_warns(tmp_path):

@@ -5,51 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import make_tenant, upload
-
-
-def junit(cases: dict[str, list[str]], classname: str = "tests.test_shop.TestShop") -> bytes:
-    """A pytest-style JUnit report; each test lists its attempts' outcomes in order."""
-    parts = ['<testsuites><testsuite name="pytest">']
-    for name, outcomes in cases.items():
-        for outcome in outcomes:
-            attrs = f'classname="{classname}" name="{name}" file="tests/test_shop.py" time="0.25"'
-            child = {
-                "pass": "",
-                "fail": '<failure message="boom">trace</failure>',
-                "skip": "<skipped/>",
-            }[outcome]
-            parts.append(f"<testcase {attrs}>{child}</testcase>")
-    parts.append("</testsuite></testsuites>")
-    return "".join(parts).encode()
-
-
-STABLE = {f"test_stable_{i}": ["pass"] for i in range(20)}
-
-
-def ingest_history(client, repo="acme/shop", check="unit"):
-    """A retry flake on c1, a regression from c3 on, everything else passing."""
-    runs = [
-        ("c1", {**STABLE, "test_pay": ["fail", "pass"], "test_login": ["pass"]}),
-        ("c2", {**STABLE, "test_pay": ["pass"], "test_login": ["pass"]}),
-        ("c3", {**STABLE, "test_pay": ["pass"], "test_login": ["fail"]}),
-        ("c4", {**STABLE, "test_pay": ["pass"], "test_login": ["fail"]}),
-        ("c5", {**STABLE, "test_pay": ["pass"], "test_login": ["fail"]}),
-    ]
-    bodies = []
-    for commit, cases in runs:
-        response = upload(
-            client,
-            junit(cases),
-            repo=repo,
-            commit=commit * 8,
-            check_name=check,
-            provider="github",
-            environment="linux",
-        )
-        assert response.status_code == 201, response.text
-        bodies.append(response.json())
-    return bodies
+from builders import STABLE, ingest_history, junit, make_tenant, upload
 
 
 @pytest.fixture

@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from conftest import LiveServer, Tenant, free_port, make_tenant
+from builders import STABLE, LiveServer, Tenant, free_port, junit, make_tenant, upload
 from sqlalchemy import delete, func, select
 
-from testlens.server.webhooks import outbox, service, tasks
 from testlens.server.app import create_app
 from testlens.server.models import ApiKey, Webhook, WebhookDelivery, utcnow
+from testlens.server.webhooks import outbox, service, tasks
 
 SECRET = "whsec-correct-horse-battery-staple"
 FAST = {
@@ -725,9 +725,6 @@ def test_a_crash_mid_send_means_a_retry_under_the_same_id(
 def test_uploads_that_make_a_test_flaky_and_resolve_it_send_the_seed_payloads(
     admin, receiver, monkeypatch
 ):
-    from conftest import upload
-    from test_insights_api import STABLE, junit
-
     from testlens.server.ingest import service as ingest
 
     subscribe(admin, receiver.up().url)

@@ -27,7 +27,7 @@ from testlens.core.parsers.javascript import (
     UNEXPECTED_PASS,
 )
 
-DATA = Path(__file__).parent / "data" / "javascript"
+DATA = Path(__file__).parents[1] / "data" / "javascript"
 DORNY = REPORTS / "test-reporter"
 # dorny has one word for our failed and error; "success" is passed.
 DORNY_RESULT = {"passed": "success", "failed": "failed", "error": "failed", "skipped": "skipped"}
@@ -76,7 +76,7 @@ def test_real_reports_are_detected(name, format):
         DORNY / "__tests__" / "fixtures" / "rspec-json.json",
         REPORTS / "ctrf" / "examples" / "with-retries.json",
         CORPUS / "flakiness-report-example.json",
-        Path(__file__).parent / "data" / "pytest_json" / "report.json",
+        Path(__file__).parents[1] / "data" / "pytest_json" / "report.json",
     ],
     ids=lambda p: p.name,
 )
