@@ -16,8 +16,36 @@ module reconciles:
 * durations are seconds, but not always plain numbers: Surefire groups thousands
   (``1,234.5``) and localized writers use a decimal comma.
 
-Runners that write one testcase per attempt (pytest-rerunfailures, go-junit-report) need
-nothing here: the registry merges identical test cases into retries afterwards.
+Runners that write one testcase per attempt, each with its own result (go-junit-report,
+testlens's own pytest plugin), need nothing here: the registry merges identical test cases
+into retries afterwards.
+
+pytest-rerunfailures 16.6.1 and later write each rerun attempt as a *bare* ``<testcase>``,
+with no ``<failure>``/``<error>`` child, before the entry of the final attempt (upstream issue
+#170: pytest's JUnit writer ignores the ``rerun`` outcome; 16.6 and 10.2 write only the
+final attempt). Read as written, a test that failed and then passed would look like two
+passes, and one that failed every time like a flake. The plugin reruns only failures, so such
+an entry is read as a failed attempt whose details the report did not record
+(``RERUN_NOT_RECORDED``). An entry is reread that way only when all of these hold:
+
+* it reads as a plain pass: no ``<failure>``, ``<error>`` or ``<skipped>`` child, no Surefire
+  rerun child and no never-ran ``status`` (output children are allowed: ``junit_logging``);
+* a later ``<testcase>`` in the same ``<testsuite>`` element has the same file, classname
+  and name, so it is not the test's last entry. Entries in different ``<testsuite>``
+  elements (several runs merged into one file, even under one suite name) are never each
+  other's reruns, and a testcase that differs in file or classname is another test;
+* that ``<testsuite>``'s declared ``tests`` count leaves those entries out: it is short of
+  the testcases the element holds by at least the number of entries to reread, yet counts
+  every distinct test. pytest counts the attempts it reported a result for, each test's last
+  one among them, and the plugin's reruns carry none, so the shortfall is the writer saying
+  those entries are not results. Where the count matches the testcases, a repeated bare
+  testcase is a real pass of a repeated test and keeps its meaning: jest's same-titled tests,
+  TestNG data providers, ``go test -count``, pytest-xdist's ``--dist each``, testlens's own
+  plugin. A suite with no usable ``tests`` count (missing, ``0`` for writers that do not
+  count) has nothing reread.
+
+The last entry of a test keeps its meaning, and so does every entry with a result child, so
+reports where each attempt records its own result read as before.
 
 Reports can hold hundreds of thousands of testcases, so the per-testcase path only reads
 attributes; whatever depends on the enclosing suites is worked out once per suite.
@@ -40,6 +68,8 @@ _NOT_RUN = frozenset({"disabled", "notrun"})
 _RESULTS: dict[str, AttemptStatus] = {"failure": "failed", "error": "error"}
 _RERUNS_BEFORE: dict[str, AttemptStatus] = {"flakyFailure": "failed", "flakyError": "error"}
 _RERUNS_AFTER: dict[str, AttemptStatus] = {"rerunFailure": "failed", "rerunError": "error"}
+RERUN_NOT_RECORDED = "rerun: failure details not recorded in the report"
+"""Message of a failed attempt known only from a bare rerun entry (pytest-rerunfailures)."""
 
 # Surefire formats durations with grouping ("1,234.567"). A comma that cannot be grouping
 # is a decimal comma ("0,5"); a lone "1,234" is ambiguous and read the Surefire way.
@@ -100,6 +130,8 @@ def _parse(root: etree._Element) -> list[TestCase]:
 
     tests: list[TestCase] = []
     append = tests.append
+    # (parent, index in tests of its first testcase) per run of sibling testcases
+    runs: list[tuple[etree._Element, int]] = []
     parent = None
     path = suite_file = ""
     for case in root.iter("testcase"):
@@ -109,6 +141,7 @@ def _parse(root: etree._Element) -> list[TestCase]:
             # while it is referenced, so an identity check spares most dictionary lookups.
             parent = case.getparent()
             path, suite_file = suite_of(parent)
+            runs.append((parent, len(tests)))
         file = get("file")
         file = _posix(file) if file else suite_file
         if len(case):
@@ -124,7 +157,56 @@ def _parse(root: etree._Element) -> list[TestCase]:
                 ms = 0.0
             attempts = [Attempt(status, ms)]
         append(TestCase(get("name") or "", get("classname") or "", path, file, attempts))
+    _reread_bare_reruns(tests, runs)
     return tests
+
+
+def _reread_bare_reruns(tests: list[TestCase], runs: list[tuple[etree._Element, int]]) -> None:
+    """Read pytest-rerunfailures' bare rerun entries as the failed attempts they were.
+
+    ``tests`` holds one TestCase per testcase element, in document order; ``runs`` says
+    where each parent's runs of sibling testcases start in it. Only suites whose declared
+    ``tests`` falls short of the testcases they hold are looked at entry by entry, so a
+    report whose counts add up (nearly all of them) costs a pass over ``runs``, not over
+    its testcases.
+    """
+    ends = [start for _, start in runs[1:]]
+    ends.append(len(tests))
+    held: dict[etree._Element, int] = {}
+    for (parent, start), end in zip(runs, ends, strict=False):
+        held[parent] = held.get(parent, 0) + end - start
+    for parent, count in held.items():
+        declared = parent.get("tests")
+        if not declared or not declared.isdigit() or int(declared) >= count:
+            continue  # no count, or one that covers every entry: nothing left uncounted
+        if parent.tag == "testsuite":
+            entries = [
+                test
+                for (other, start), end in zip(runs, ends, strict=False)
+                if other is parent
+                for test in tests[start:end]
+            ]
+            _reread_suite(entries, int(declared))
+
+
+def _reread_suite(entries: list[TestCase], declared: int) -> None:
+    """The entries of one ``<testsuite>`` that declares ``declared`` tests (fewer than the
+    entries): its repeated plain passes become failed reruns if the count leaves them out
+    but covers every distinct test."""
+    latest: dict[tuple[str, str, str], Attempt | None] = {}  # identity -> its plain pass
+    reruns: list[Attempt] = []  # plain passes a later entry of the same test repeats
+    for entry in entries:
+        identity = (entry.file, entry.classname, entry.name)
+        previous = latest.get(identity)
+        if previous is not None:
+            reruns.append(previous)  # no longer the test's last entry
+        attempts = entry.attempts
+        plain = len(attempts) == 1 and attempts[0].status == "passed"
+        latest[identity] = attempts[0] if plain else None
+    if reruns and len(latest) <= declared <= len(entries) - len(reruns):
+        for attempt in reruns:
+            attempt.status = "failed"
+            attempt.message = RERUN_NOT_RECORDED
 
 
 def _enter(outer: _Suite, suite: etree._Element) -> _Suite:
