@@ -20,6 +20,8 @@ from testlens.server.app import create_app
 from testlens.server.database import Database, normalize_url
 from testlens.server.settings import Settings
 
+pytest_plugins = ["pytester"]
+
 
 def _reset_postgres(url: str) -> None:
     engine = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
@@ -71,3 +73,20 @@ def tenant(database: Database, server: LiveServer) -> Iterator[Tenant]:
 def anonymous(server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as client:
         yield client
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester project whose runs see no testlens or CI variables of this machine."""
+    for name in (
+        "TESTLENS_SERVER",
+        "TESTLENS_TOKEN",
+        "TESTLENS_PYTEST",
+        "GITHUB_ACTIONS",
+        "GITLAB_CI",
+        "CIRCLECI",
+        "BUILDKITE",
+        "JENKINS_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return pytester

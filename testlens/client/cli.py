@@ -47,7 +47,7 @@ this much per file, then the upload fails with a message."""
 STEP_BUDGET = 30.0
 """Seconds ``shard``, ``flaky`` and ``durations export`` may wait for the server in all."""
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # CI logs: never wrap a message mid-line
 
 
 @click.command()

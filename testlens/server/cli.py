@@ -11,7 +11,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # CI logs: never wrap a message mid-line
 
 
 @click.command()

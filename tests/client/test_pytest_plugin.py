@@ -11,8 +11,6 @@ from sqlalchemy import select
 
 from testlens.server.models import TestCase, TestResult
 
-pytest_plugins = ["pytester"]
-
 SAMPLE = {
     "test_cart": """
         def test_add():
@@ -62,22 +60,6 @@ _PASSED = re.compile(r"^(\S+::\S+) PASSED", re.MULTILINE)
 _UPLOADED = re.compile(
     r"testlens: uploaded (\d+) tests \((\d+) attempts, (\d+) flaky\) as run (\S+)"
 )
-
-
-@pytest.fixture
-def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for name in (
-        "TESTLENS_SERVER",
-        "TESTLENS_TOKEN",
-        "TESTLENS_PYTEST",
-        "GITHUB_ACTIONS",
-        "GITLAB_CI",
-        "CIRCLECI",
-        "BUILDKITE",
-        "JENKINS_URL",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return pytester
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
