@@ -52,7 +52,10 @@ class Keys:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def verify(self, purpose: str, message: str, signature: str) -> bool:
-        return hmac.compare_digest(self.sign(purpose, message), signature)
+        # Compared as bytes: compare_digest refuses str that is not ASCII, and a signature
+        # arrives from the query string, where anything can be written.
+        expected = self.sign(purpose, message).encode()
+        return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
 
     def encrypt(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()

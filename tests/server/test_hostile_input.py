@@ -163,3 +163,95 @@ def test_chunked_upload_over_limit_is_413(tenant, database):
     )
     assert response.status_code == 413
     assert stored(database, tenant.name)["runs"] == 0
+
+
+def _refused(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "code", "message", "details"}
+    assert body["code"] == code
+    return body
+
+
+JUNIT_ONE = b'<testsuite><testcase classname="c" name="t" time="0.1"/></testsuite>'
+
+
+def ctrf(duration: str) -> bytes:
+    return (
+        '{"results": {"tool": {"name": "x"}, "summary": {"tests": 1, "passed": 1, "failed": 0,'
+        ' "pending": 0, "skipped": 0, "other": 0, "start": 0, "stop": 1}, "tests": [{"name":'
+        f' "t", "status": "passed", "duration": {duration}}}]}}}}'
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("report", "reason"),
+    [
+        (ctrf("1e999999"), "not a finite non-negative number"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (ctrf("1" + "0" * 5000), "invalid JSON"),
+        (
+            f'<testsuite><testcase file="{"d/" * 1500}t.py" name="t"/></testsuite>'.encode(),
+            "file path is longer than",
+        ),
+    ],
+    ids=["infinite-duration", "deep-nesting", "huge-integer", "long-file-path"],
+)
+def test_reports_no_backend_can_store_alike_are_422(tenant, database, report, reason):
+    before = stored(database, tenant.name)
+    body = _refused(upload(tenant.client, report), 422, "UNPARSEABLE_REPORT")
+    assert reason in body["message"]
+    assert stored(database, tenant.name) == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"pr_number": "99999999999999999999"}, "pr_number"),
+        ({"pr_number": "٣"}, "pr_number"),  # a digit, but not an ASCII one
+        ({"branch": "main\x00evil"}, "branch"),
+        ({"environment": "e" * 201}, "environment"),
+        ({"repo": "../x"}, "repo"),
+        ({"repo": "acme/" + "r" * 300}, "repo"),
+    ],
+    ids=["huge-pr", "unicode-digit-pr", "nul-in-field", "long-environment", "dot-dot", "long"],
+)
+def test_form_fields_are_validated_alike_on_every_backend(tenant, database, fields, field):
+    before = stored(database, tenant.name)
+    body = _refused(upload(tenant.client, JUNIT_ONE, **fields), 400, "INVALID_FIELD")
+    assert body["details"]["field"] == field
+    assert stored(database, tenant.name) == before
+
+
+def _many_tests(count: int) -> bytes:
+    cases = "".join(f'<testcase classname="c" name="t{i}" time="0.001"/>' for i in range(count))
+    return f'<testsuite tests="{count}">{cases}</testsuite>'.encode()
+
+
+def test_a_truncated_gzip_is_422_and_nothing_is_stored(tenant, database):
+    import zlib
+
+    report = _many_tests(1000)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    head = compressor.compress(report[: len(report) // 4]) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    before = stored(database, tenant.name)
+    # Cut at a flush point, it inflates cleanly as far as it goes: a quarter of the tests.
+    body = _refused(upload(tenant.client, head, filename="r.xml.gz"), 422, "UNPARSEABLE_REPORT")
+    assert "truncated" in body["message"]
+    assert stored(database, tenant.name) == before
+
+
+def test_a_multi_member_gzip_is_read_whole(tenant):
+    report = _many_tests(300)
+    cut = report.index(b"<testcase", len(report) // 2)
+    joined = gzip.compress(report[:cut]) + gzip.compress(report[cut:])
+    response = upload(tenant.client, joined, filename="r.xml.gz")
+    assert response.status_code == 201, response.text
+    assert response.json()["tests_processed"] == 300
+
+
+def test_a_non_ascii_presigned_signature_is_403_not_500(anonymous):
+    response = anonymous.put(
+        "/api/testDurations/jobs/x/report", params={"expires": "1", "signature": "é"}
+    )
+    _refused(response, 403, "INVALID_SIGNATURE")

@@ -9,6 +9,7 @@ so detection and parsing never read the bytes twice.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -64,8 +65,10 @@ def _load(data: bytes, kind: Kind) -> Any:
     if kind == "json":
         try:
             return json.loads(text)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # also integers past Python's 4,300-digit limit
             raise ReportError(f"invalid JSON: {exc}") from None
+        except RecursionError:
+            raise ReportError("invalid JSON: nested too deeply") from None
     lines = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -73,8 +76,10 @@ def _load(data: bytes, kind: Kind) -> Any:
             continue  # go test -json interleaves plain build output
         try:
             lines.append(json.loads(line))
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:
             raise ReportError(f"invalid JSON on line {number}: {exc}") from None
+        except RecursionError:
+            raise ReportError(f"invalid JSON on line {number}: nested too deeply") from None
     return lines
 
 
@@ -129,9 +134,37 @@ def parse_report(data: bytes, format: str | None = None) -> Report:
         chosen = next((f for f in formats() if f.kind == kind and f.matches(document)), None)
         if chosen is None:
             raise ReportError(f"unrecognised {kind.upper()} report: {_describe(document)}")
-    return Report(
-        format=chosen.name, tests=merge_tests(guarded(chosen.name, chosen.parse, document))
-    )
+    tests = merge_tests(guarded(chosen.name, chosen.parse, document))
+    check_tests(tests)
+    return Report(format=chosen.name, tests=tests)
+
+
+MAX_FILE_BYTES = 2000
+"""Longest test file path accepted, UTF-8 encoded: every backend must index it (PostgreSQL's
+b-tree entries stop near 2,700 bytes), and no real path comes close."""
+MAX_ENVIRONMENT_CHARS = 200
+
+
+def check_tests(tests: list[TestCase]) -> None:
+    """Refuse what no backend stores alike: so SQLite and PostgreSQL accept the same reports,
+    and a duration of ``1e999999`` (read as infinity) cannot poison every later prediction."""
+    for test in tests:
+        # Encoding is needed only for paths that could be too long (4 bytes a character at most).
+        if len(test.file) * 4 > MAX_FILE_BYTES and len(test.file.encode()) > MAX_FILE_BYTES:
+            raise ReportError(
+                f"test {test.name!r}: its file path is longer than {MAX_FILE_BYTES} bytes"
+            )
+        for attempt in test.attempts:
+            if not (0.0 <= attempt.duration_ms < math.inf):
+                raise ReportError(
+                    f"test {test.name!r}: duration {attempt.duration_ms!r} ms is not a finite "
+                    "non-negative number"
+                )
+            if attempt.environment is not None and len(attempt.environment) > MAX_ENVIRONMENT_CHARS:
+                raise ReportError(
+                    f"test {test.name!r}: environment name longer than "
+                    f"{MAX_ENVIRONMENT_CHARS} characters"
+                )
 
 
 def guarded(name: str, parse: Callable[[Any], T], document: Any) -> T:
@@ -143,6 +176,8 @@ def guarded(name: str, parse: Callable[[Any], T], document: Any) -> T:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise ReportError(f"malformed {name} report: {type(exc).__name__}: {exc}") from None
+    except RecursionError:
+        raise ReportError(f"malformed {name} report: nested too deeply") from None
 
 
 def _describe(document: Any) -> str:

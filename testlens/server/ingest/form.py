@@ -23,7 +23,15 @@ from ..errors import (
     unsupported_media_type,
 )
 
-REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_NAME = (
+    r"(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}"  # not starting with a dot
+    r"|\.[A-Za-z0-9_-][A-Za-z0-9_.-]{0,98}"  # one dot, then more than dots
+    r"|\.\.[A-Za-z0-9_.-]{1,98})"  # two dots, then anything
+)
+REPO_PATTERN = re.compile(f"^{_NAME}/{_NAME}$")
+"""``owner/name`` as GitHub allows them: at most 100 characters each, and neither ``.`` nor
+``..`` (written without look-arounds, which the validators of query parameters lack)."""
+_MAX_PR_NUMBER = 2**31 - 1
 _READ_CHUNK = 1024 * 1024
 FORM_OVERHEAD = 64 * 1024
 """Multipart framing and the small text fields around the file."""
@@ -82,6 +90,12 @@ def read_metadata(form: Any) -> RunMetadata:
             raise invalid_field(name, "string", f"Field {name} must be text, not a file")
         if value is not None and value.strip():
             value = value.strip()
+            if not value.isprintable():
+                raise invalid_field(
+                    name,
+                    "printable text",
+                    f"Field {name} contains control characters",
+                )
             if len(value) > max_length:
                 raise invalid_field(
                     name,
@@ -108,11 +122,14 @@ def read_metadata(form: Any) -> RunMetadata:
         )
     pr_number = form.get("pr_number")
     if isinstance(pr_number, str) and pr_number.strip():
-        if not pr_number.strip().isdigit():
+        text = pr_number.strip()
+        if not (text.isascii() and text.isdigit() and 0 < int(text) <= _MAX_PR_NUMBER):
             raise invalid_field(
-                "pr_number", "positive integer", "pr_number must be a positive integer"
+                "pr_number",
+                f"integer from 1 to {_MAX_PR_NUMBER}",
+                "pr_number must be a positive integer",
             )
-        values["pr_number"] = int(pr_number.strip())
+        values["pr_number"] = int(text)
     return RunMetadata(repo=repo.strip(), **values)
 
 
@@ -134,15 +151,36 @@ async def read_report(upload: UploadFile, limit: int) -> bytes:
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress at most ``limit`` bytes: a gzip bomb stops at the cap, not in swap."""
-    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    """Decompress at most ``limit`` bytes: a gzip bomb stops at the cap, not in swap.
+
+    Every member of a multi-member file is read (``cat a.gz b.gz`` is valid gzip), and a
+    stream that ends before its member does (a truncated upload, even one cut at a flush
+    point, which inflates cleanly as far as it goes) is refused: storing the part that
+    arrived would record a run with tests missing.
+    """
+    parts: list[bytes] = []
+    size = 0
+    rest = data
     try:
-        out = decompressor.decompress(data, limit + 1)
-        if len(out) > limit or decompressor.unconsumed_tail:
-            raise too_large(limit, "decompressed report")
-        out += decompressor.flush()
+        while rest:
+            decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            out = decompressor.decompress(rest, limit - size + 1)
+            size += len(out)
+            if size > limit or decompressor.unconsumed_tail:
+                raise too_large(limit, "decompressed report")
+            if not decompressor.eof:
+                raise unparseable_report(
+                    "The gzip data is truncated: the upload ended before the report did",
+                    "truncated gzip",
+                )
+            parts.append(out)
+            rest = decompressor.unused_data
+            if rest and rest[:2] != b"\x1f\x8b":
+                if rest.strip(b"\x00"):  # some writers pad with zeros; anything else is not gzip
+                    raise unparseable_report(
+                        "Unexpected data after the gzip stream", "trailing data"
+                    )
+                rest = b""
     except zlib.error as exc:
         raise unparseable_report(f"Invalid gzip data: {exc}", str(exc)) from None
-    if len(out) > limit:
-        raise too_large(limit, "decompressed report")
-    return out
+    return b"".join(parts)
