@@ -172,12 +172,12 @@ def _system() -> str:
     return _slug(platform.system()) or "unknown"
 
 
-def runner_environment(env: Mapping[str, str]) -> str:
+def runner_environment(env: Mapping[str, str], job: str | None = None) -> str:
     """Where an uploaded report's tests ran, by default: the runner's OS and architecture,
     and the CI job's name where the CI gives it (``linux-x86_64-unit-tests``), so that matrix
     legs on different platforms or jobs keep separate histories."""
     parts = [_system(), _slug(platform.machine()) or "unknown"]
-    job = _job_name(env)
+    job = job or _job_name(env)
     if job:
         parts.append(_slug(job))
     return "-".join(part for part in parts if part)[:200]

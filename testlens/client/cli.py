@@ -171,7 +171,9 @@ def upload(
     files = expand_paths(paths)
     if not files:
         raise click.UsageError(f"no report files match: {' '.join(paths)}")
-    environment = options.get("environment") or ci_env.runner_environment(os.environ)
+    environment = options.get("environment") or ci_env.runner_environment(
+        os.environ, options.get("check_name")
+    )
     fields = ci_env.run_fields({**options, "environment": environment})
     if "repo" not in fields:
         raise click.UsageError("--repo is required outside a recognised CI")

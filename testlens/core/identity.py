@@ -117,3 +117,37 @@ def _loose(key: TestKey) -> tuple[str, str, str]:
     prefix, _, bare = head.rpartition("::")
     path = prefix or class_path(key)
     return key.file, bare + bracket + params, path.rpartition("::")[2].rpartition(".")[2]
+
+
+PYTEST_SUITE = "pytest"
+"""The ``<testsuite>`` name pytest's JUnit XML writer gives by default."""
+
+
+def pytest_key(identity: tuple[str, str, str, str]) -> TestKey | None:
+    """The one key of a pytest test, whatever report spelled it; None if it names none.
+
+    pytest's JUnit XML writes ``classname="tests.test_x.TestA"`` (with ``file`` only in the
+    xunit1 family), pytest-json-report nests classes with dots, testlens's plugin writes
+    ``file`` and ``A::B``, and ``testlens shard`` asks by node id. All of them become
+    ``(file, "", "A::B", name)``: the node id's parts. Without a ``file`` the module path is
+    read off the classname up to its first capitalised part (pytest collects classes named
+    ``Test*`` and modules ``test_*.py``); a test whose file does not end in ``.py`` is not
+    taken for a pytest test.
+    """
+    file, _suite, classname, name = identity
+    if not file:
+        parts = classname.split(".")
+        first_class = next((i for i, part in enumerate(parts) if part[:1].isupper()), len(parts))
+        if first_class == 0 or not name:
+            return None
+        file = "/".join(parts[:first_class]) + ".py"
+    if not file.endswith(".py"):
+        return None
+    module = file[:-3].replace("/", ".")
+    if classname == module:
+        path = ""
+    elif classname.startswith(module + "."):
+        path = classname[len(module) + 1 :]
+    else:
+        path = classname
+    return TestKey(file, "", path.replace(".", "::"), name)

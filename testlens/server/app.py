@@ -19,6 +19,7 @@ from .. import __version__
 from . import (
     analytics,
     apidocs,
+    client_dist,
     errors,
     flaky_feed,
     orchestrate,
@@ -46,6 +47,7 @@ ROUTERS = (
     webhooks.router,
     durations.router,
     orchestrate.router,
+    client_dist.router,
 )
 
 

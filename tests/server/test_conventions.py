@@ -29,6 +29,8 @@ NO_BODY = {
     ("DELETE", "/api/tests/{test_id}/quarantine"),
     ("PUT", "/api/testDurations/jobs/{job_id}/report"),
     ("GET", "/api/testDurations/jobs/{job_id}/durations"),  # Brotli-compressed bytes
+    ("GET", "/client/testlens.whl"),  # the client wheel, binary
+    ("GET", "/client/{filename}"),
 }
 
 

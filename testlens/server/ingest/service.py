@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ...core.identity import PYTEST_SUITE, pytest_key
 from ...core.model import Report, ReportError
+from ...core.model import TestCase as ReportedTest
 from ...core.parsers import parse_report
 from ..database import Database
 from ..errors import unparseable_report
@@ -50,6 +52,35 @@ def test_id(repo_id: str, identity: Identity) -> str:
     """A test's primary key: stable for its identity within one repository."""
     key = "\x1f".join((repo_id, *identity)).encode()
     return hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+def keyed_tests(report: Report, framework: str) -> tuple[Report, dict[Identity, Identity]]:
+    """The report with each test once, and the identity each test's id is a hash of.
+
+    A pytest test is one test however it was reported (JUnit XML from pytest or from the
+    plugin, pytest-json-report, a shard request by node id): its id hashes
+    :func:`pytest_key`, and a missing ``file`` is filled in from it. Two entries of one
+    report that turn out to be the same test become one test with both entries' attempts.
+    Other tests are keyed by their identity as reported.
+    """
+    everything_pytest = framework.lower() == "pytest" or report.format == "pytest-json"
+    kept: dict[Identity, ReportedTest] = {}
+    keys: dict[Identity, Identity] = {}
+    for test in report.tests:
+        key = None
+        if everything_pytest or test.suite == PYTEST_SUITE:
+            key = pytest_key(test.identity)
+        if key is not None and not test.file:
+            test.file = key.file
+        hashed = test.identity if key is None else (key.file, key.suite, key.classname, key.name)
+        if hashed in kept:
+            kept[hashed].attempts.extend(test.attempts)
+            continue
+        kept[hashed] = test
+        keys[test.identity] = hashed
+    if len(kept) == len(report.tests):
+        return report, keys
+    return Report(report.format, list(kept.values())), keys
 
 
 def ingest_key(meta: RunMetadata, data: bytes) -> str:
@@ -99,7 +130,8 @@ def store_report(
             )
         run_id = str(uuid.uuid4())
         queries.insert_run(session, _run_values(run_id, repo_id, ingest_key, meta, report, now))
-        test_ids = {test.identity: test_id(repo_id, test.identity) for test in report.tests}
+        report, keys = keyed_tests(report, meta.framework)
+        test_ids = {identity: test_id(repo_id, key) for identity, key in keys.items()}
         identities = _identity_rows(database, repo_id, report, test_ids, now)
         queries.claim_tests(database, session, list(identities.values()))
         context = detection.RunContext(

@@ -1,0 +1,123 @@
+"""One pytest test is one test, however it reaches testlens: pytest's own JUnit XML (both
+families), pytest-json-report, the testlens plugin, and ``testlens shard`` asking by node
+id. Every report here is written by the real tool, running a real project."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from builders import make_tenant, upload
+
+PROJECT = {
+    "tests/__init__.py": "",
+    "tests/test_shop.py": (
+        "import pytest\n\n"
+        "class TestCart:\n"
+        "    def test_add(self):\n        pass\n\n"
+        "    @pytest.mark.parametrize('n', [1, 2])\n"
+        "    def test_many(self, n):\n        pass\n\n"
+        "    class TestNested:\n"
+        "        def test_deep(self):\n            pass\n\n"
+        "def test_module_level():\n    pass\n"
+    ),
+}
+NODE_IDS = {
+    "tests/test_shop.py::TestCart::test_add",
+    "tests/test_shop.py::TestCart::test_many[1]",
+    "tests/test_shop.py::TestCart::test_many[2]",
+    "tests/test_shop.py::TestCart::TestNested::test_deep",
+    "tests/test_shop.py::test_module_level",
+}
+
+
+@pytest.fixture
+def admin_tenant(database, server):
+    admin = make_tenant(database, server, scopes=("admin",))
+    yield admin
+    admin.client.close()
+
+
+@pytest.fixture
+def reports(project) -> dict[str, bytes]:
+    """The project's results as each tool writes them."""
+    for path, text in PROJECT.items():
+        target = project.path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    written: dict[str, bytes] = {}
+    for name, args in {
+        "junit-xunit2": ["--junitxml=out.xml"],
+        "junit-xunit1": ["--junitxml=out.xml", "-o", "junit_family=xunit1"],
+        "pytest-json": ["--json-report", "--json-report-file=out.json"],
+    }.items():
+        result = project.runpytest_subprocess("-p", "no:cacheprovider", *args, "tests")
+        assert result.ret == 0, result.stdout.str()
+        out = project.path / ("out.json" if name == "pytest-json" else "out.xml")
+        written[name] = out.read_bytes()
+        out.unlink()
+    return written
+
+
+def test_every_report_of_one_pytest_test_lands_on_one_test(tenant, reports, project, server):
+    repo = f"acme/ident-{uuid.uuid4().hex[:6]}"
+    for number, (name, data) in enumerate(reports.items()):
+        response = upload(tenant.client, data, filename=f"{name}.out", repo=repo,
+                          commit=f"{number}" * 40)  # fmt: skip
+        assert response.status_code == 201, response.text
+    # The plugin's own upload of the same project.
+    result = project.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--testlens", f"--testlens-server={server.url}",
+        f"--testlens-token={tenant.key}", f"--testlens-repo={repo}", "tests",
+    )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()
+    assert "testlens: uploaded 5 tests" in result.stdout.str()
+    repos = tenant.client.get("/api/repos").json()["repos"]
+    repo_id = next(r["id"] for r in repos if r["name"] == repo)
+    tests = tenant.client.get(f"/api/repos/{repo_id}").json()["tests"]
+    assert len(tests) == len(NODE_IDS), [(t["class_name"], t["name"]) for t in tests]
+    assert {t["total_runs"] for t in tests} == {4}
+    assert all(t["file_path"] == "tests/test_shop.py" for t in tests)
+    detail = tenant.client.get(f"/api/tests/{tests[0]['id']}").json()
+    assert len(detail["recent_runs"]) == 4
+
+
+def test_the_quarantine_of_a_junit_uploaded_test_reaches_the_plugin(
+    admin_tenant, reports, project, server
+):
+    repo = f"acme/ident-{uuid.uuid4().hex[:6]}"
+    junit = reports["junit-xunit2"]
+    assert upload(admin_tenant.client, junit, repo=repo).status_code == 201
+    repos = admin_tenant.client.get("/api/repos").json()["repos"]
+    repo_id = next(r["id"] for r in repos if r["name"] == repo)
+    tests = admin_tenant.client.get(f"/api/repos/{repo_id}").json()["tests"]
+    deep = next(t for t in tests if t["name"] == "test_deep")
+    made = admin_tenant.client.post(f"/api/tests/{deep['id']}/quarantine", json={"reason": "x"})
+    assert made.status_code == 201
+    listed = admin_tenant.client.get("/api/quarantine", params={"repo": repo}).json()["tests"]
+    assert [t["nodeid"] for t in listed] == ["tests/test_shop.py::TestCart::TestNested::test_deep"]
+    # A failing version of that test is xfail under the plugin, the others still pass.
+    shop = Path(project.path / "tests" / "test_shop.py")
+    passing = "def test_deep(self):\n            pass"
+    shop.write_text(shop.read_text().replace(passing, passing.replace("pass", "assert False")))
+    result = project.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--testlens", f"--testlens-server={server.url}",
+        f"--testlens-token={admin_tenant.key}", f"--testlens-repo={repo}",
+        "--testlens-quarantine", "--testlens-no-upload", "tests",
+    )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()
+    result.assert_outcomes(passed=4, xfailed=1)
+
+
+def test_shard_requests_by_node_id_find_the_history_of_junit_uploads(tenant, reports):
+    repo = f"acme/ident-{uuid.uuid4().hex[:6]}"
+    assert upload(tenant.client, reports["junit-xunit2"], repo=repo).status_code == 201
+    listing = tenant.client.get("/api/durations", params={"repo": repo}).json()
+    assert {t["nodeid"] for t in listing["tests"]} == NODE_IDS
+    plan = tenant.client.post(
+        "/api/shard-plans", json={"repo": repo, "shards": 2, "tests": sorted(NODE_IDS)}
+    ).json()
+    assert plan["sources"]["history"] == len(NODE_IDS)
+    assert json.dumps(plan)  # a plain JSON document
