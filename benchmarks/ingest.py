@@ -68,12 +68,13 @@ def bench(backend: str, tests: int, uploads: int) -> list[float]:
         if backend == "postgresql":
             env["TESTLENS_DATABASE_URL"] = scratch_postgres()
         key = subprocess.run(
-            [testlens_cmd(), "keys", "create", "--tenant", "bench", "--scopes", "ingest"],
+            [testlens_cmd(), "keys", "create", "--tenant", "bench", "--scopes", "ingest",
+             "--create-database"],  # a fresh database, before the server starts on it
             env=env,
             check=True,
             capture_output=True,
             text=True,
-        ).stdout.strip()
+        ).stdout.strip()  # fmt: skip
         with (
             serving(env, Path(tmp) / "server.log") as url,
             httpx.Client(

@@ -8,13 +8,16 @@ also how production isolates customers. Only fixtures live here; what they are b
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from builders import LiveServer, Tenant, make_tenant
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from testlens.server.app import create_app
 from testlens.server.database import Database, normalize_url
@@ -41,7 +44,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     url = os.environ.get("TESTLENS_TEST_DATABASE_URL") or f"sqlite:///{data_dir / 'test.db'}"
     if url.startswith(("postgres", "postgresql")):
         _reset_postgres(url)
-    return Settings(database_url=url, data_dir=data_dir)
+    # The tests' webhook receivers listen on loopback, which the server refuses by default.
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    return Settings(database_url=url, data_dir=data_dir, webhook_allowed_networks=loopback)
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +95,23 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
     ):
         monkeypatch.delenv(name, raising=False)
     return pytester
+
+
+@pytest.fixture
+def scratch_database_url(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """An empty database of its own: an SQLite file, or a new PostgreSQL database beside the
+    suite's (which other tests share, so it is never migrated down or filled here)."""
+    if not settings.database_url.startswith(("postgres", "postgresql")):
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+        return
+    url = make_url(normalize_url(settings.database_url))
+    name = f"testlens_scratch_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield url.set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

@@ -22,6 +22,7 @@ from . import (
     client_dist,
     errors,
     flaky_feed,
+    keys,
     orchestrate,
     quarantine,
     repos,
@@ -47,6 +48,7 @@ ROUTERS = (
     webhooks.router,
     durations.router,
     orchestrate.router,
+    keys.router,
     client_dist.router,
 )
 

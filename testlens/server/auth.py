@@ -2,7 +2,8 @@
 
 Keys are ``tl_sk_`` plus 256 random bits. Because they are random and long, a plain SHA-256
 is the right hash (a slow password hash buys nothing and would cost every request); only
-that hash and an 8-character display prefix are stored.
+that hash and the key's first 14 characters (``tl_sk_`` and 8 more, its display prefix) are
+stored. Neither the secret nor the hash is ever logged or answered.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .errors import ApiError, ErrorCode, unauthorized
 from .models import ApiKey, Tenant, utcnow
 
 KEY_PREFIX = "tl_sk_"
+PREFIX_LENGTH = len(KEY_PREFIX) + 8  # the part of a secret stored, to tell keys apart
+ELLIPSIS = "…"
 SCOPES = ("ingest", "read", "admin")
 DEFAULT_SCOPES = ("ingest", "read")
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -66,12 +69,20 @@ def create_key(
     The secret exists only in the return value: it cannot be recovered later.
     """
     tenant = get_or_create_tenant(session, tenant_name)
+    return create_tenant_key(session, tenant.id, scopes, name)
+
+
+def create_tenant_key(
+    session: Session, tenant_id: str, scopes: tuple[str, ...], name: str = ""
+) -> tuple[ApiKey, str]:
+    """Create a key for the existing tenant ``tenant_id``; return it and its secret (which,
+    as for :func:`create_key`, exists only in the return value)."""
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
         id=str(uuid.uuid4()),
-        tenant_id=tenant.id,
+        tenant_id=tenant_id,
         name=name,
-        prefix=secret[:14],
+        prefix=secret[:PREFIX_LENGTH],
         key_hash=hash_key(secret),
         scopes=",".join(scopes),
         created_at=utcnow(),
@@ -81,22 +92,65 @@ def create_key(
     return key, secret
 
 
-def list_keys(session: Session) -> list[tuple[ApiKey, Tenant]]:
-    rows = session.execute(
-        select(ApiKey, Tenant)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .order_by(Tenant.name, ApiKey.created_at)
-    )
+def shown_prefix(key: ApiKey) -> str:
+    """How key listings show a key: its prefix and an ellipsis (``tl_sk_AbCd1234…``)."""
+    return f"{key.prefix}{ELLIPSIS}"
+
+
+def list_keys(session: Session, tenant_id: str | None = None) -> list[tuple[ApiKey, Tenant]]:
+    """Every key (or one tenant's), by tenant name, oldest first."""
+    query = select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id)
+    if tenant_id is not None:
+        query = query.where(ApiKey.tenant_id == tenant_id)
+    rows = session.execute(query.order_by(Tenant.name, ApiKey.created_at, ApiKey.id))
     return [(key, tenant) for key, tenant in rows]
 
 
+def find_keys(session: Session, key_id_or_prefix: str) -> list[tuple[ApiKey, Tenant]]:
+    """The keys that ``key_id_or_prefix`` names, of every tenant: the key with that id, or
+    else every key whose prefix starts with it. A prefix may be given as listings show it
+    (with the trailing ``…``, or ``...``) or shortened; callers refuse to act on several."""
+    text = key_id_or_prefix.strip()
+    for mark in (ELLIPSIS, "..."):
+        text = text.removesuffix(mark)
+    if not text:
+        return []
+    query = select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id)
+    rows = session.execute(query.where(ApiKey.id == text)).all()
+    if not rows:
+        rows = session.execute(
+            query.where(ApiKey.prefix.startswith(text, autoescape=True)).order_by(
+                Tenant.name, ApiKey.created_at, ApiKey.id
+            )
+        ).all()
+    return [(key, tenant) for key, tenant in rows]
+
+
+def revoke(key: ApiKey) -> bool:
+    """Revoke ``key`` (in its session); False if it already was, keeping the first date."""
+    if key.revoked_at is not None:
+        return False
+    key.revoked_at = utcnow()
+    return True
+
+
 def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey | None:
-    key = session.scalar(
-        select(ApiKey).where((ApiKey.id == key_id_or_prefix) | (ApiKey.prefix == key_id_or_prefix))
-    )
-    if key is not None and key.revoked_at is None:
-        key.revoked_at = utcnow()
+    """Revoke the key ``key_id_or_prefix`` names (see :func:`find_keys`) and return it; None,
+    revoking nothing, when it names no key or several."""
+    found = find_keys(session, key_id_or_prefix)
+    if len(found) != 1:
+        return None
+    key = found[0][0]
+    revoke(key)
     return key
+
+
+def active_admin_keys(session: Session, tenant_id: str) -> int:
+    """How many unrevoked keys with the ``admin`` scope the tenant has."""
+    scopes = session.scalars(
+        select(ApiKey.scopes).where(ApiKey.tenant_id == tenant_id, ApiKey.revoked_at.is_(None))
+    )
+    return sum("admin" in text.split(",") for text in scopes)
 
 
 def authenticate(

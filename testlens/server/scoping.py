@@ -10,12 +10,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .errors import not_found
-from .models import Repository, Run, TestCase, Webhook
+from .models import ApiKey, Repository, Run, TestCase, Webhook
+from .models.results import name_key
 
 
 def find_repo(session: Session, tenant_id: str, name: str) -> Repository:
+    """The tenant's repository ``name``, matched case-insensitively as uploads are."""
     repo = session.scalar(
-        select(Repository).where(Repository.tenant_id == tenant_id, Repository.name == name)
+        select(Repository).where(
+            Repository.tenant_id == tenant_id, Repository.name_key == name_key(name)
+        )
     )
     if repo is None:
         raise not_found("repository", name)
@@ -42,6 +46,13 @@ def find_webhook(session: Session, tenant_id: str, webhook_id: str) -> Webhook:
     return hook
 
 
+def find_key(session: Session, tenant_id: str, key_id: str) -> ApiKey:
+    key = session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id))
+    if key is None:
+        raise not_found("API key", key_id)
+    return key
+
+
 def find_repo_by_id(session: Session, tenant_id: str, repo_id: str) -> Repository:
     repo = session.scalar(
         select(Repository).where(Repository.id == repo_id, Repository.tenant_id == tenant_id)
@@ -63,9 +74,12 @@ def find_run(session: Session, tenant_id: str, run_id: str) -> tuple[Run, Reposi
 
 
 def repo_id_named(session: Session, tenant_id: str, name: str) -> str | None:
-    """The id of the tenant's repository ``name``, or None: for callers to whom a repository
-    without uploads yet is no error (a first run has no history to plan with)."""
+    """The id of the tenant's repository ``name`` (matched case-insensitively), or None: for
+    callers to whom a repository without uploads yet is no error (a first run has no history
+    to plan with)."""
     found: str | None = session.scalar(
-        select(Repository.id).where(Repository.tenant_id == tenant_id, Repository.name == name)
+        select(Repository.id).where(
+            Repository.tenant_id == tenant_id, Repository.name_key == name_key(name)
+        )
     )
     return found

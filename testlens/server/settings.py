@@ -1,7 +1,9 @@
 """Runtime settings, read once from ``TESTLENS_*`` environment variables.
 
-Zero configuration gives a working server: an SQLite file in ``./testlens-data``. Each
-setting is declared once in :data:`DECLARED` (variable, type, default, help, secret or not);
+Zero configuration gives a working server: an SQLite file in the user's data directory
+(:func:`default_data_dir`), the same whichever directory ``testlens serve`` or
+``testlens keys`` runs from, so the two always meet on one database. Each setting is
+declared once in :data:`DECLARED` (variable, type, default, help, secret or not);
 :meth:`Settings.from_env` reads exactly those, and a test checks the README's settings table
 against them, so the documentation cannot drift from the code.
 """
@@ -9,15 +11,42 @@ against them, so the documentation cannot drift from the code.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .webhooks.targets import Network, parse_networks
 
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 # Branches whose runs are evidence of flakiness on their own (docs/flakiness.md).
 DEFAULT_MAINLINE_BRANCHES = ("main", "master", "trunk", "develop")
-DEFAULT_DATA_DIR = "testlens-data"
+LEGACY_DATA_DIR = "testlens-data"
+"""Where the database lived before, relative to the directory the server was started in."""
+DATABASE_FILE = "testlens.db"
+
+
+def default_data_dir(
+    environ: Mapping[str, str] | None = None, platform: str = sys.platform
+) -> Path:
+    """The per-user data directory, ``testlens`` in the platform's place for it:
+    ``$XDG_DATA_HOME`` (else ``~/.local/share``) on Linux and other Unixes, as the XDG Base
+    Directory specification says; ``~/Library/Application Support`` on macOS;
+    ``%LOCALAPPDATA%`` on Windows."""
+    env = os.environ if environ is None else environ
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    if platform == "win32":
+        local = env.get("LOCALAPPDATA", "")
+        base = Path(local) if local else home / "AppData" / "Local"
+    elif platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        xdg = env.get("XDG_DATA_HOME", "")
+        # The specification: a relative path is invalid and must be ignored.
+        base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share"
+    return base / "testlens"
 
 
 def _branches(text: str) -> tuple[str, ...]:
@@ -36,7 +65,12 @@ class Setting:
 
 
 DECLARED: tuple[Setting, ...] = (
-    Setting("TESTLENS_DATA_DIR", "data_dir", Path, "where the SQLite database lives"),
+    Setting(
+        "TESTLENS_DATA_DIR",
+        "data_dir",
+        Path,
+        "where the SQLite database lives (default: the per-user data directory)",
+    ),
     Setting(
         "TESTLENS_DATABASE_URL",
         "database_url",
@@ -87,6 +121,13 @@ DECLARED: tuple[Setting, ...] = (
         "the HTTP timeout of one webhook delivery attempt",
     ),
     Setting(
+        "TESTLENS_WEBHOOK_ALLOWED_NETWORKS",
+        "webhook_allowed_networks",
+        parse_networks,
+        "networks (CIDR, comma-separated) webhooks may be sent to besides public addresses, "
+        "for receivers on a private network",
+    ),
+    Setting(
         "TESTLENS_SECRET_KEY",
         "secret_key",
         str,
@@ -108,12 +149,13 @@ class Settings:
     webhook_backoff_cap_seconds: float = 3600.0
     webhook_poll_seconds: float = 1.0
     webhook_timeout_seconds: float = 10.0
+    webhook_allowed_networks: tuple[Network, ...] = ()
     secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {"data_dir": Path(DEFAULT_DATA_DIR)}
+        values: dict[str, Any] = {"data_dir": default_data_dir(env)}
         for setting in DECLARED:
             text = env.get(setting.variable, "").strip()
             if not text:
@@ -124,5 +166,29 @@ class Settings:
                 shown = "(hidden)" if setting.secret else repr(text)
                 raise ValueError(f"{setting.variable}={shown} is not valid") from None
         values["data_dir"] = Path(values["data_dir"]).resolve()
-        values.setdefault("database_url", f"sqlite:///{values['data_dir'] / 'testlens.db'}")
+        values.setdefault("database_url", f"sqlite:///{values['data_dir'] / DATABASE_FILE}")
         return cls(**values)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file, when the database is an SQLite file."""
+        if not self.database_url.startswith("sqlite") or "///" not in self.database_url:
+            return None
+        path = self.database_url.split("///", 1)[1].split("?", 1)[0]
+        return None if not path or path == ":memory:" else Path(path)
+
+    @property
+    def database_shown(self) -> str:
+        """The database, for people: an SQLite file's path, or the URL without its password."""
+        path = self.sqlite_path
+        return str(path) if path is not None else hide_password(self.database_url)
+
+
+def hide_password(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    credentials, _, host = parts.netloc.rpartition("@")
+    user = credentials.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -412,12 +412,6 @@ def test_the_same_files_make_the_same_wheel(served):
 SERVER_MODULES = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "jwt", "brotli")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="testlens/server/cli.py imports the server's dependencies only inside its commands, "
-    "so testlens.cli's 'needs testlens[server]' stand-in never replaces them and the command "
-    "fails with a ModuleNotFoundError traceback",
-)
 @pytest.mark.parametrize("command", ["serve", "db upgrade", "keys list"])
 def test_server_commands_name_the_extra_when_its_dependencies_are_missing(command, tmp_path):
     blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in SERVER_MODULES)

@@ -27,6 +27,7 @@ SQL = re.compile(
 NO_BODY = {
     ("DELETE", "/api/webhooks/{webhook_id}"),
     ("DELETE", "/api/tests/{test_id}/quarantine"),
+    ("DELETE", "/api/keys/{key_id}"),
     ("PUT", "/api/testDurations/jobs/{job_id}/report"),
     ("GET", "/api/testDurations/jobs/{job_id}/durations"),  # Brotli-compressed bytes
     ("GET", "/client/testlens.whl"),  # the client wheel, binary

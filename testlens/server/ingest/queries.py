@@ -28,6 +28,7 @@ from ..models import (
     table_of,
     utcnow,
 )
+from ..models.results import name_key
 
 _LOAD_CHUNK = 5000
 
@@ -130,13 +131,21 @@ class DuplicateRun(NamedTuple):
 
 
 def repository_id(database: Database, session: Session, tenant_id: str, name: str) -> str:
-    """The id of the tenant's repository ``name``, created on its first upload."""
+    """The id of the tenant's repository ``name``, created on its first upload. Names match
+    case-insensitively (:func:`name_key`); the first upload's spelling is the one kept."""
+    key = name_key(name)
     session.execute(
-        database.upsert(Repository, ["tenant_id", "name"]),
-        {"id": str(uuid.uuid4()), "tenant_id": tenant_id, "name": name, "created_at": utcnow()},
+        database.upsert(Repository, ["tenant_id", "name_key"]),
+        {
+            "id": str(uuid.uuid4()),
+            "tenant_id": tenant_id,
+            "name": name,
+            "name_key": key,
+            "created_at": utcnow(),
+        },
     )
     return session.execute(
-        select(Repository.id).where(Repository.tenant_id == tenant_id, Repository.name == name)
+        select(Repository.id).where(Repository.tenant_id == tenant_id, Repository.name_key == key)
     ).scalar_one()
 
 

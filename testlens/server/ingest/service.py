@@ -24,6 +24,7 @@ from ...core.parsers import parse_report
 from ..database import Database
 from ..errors import unparseable_report
 from ..models import TestCase, table_of, utcnow
+from ..models.results import name_key
 from ..settings import DEFAULT_MAINLINE_BRANCHES
 from ..webhooks import payloads
 from . import detection, queries
@@ -84,9 +85,10 @@ def keyed_tests(report: Report, framework: str) -> tuple[Report, dict[Identity, 
 
 
 def ingest_key(meta: RunMetadata, data: bytes) -> str:
-    """What makes two uploads the same: repository, commit, workflow run and content."""
+    """What makes two uploads the same: repository (in any case), commit, workflow run and
+    content."""
     digest = hashlib.sha256()
-    for part in (meta.repo, meta.commit or "", meta.workflow_run_id or ""):
+    for part in (name_key(meta.repo), meta.commit or "", meta.workflow_run_id or ""):
         digest.update(part.encode() + b"\x1f")
     digest.update(hashlib.sha256(data).digest())
     return digest.hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -20,12 +21,27 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .base import Base, BigId, UTCDateTime, utcnow
 
 
+def name_key(name: str) -> str:
+    """What a repository name is matched by: case-insensitively, as GitHub does, so
+    ``Acme/Shop`` and ``acme/shop`` are one repository. Computed here, never in SQL, so that
+    SQLite (whose ``lower()`` is ASCII-only) and PostgreSQL agree on every name."""
+    return name.lower()
+
+
+def _name_key_of_row(context: Any) -> str:
+    return name_key(context.get_current_parameters()["name"])
+
+
 class Repository(Base):
+    """A repository of one tenant. ``name`` is the spelling of its first upload, shown
+    everywhere; ``name_key`` (:func:`name_key` of it) is what uploads and lookups match."""
+
     __tablename__ = "repositories"
-    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "name_key", name="uq_repositories_name_key"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(300))  # "owner/repo"
+    name_key: Mapped[str] = mapped_column(String(300), default=_name_key_of_row)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from ..deps import AdminPrincipal, DatabaseDep, KeysDep
+from ..deps import AdminPrincipal, DatabaseDep, KeysDep, SettingsDep
 from ..pagination import Page, PageNumber
 from . import service
 from .schemas import DeliveryPage, Redelivered, WebhookIn, WebhookList, WebhookOut
@@ -14,10 +14,19 @@ router = APIRouter(tags=["webhooks"])
 
 @router.post("/api/webhooks", status_code=201)
 def create_webhook(
-    body: WebhookIn, database: DatabaseDep, keys: KeysDep, principal: AdminPrincipal
+    body: WebhookIn,
+    database: DatabaseDep,
+    keys: KeysDep,
+    settings: SettingsDep,
+    principal: AdminPrincipal,
 ) -> WebhookOut:
-    """Subscribe ``url`` to ``events``; deliveries are signed with ``secret``, never shown again."""
-    return service.create(database, keys, principal.tenant_id, body)
+    """Subscribe ``url`` to ``events``; deliveries are signed with ``secret``, never shown again.
+
+    The URL's host must be a public address (400 ``INVALID_FIELD`` otherwise), unless the
+    server allows its network (``TESTLENS_WEBHOOK_ALLOWED_NETWORKS``)."""
+    return service.create(
+        database, keys, principal.tenant_id, body, settings.webhook_allowed_networks
+    )
 
 
 @router.get("/api/webhooks")

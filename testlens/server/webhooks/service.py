@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import delete, select
 
 from ..database import Database
-from ..errors import not_found
+from ..errors import invalid_field, not_found
 from ..models import Webhook, WebhookDelivery, iso, utcnow
 from ..pagination import Page, Paged
 from ..scoping import find_webhook
 from ..signing import Keys
 from .schemas import DeliveryOut, DeliveryPage, WebhookIn, WebhookList, WebhookOut
+from .targets import Network, RefusedTarget, Unresolvable, check
 
 PAGE_SIZE = 50
 
@@ -40,8 +42,25 @@ def _delivery_out(delivery: WebhookDelivery) -> DeliveryOut:
     )
 
 
-def create(database: Database, keys: Keys, tenant_id: str, body: WebhookIn) -> WebhookOut:
-    """Subscribe; the secret is stored encrypted and never shown again."""
+def create(
+    database: Database,
+    keys: Keys,
+    tenant_id: str,
+    body: WebhookIn,
+    allowed: Sequence[Network] = (),
+) -> WebhookOut:
+    """Subscribe; the secret is stored encrypted and never shown again. A URL whose host is
+    not a public address (nor in ``allowed``) is refused (see :mod:`.targets`)."""
+    try:
+        check(body.url, allowed)
+    except Unresolvable:
+        pass  # a receiver not deployed yet: every delivery is checked when it is sent
+    except RefusedTarget:
+        raise invalid_field(
+            "url",
+            "an http(s) URL whose host is a public address",
+            "The webhook URL is refused by policy: its host must be a public address",
+        ) from None
     hook = Webhook(
         id=str(uuid.uuid4()),
         tenant_id=tenant_id,

@@ -24,6 +24,7 @@ from ..database import Database
 from ..models import Webhook, WebhookDelivery, iso, utcnow
 from ..settings import Settings
 from ..signing import Keys
+from .targets import RefusedTarget, Unresolvable, check
 
 log = logging.getLogger("testlens.server.webhooks")
 
@@ -81,7 +82,15 @@ class _Attempt:
         }
 
 
+REFUSED = "refused by policy"
+"""What the tenant sees of a delivery to a non-public address."""
+NO_RESPONSE = "no HTTP response"
+"""What the tenant sees of a delivery that got no answer, whatever the reason: telling a
+refused port from a silent one would make deliveries a probe of the network."""
+
+
 def _describe(exc: Exception) -> str:
+    """The operator's account of a failed send (the log, never the tenant)."""
     message = str(exc)
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return text[:_MAX_ERROR_CHARS]
@@ -195,6 +204,8 @@ class DeliveryWorker:
         started = time.monotonic()
         status_code: int | None = None
         try:
+            # Checked now, not only at registration: the name may point elsewhere today.
+            target = check(job.url, self._settings.webhook_allowed_networks)
             body = job.body.encode()
             secret = self._keys.decrypt(job.encrypted_secret).encode()
             headers = {
@@ -205,12 +216,27 @@ class DeliveryWorker:
                 "X-Testlens-Signature-256": "sha256="
                 + hmac.new(secret, body, hashlib.sha256).hexdigest(),
             }
+            headers["Host"] = target.host
             # Streamed and closed unread: only the status matters, whatever the body's size.
-            with client.stream("POST", job.url, content=body, headers=headers) as response:
+            # The checked address is what we connect to; TLS still verifies the host's name.
+            with client.stream(
+                "POST",
+                target.url,
+                content=body,
+                headers=headers,
+                extensions={"sni_hostname": target.host},
+            ) as response:
                 status_code = response.status_code
             error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
+        except Unresolvable as exc:
+            log.warning("webhook delivery %s failed: %s", job.id, exc)
+            error = NO_RESPONSE
+        except RefusedTarget as exc:
+            log.warning("webhook delivery %s refused by policy: %s", job.id, exc)
+            error = REFUSED
         except Exception as exc:  # whatever prevented delivery, it is an attempt to record
-            error = _describe(exc)
+            log.warning("webhook delivery %s failed: %s", job.id, _describe(exc))
+            error = NO_RESPONSE
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         return _Attempt(at, status_code, error, duration_ms)
 
