@@ -399,7 +399,9 @@ def combine(states: Sequence[TestState]) -> Combined:
             only.flaky_runs,
             only.first_flaky_at,
             only.last_flaky_at,
-            tuple(round(at.timestamp()) for at, _run in only.recent_flaky[-RECENT_FLAKY_KEPT:]),
+            tuple(round(at.timestamp()) for at, _run in only.recent_flaky[-RECENT_FLAKY_KEPT:])
+            if only.recent_flaky
+            else (),
         )
     worst = max(states, key=lambda s: (_VERDICT_RANK[s.verdict], s.flake_score))
     low, high = flake_interval(worst)

@@ -123,8 +123,15 @@ def _summary_row(combined: detection.Combined, run_id: str, stamp: Stamp) -> Sum
 
 
 def _state_row(
-    ctx: RunContext, tid: str, env: str, state: detection.TestState, durations: str, stamp: Stamp
+    ctx: RunContext,
+    tid: str,
+    env: str,
+    state: detection.TestState,
+    durations: str,
+    stamp: Stamp,
+    run_at: Any,
 ) -> StateRow:
+    """The state's row; ``run_at`` is the run's time, already as the driver stores it."""
     low, high = detection.flake_interval(state)
     return StateRow(
         tid,
@@ -141,7 +148,7 @@ def _state_row(
         state.flaky_runs,
         stamp(state.first_flaky_at),
         stamp(state.last_flaky_at),
-        stamp(ctx.at),
+        run_at,
         ctx.run_id,
         ctx.check_name,
         durations,
@@ -187,6 +194,7 @@ def evaluate(
     samples = _durations_by_key(report, test_ids, ctx.environment)
     stored = queries.load_states(session, list(dict.fromkeys(test_ids.values())))
     stamp = database.to_driver(table_of(TestStateRow).c.last_run_at)
+    run_at = stamp(ctx.at)
     result = Evaluation()
     new_states: dict[str, dict[str, detection.TestState]] = {}
     for identity, obs in observed:
@@ -199,7 +207,7 @@ def evaluate(
         durations = _append_samples(
             previous.durations if previous else "[]", samples.get((tid, env))
         )
-        result.states.append(_state_row(ctx, tid, env, state, durations, stamp))
+        result.states.append(_state_row(ctx, tid, env, state, durations, stamp, run_at))
         for transition in transitions:
             result.events.append(
                 EventRow(
