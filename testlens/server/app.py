@@ -23,6 +23,7 @@ from . import (
     errors,
     flaky_feed,
     keys,
+    logredact,
     orchestrate,
     quarantine,
     repos,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = database
     app.state.keys = Keys.load(database, settings.secret_key)
     errors.install(app)
+    logredact.install()
     apidocs.install(app, app.openapi_url or "/openapi.json")
 
     @app.middleware("http")

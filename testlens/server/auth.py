@@ -19,7 +19,8 @@ from fastapi import Request
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .errors import ApiError, ErrorCode, unauthorized
+from .errors import ApiError, ErrorCode, invalid_field, unauthorized
+from .logredact import KEY_PARAMETERS
 from .models import ApiKey, Tenant, utcnow
 
 KEY_PREFIX = "tl_sk_"
@@ -183,6 +184,13 @@ def require(scope: str) -> Callable[[Request], Principal]:
     """FastAPI dependency: a valid key with ``scope`` (``admin`` implies every scope)."""
 
     def dependency(request: Request) -> Principal:
+        in_url = [name for name in KEY_PARAMETERS if name in request.query_params]
+        if in_url:  # URLs are logged and kept in histories: a key there is a leaked key
+            raise invalid_field(
+                in_url[0],
+                "no API key in the URL",
+                "Send the API key as 'Authorization: Bearer <key>', never in the URL",
+            )
         database = request.app.state.database
         with database.transaction() as session:
             principal = authenticate(
