@@ -6,7 +6,11 @@ else in the server is written once against SQLAlchemy and runs on both.
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,19 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_STATEMENT_TIMEOUT = 120.0
+
+
+def make_engine(
+    url: str,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+) -> Engine:
+    """An engine that never waits without bound: on PostgreSQL, connecting gives up after
+    ``connect_timeout`` seconds (a server that accepts TCP and never answers would otherwise
+    hang start-up and every request), a statement after ``statement_timeout``, and waiting
+    for a pooled connection after ``connect_timeout``."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -47,7 +63,17 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        pool_timeout=connect_timeout,
+        connect_args={
+            "connect_timeout": max(1, math.ceil(connect_timeout)),
+            "options": f"-c statement_timeout={round(statement_timeout * 1000)}",
+        },
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -77,9 +103,17 @@ def _identity(value: Any) -> Any:
 class Database:
     """An engine plus a session factory; the app keeps one for its lifetime."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(
+        self,
+        url: str,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+    ) -> None:
+        self.engine = make_engine(url, connect_timeout, statement_timeout)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._pinger = ThreadPoolExecutor(1, thread_name_prefix="testlens-readyz")
+        self._ping: Future[None] | None = None
+        self._ping_lock = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -191,5 +225,24 @@ class Database:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
+    def problem(self, within: float) -> str | None:
+        """Why the database is not ready, or None; known within ``within`` seconds.
+
+        A hung database holds a ping until the connect timeout: later calls share that ping
+        instead of starting more, so readiness checks answer on time and pile nothing up.
+        """
+        with self._ping_lock:
+            if self._ping is None or self._ping.done():
+                self._ping = self._pinger.submit(self.ping)
+            pending = self._ping
+        try:
+            pending.result(timeout=within)
+        except FutureTimeout:
+            return f"no answer within {within:g} s"
+        except Exception as exc:  # any driver error means "not ready"
+            return f"{type(exc).__name__}: {str(exc)[:300]}"
+        return None
+
     def dispose(self) -> None:
+        self._pinger.shutdown(wait=False)
         self.engine.dispose()

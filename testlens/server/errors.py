@@ -18,6 +18,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyPoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("testlens.server")
@@ -187,9 +190,29 @@ def install(app: FastAPI) -> None:
         headers = dict(exc.headers) if exc.headers else None
         return error_response(ApiError(code, message, headers=headers))
 
+    @app.exception_handler(SQLAlchemyOperationalError)
+    @app.exception_handler(SQLAlchemyInterfaceError)
+    @app.exception_handler(SQLAlchemyPoolTimeout)
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        # The database refused, hung past its timeout, or ran out of connections: the
+        # request may succeed later, which 503 with Retry-After says; 500 would call it a bug.
+        log.warning("database unavailable for %s: %s", request.url.path, str(exc)[:300])
+        return database_unavailable()
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(validation_error(validation_problems(list(exc.errors()))))
+
+
+def database_unavailable() -> JSONResponse:
+    """503 ``DATABASE_UNAVAILABLE``: the database did not answer (its error is logged)."""
+    return error_response(
+        ApiError(
+            ErrorCode.DATABASE_UNAVAILABLE,
+            "The database is unavailable; retry shortly",
+            headers={"Retry-After": "5"},
+        )
+    )
 
 
 def internal_error(request_id: str) -> JSONResponse:

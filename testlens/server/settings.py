@@ -79,6 +79,19 @@ DECLARED: tuple[Setting, ...] = (
         secret=True,  # may carry a password
     ),
     Setting(
+        "TESTLENS_DATABASE_TIMEOUT_SECONDS",
+        "database_timeout_seconds",
+        float,
+        "PostgreSQL: seconds to connect, or to wait for a pooled connection, before a request "
+        "answers 503",
+    ),
+    Setting(
+        "TESTLENS_STATEMENT_TIMEOUT_SECONDS",
+        "statement_timeout_seconds",
+        float,
+        "PostgreSQL: seconds one statement may run",
+    ),
+    Setting(
         "TESTLENS_MAX_UPLOAD_BYTES",
         "max_upload_bytes",
         int,
@@ -150,6 +163,8 @@ class Settings:
     webhook_poll_seconds: float = 1.0
     webhook_timeout_seconds: float = 10.0
     webhook_allowed_networks: tuple[Network, ...] = ()
+    database_timeout_seconds: float = 5.0
+    statement_timeout_seconds: float = 120.0
     secret_key: str | None = field(default=None, repr=False)
 
     @classmethod

@@ -34,6 +34,7 @@ _CONCURRENCY = 4
 # Connecting, sending and reading may each take the timeout; the fourth covers recording the
 # outcome. A lease that still runs out only costs a duplicate under the same delivery id.
 _LEASE_TIMEOUTS = 4
+_MAX_OUTAGE_POLL = 30.0  # seconds between claims at most, while the database is down
 _KEPT_ATTEMPTS = 50  # newest entries of a delivery's attempt log
 _MAX_ERROR_CHARS = 500
 
@@ -127,6 +128,7 @@ class DeliveryWorker:
 
     def _run(self, stop: threading.Event) -> None:
         slots = threading.Semaphore(_CONCURRENCY)
+        outage: float | None = None  # the current wait between claims while the database is down
         timeout = httpx.Timeout(self._settings.webhook_timeout_seconds)
         with (
             httpx.Client(timeout=timeout, follow_redirects=False) as client,
@@ -138,9 +140,17 @@ class DeliveryWorker:
                     break
                 try:
                     job = self._claim()
-                except Exception:
-                    log.exception("could not claim webhook deliveries")
-                    job = None
+                except Exception as exc:  # the database is down: one line per outage
+                    slots.release()
+                    if outage is None:
+                        log.warning("webhook deliveries paused, database unavailable: %s", exc)
+                        outage = self._settings.webhook_poll_seconds
+                    outage = min(2 * outage, _MAX_OUTAGE_POLL)
+                    stop.wait(outage)
+                    continue
+                if outage is not None:
+                    log.warning("webhook deliveries resumed: the database answers again")
+                    outage = None
                 if job is None:
                     slots.release()
                     stop.wait(self._settings.webhook_poll_seconds)
