@@ -135,17 +135,6 @@ def revoke(key: ApiKey) -> bool:
     return True
 
 
-def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey | None:
-    """Revoke the key ``key_id_or_prefix`` names (see :func:`find_keys`) and return it; None,
-    revoking nothing, when it names no key or several."""
-    found = find_keys(session, key_id_or_prefix)
-    if len(found) != 1:
-        return None
-    key = found[0][0]
-    revoke(key)
-    return key
-
-
 def active_admin_keys(session: Session, tenant_id: str) -> int:
     """How many unrevoked keys with the ``admin`` scope the tenant has."""
     scopes = session.scalars(

@@ -171,11 +171,12 @@ def test_auth_is_required_and_checked(anonymous, tenant, database, server):
 
 
 def test_revoked_key_is_refused(tenant, database):
-    from testlens.server.auth import revoke_key
+    from testlens.server.auth import revoke
+    from testlens.server.models import ApiKey
 
     assert upload(tenant.client, RERUN_XML).status_code == 201
     with database.transaction() as session:
-        revoke_key(session, tenant.key_id)
+        revoke(session.get(ApiKey, tenant.key_id))
     assert upload(tenant.client, RERUN_XML, commit="c" * 40).status_code == 401
 
 

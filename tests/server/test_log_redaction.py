@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
-from builders import free_port
+from builders import served
 
 from testlens.server.logredact import RedactQueries, redact
 
@@ -26,43 +23,21 @@ def test_secret_parameters_are_masked_and_others_kept():
 
 
 def test_the_access_log_of_a_real_server_holds_no_secret(tmp_path: Path):
-    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TESTLENS_")},
         "TESTLENS_DATA_DIR": str(tmp_path),
     }
     log = tmp_path / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("testlens")), "serve", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
+    with served(env, log) as (_process, url), httpx.Client(base_url=url, timeout=10) as client:
+        signed = client.put(
+            "/api/testDurations/jobs/j/report",
+            params={"expires": "1767225600", "signature": "SIGNATURE-SECRET-42"},
         )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                assert process.poll() is None, log.read_text()
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
-            signed = client.put(
-                "/api/testDurations/jobs/j/report",
-                params={"expires": "1767225600", "signature": "SIGNATURE-SECRET-42"},
-            )
-            assert signed.status_code == 403
-            keyed = client.get("/api/repos", params={"api_key": "tl_sk_KEY-SECRET-42"})
-            assert keyed.status_code == 400
-            assert keyed.json()["code"] == "INVALID_FIELD"
-            assert keyed.json()["details"]["field"] == "api_key"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+        assert signed.status_code == 403
+        keyed = client.get("/api/repos", params={"api_key": "tl_sk_KEY-SECRET-42"})
+        assert keyed.status_code == 400
+        assert keyed.json()["code"] == "INVALID_FIELD"
+        assert keyed.json()["details"]["field"] == "api_key"
     written = log.read_text()
     assert "/api/testDurations/jobs/j/report?expires=1767225600&signature=***" in written
     assert "SIGNATURE-SECRET-42" not in written

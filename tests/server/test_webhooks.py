@@ -11,8 +11,6 @@ import hashlib
 import hmac
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -26,7 +24,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from builders import STABLE, LiveServer, Tenant, free_port, junit, make_tenant, upload
+from builders import STABLE, LiveServer, Tenant, free_port, junit, make_tenant, served, upload
 from sqlalchemy import delete, func, select
 
 from testlens.server.app import create_app
@@ -667,7 +665,6 @@ def test_a_crash_mid_send_means_a_retry_under_the_same_id(
     """SIGKILL a real server process while it waits on the receiver: nothing is lost."""
     receiver.slow, receiver.delay = 1, 3.0  # holds the first request past the kill
     receiver.up()
-    port = free_port()
     env = {
         **os.environ,
         "TESTLENS_DATABASE_URL": fast_settings.database_url,
@@ -676,33 +673,16 @@ def test_a_crash_mid_send_means_a_retry_under_the_same_id(
         "TESTLENS_WEBHOOK_TIMEOUT_SECONDS": "1",  # the kill lands well within it
         "TESTLENS_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",  # the receiver's loopback
     }
-    server_log = tmp_path / "server.log"
-    with server_log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("testlens")), "serve", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    owner = make_tenant(database, SimpleNamespace(url=f"http://127.0.0.1:{port}"), ("admin",))
-    try:
+    with served(env, tmp_path / "server.log") as (process, url):
+        owner = make_tenant(database, SimpleNamespace(url=url), ("admin",))
         try:
-
-            def serving() -> bool:
-                assert process.poll() is None, server_log.read_text()
-                try:
-                    return owner.client.get("/healthz").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            eventually(serving, "the server process")
             hook = subscribe(owner, receiver.url)
             emit(database, owner, "new_flaky_test", {"test": "t"})
             eventually(lambda: receiver.requests, "the request to reach the receiver")
         finally:
             process.kill()
             process.wait()
-
+    try:
         with database.transaction() as session:
             leased = session.scalars(
                 select(WebhookDelivery).where(WebhookDelivery.webhook_id == hook)
