@@ -27,8 +27,7 @@ import httpx
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import scratch_postgres
-from server import serving
+from server import scratch_postgres, serving
 
 from testlens.core.model import Attempt, Report, TestCase
 from testlens.server.auth import create_key
@@ -157,6 +156,7 @@ def run_backend(backend: str, size: int) -> dict[str, tuple[float, float]]:
         env.pop("TESTLENS_DATABASE_URL", None)
         url = scratch_postgres() if backend == "postgresql" else f"sqlite:///{tmp}/testlens.db"
         env["TESTLENS_DATABASE_URL"] = url
+        env["TESTLENS_RATE_LIMITS_ENABLED"] = "0"  # it measures latency, many requests a second
         database = Database(url)
         upgrade(database.engine)
         started = time.perf_counter()
@@ -177,8 +177,8 @@ def run_backend(backend: str, size: int) -> dict[str, tuple[float, float]]:
             f"  {backend}: loaded {stored:,} results in {time.perf_counter() - started:.0f}s",
             flush=True,
         )
-        with serving(env, Path(tmp) / "server.log") as base:
-            timings = measure(base, key, repo_id, test_ids)
+        with serving(env, Path(tmp) / "server.log") as served:
+            timings = measure(served.url, key, repo_id, test_ids)
     return {name: (statistics.median(v), percentile(v, 95)) for name, v in timings.items()}
 
 

@@ -11,18 +11,15 @@ prints results (attempts) stored per second: median and best over the uploads.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from server import serving, testlens_cmd
+from server import create_key, server_env, serving
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN = os.environ.get("TESTLENS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 TARGET = 50_000
 
 
@@ -52,33 +49,14 @@ def report(tests: int, seed: int) -> tuple[bytes, int]:
     return "".join(parts).encode(), attempts
 
 
-def scratch_postgres() -> str:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS testlens_bench")
-        conn.execute("CREATE DATABASE testlens_bench")
-    return PG_ADMIN.rsplit("/", 1)[0] + "/testlens_bench"
-
-
 def bench(backend: str, tests: int, uploads: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "TESTLENS_DATA_DIR": tmp}
-        env.pop("TESTLENS_DATABASE_URL", None)
-        if backend == "postgresql":
-            env["TESTLENS_DATABASE_URL"] = scratch_postgres()
-        key = subprocess.run(
-            [testlens_cmd(), "keys", "create", "--tenant", "bench", "--scopes", "ingest",
-             "--create-database"],  # a fresh database, before the server starts on it
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()  # fmt: skip
+        env = server_env(backend, tmp)
+        key = create_key(env)
         with (
-            serving(env, Path(tmp) / "server.log") as url,
+            serving(env, Path(tmp) / "server.log") as served,
             httpx.Client(
-                base_url=url, timeout=300, headers={"Authorization": f"Bearer {key}"}
+                base_url=served.url, timeout=300, headers={"Authorization": f"Bearer {key}"}
             ) as client,
         ):
             rates = []

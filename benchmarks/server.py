@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -23,9 +25,59 @@ def testlens_cmd() -> str:
     return str(Path(sys.executable).with_name("testlens"))
 
 
+PG_ADMIN = os.environ.get("TESTLENS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def scratch_postgres() -> str:
+    """A new, empty database ``testlens_bench`` on the benchmark's PostgreSQL server."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS testlens_bench")
+        conn.execute("CREATE DATABASE testlens_bench")
+    return PG_ADMIN.rsplit("/", 1)[0] + "/testlens_bench"
+
+
+def server_env(backend: str, data_dir: str) -> dict[str, str]:
+    """The environment of a server on ``backend``: SQLite in ``data_dir``, or a scratch
+    PostgreSQL database."""
+    env = {**os.environ, "TESTLENS_DATA_DIR": data_dir}
+    env.pop("TESTLENS_DATABASE_URL", None)
+    if backend == "postgresql":
+        env["TESTLENS_DATABASE_URL"] = scratch_postgres()
+    return env
+
+
+def create_key(env: dict[str, str], tenant: str = "bench", scopes: str = "ingest") -> str:
+    """A new key, made with ``testlens keys create`` on a fresh database (so before the
+    server starts on it)."""
+    return subprocess.run(
+        [testlens_cmd(), "keys", "create", "--tenant", tenant, "--scopes", scopes,
+         "--create-database"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A live process's peak resident memory so far (Linux: VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    url: str
+    pid: int
+
+
 @contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[str]:
-    """Start a server with ``env``; yield its URL once it answers; its output goes to ``log``."""
+def serving(env: dict[str, str], log: Path) -> Iterator[Served]:
+    """Start a server with ``env``; yield it once it answers; its output goes to ``log``."""
     port = free_port()
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -46,7 +98,7 @@ def serving(env: dict[str, str], log: Path) -> Iterator[str]:
                         tail = log.read_text(errors="replace")[-3000:]
                         raise RuntimeError(f"testlens serve did not start:\n{tail}") from None
                     time.sleep(0.1)
-            yield url
+            yield Served(url, process.pid)
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -46,7 +46,14 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         _reset_postgres(url)
     # The tests' webhook receivers listen on loopback, which the server refuses by default.
     loopback = (ipaddress.ip_network("127.0.0.0/8"),)
-    return Settings(database_url=url, data_dir=data_dir, webhook_allowed_networks=loopback)
+    # Rate limits off: tests that poll would hit them; tests/server/test_rate_limits.py
+    # serves apps of its own with them on.
+    return Settings(
+        database_url=url,
+        data_dir=data_dir,
+        webhook_allowed_networks=loopback,
+        rate_limits_enabled=False,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ Retries cover what is worth retrying from CI (429, 5xx, connection failures), ho
 ``Retry-After``, and stop after a bounded number of tries. Waiting is bounded twice over, so
 that a server which accepts connections but never answers cannot hold a build: each try has
 a connect timeout of a few seconds and a read timeout, and every call of one CI step shares a
-:class:`Budget`, a deadline that cuts tries, timeouts and backoff sleeps short.
+:class:`Budget`, a deadline that cuts tries, timeouts and backoff sleeps short. A
+``Retry-After`` longer than the budget left ends the call at once with the server's own
+error (a 429 says it is rate-limited), rather than a sleep that ends in a bare timeout.
 """
 
 from __future__ import annotations
@@ -73,12 +75,14 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _server_error(response: httpx.Response) -> ServerError:
+def _server_error(response: httpx.Response, note: str = "") -> ServerError:
+    """The server's refusal; ``note`` adds why the client did not try again."""
     try:
         body = response.json()
-        return ServerError(response.status_code, body.get("code", ""), body.get("message", ""))
+        code, message = body.get("code", ""), body.get("message", "")
     except ValueError:
-        return ServerError(response.status_code, "", response.text[:500])
+        code, message = "", response.text[:500]
+    return ServerError(response.status_code, code, f"{message} ({note})" if note else message)
 
 
 class Client:
@@ -142,13 +146,18 @@ class Client:
                     raise
                 self._pause(started, self._delay(attempt, None))
                 continue
-            if (
-                response.status_code in RETRY_STATUSES
-                and attempt < self.attempts
-                and self._left(started) > 0
-            ):
-                self._pause(started, self._delay(attempt, retry_after_seconds(response)))
-                continue
+            if response.status_code in RETRY_STATUSES and attempt < self.attempts:
+                retry_after, left = retry_after_seconds(response), self._left(started)
+                if retry_after is not None and retry_after > left:
+                    # Sleeping out the budget would only end in a timeout that hides why.
+                    raise _server_error(
+                        response,
+                        f"it asks to retry after {retry_after:g} s, more than the "
+                        f"{left:.0f} s left of this step's time budget",
+                    )
+                if left > 0:
+                    self._pause(started, self._delay(attempt, retry_after))
+                    continue
             if response.is_success:
                 return response
             raise _server_error(response)

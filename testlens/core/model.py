@@ -7,6 +7,9 @@ hides flakiness. Status words are deliberately few so that all formats map onto 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,6 +25,40 @@ SUITE_SEPARATOR = " > "
 
 class ReportError(ValueError):
     """A report that cannot be read; the message says why, in words a user can act on."""
+
+
+class ReportTooLarge(ReportError):
+    """A report with more results (attempts) than it may hold, refused while it is read:
+    before its whole document is loaded where a count of its markup tells, else as soon as
+    the parser makes one attempt too many, never after building everything."""
+
+    def __init__(self, limit: int, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+_BUDGET: ContextVar[list[int] | None] = ContextVar("attempt_budget", default=None)
+"""The active :func:`attempt_budget`: its limit and the attempts made so far."""
+
+
+@contextmanager
+def attempt_budget(limit: int | None) -> Iterator[None]:
+    """Within this block, creating more than ``limit`` attempts raises :class:`ReportTooLarge`:
+    so a parser stops at the cap instead of building a million attempts first."""
+    if limit is None:
+        yield
+        return
+    token = _BUDGET.set([limit, 0])
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def too_many_results(limit: int) -> ReportTooLarge:
+    return ReportTooLarge(
+        limit, f"the report holds more than {limit:,} results (test attempts), the limit"
+    )
 
 
 def truncate_output(text: str | None, limit: int = MAX_OUTPUT_CHARS) -> str | None:
@@ -50,6 +87,13 @@ class Attempt:
     stderr: str | None = None
     environment: str | None = None
     censored: bool = False
+
+    def __post_init__(self) -> None:
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget[1] += 1
+            if budget[1] > budget[0]:
+                raise too_many_results(budget[0])
 
     @property
     def is_failure(self) -> bool:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from .database import Database
 from .deps import DatabaseDep, ReadPrincipal
-from .errors import missing_field
+from .errors import ErrorCode, error_responses, missing_field
 from .flaky_feed import FEED_WINDOW
 from .models import DailyRollup, Repository, TestCase, iso, utcnow
 from .quarantine import active_quarantines
@@ -91,7 +91,7 @@ def flaky_tests(
 ) -> dict[str, Any]:
     """Tests that were flaky in the last 30 days, by flakiness rate: a :class:`FlakyTests`."""
     now = utcnow()
-    with database.transaction() as session:
+    with database.read() as session:
         repo = _project(session, tenant_id, project)
         tests = session.scalars(
             select(TestCase).where(
@@ -121,7 +121,7 @@ def trends(database: Database, tenant_id: str, project: str, days: int) -> dict[
     """Per UTC day: distinct tests that flaked, and their mean flake score: a :class:`Trends`."""
     today = utcnow().date()
     first = today - timedelta(days=days - 1)
-    with database.transaction() as session:
+    with database.read() as session:
         repo = _project(session, tenant_id, project)
         rollups = {
             r.day: r
@@ -195,7 +195,7 @@ def recommendations(database: Database, tenant_id: str, project: str) -> dict[st
     """What to fix first, broken tests, then flaky ones by how often they flake: a
     :class:`Recommendations`."""
     now = utcnow()
-    with database.transaction() as session:
+    with database.read() as session:
         repo = _project(session, tenant_id, project)
         tests = session.scalars(
             select(TestCase).where(
@@ -213,7 +213,13 @@ def recommendations(database: Database, tenant_id: str, project: str) -> dict[st
 # Routes --------------------------------------------------------------------------------------
 
 
-@router.get("/api/v1/analytics/flaky-tests", responses={200: {"model": FlakyTests}})
+@router.get(
+    "/api/v1/analytics/flaky-tests",
+    responses={
+        200: {"model": FlakyTests},
+        **error_responses(ErrorCode.MISSING_FIELD, ErrorCode.NOT_FOUND),
+    },
+)
 def analytics_flaky_tests(
     database: DatabaseDep,
     principal: ReadPrincipal,
@@ -224,7 +230,13 @@ def analytics_flaky_tests(
     return JSONResponse(flaky_tests(database, principal.tenant_id, project, min_rate))
 
 
-@router.get("/api/v1/analytics/flakiness-trends", responses={200: {"model": Trends}})
+@router.get(
+    "/api/v1/analytics/flakiness-trends",
+    responses={
+        200: {"model": Trends},
+        **error_responses(ErrorCode.MISSING_FIELD, ErrorCode.NOT_FOUND),
+    },
+)
 def analytics_flakiness_trends(
     database: DatabaseDep,
     principal: ReadPrincipal,
@@ -235,7 +247,13 @@ def analytics_flakiness_trends(
     return JSONResponse(trends(database, principal.tenant_id, project, days))
 
 
-@router.get("/api/v1/analytics/flaky-recommendations", responses={200: {"model": Recommendations}})
+@router.get(
+    "/api/v1/analytics/flaky-recommendations",
+    responses={
+        200: {"model": Recommendations},
+        **error_responses(ErrorCode.MISSING_FIELD, ErrorCode.NOT_FOUND),
+    },
+)
 def analytics_recommendations(
     database: DatabaseDep, principal: ReadPrincipal, project: str = Query("")
 ) -> JSONResponse:

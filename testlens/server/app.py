@@ -7,6 +7,7 @@ area contributes one router; this module only assembles them with the infrastruc
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -24,22 +25,30 @@ from . import (
     flaky_feed,
     keys,
     logredact,
+    metrics,
     orchestrate,
     quarantine,
+    ratelimit,
     repos,
     runs,
     testcases,
 )
+from .auth import KeyUsage, KeyUsageWriter
 from .database import Database, upgrade
 from .durations import endpoints as durations
 from .ingest import endpoints as ingest
+from .retention import endpoints as retention
+from .retention.tasks import retention_sweeper
 from .settings import Settings
 from .signing import Keys
 from .webhooks import endpoints as webhooks
 from .webhooks.tasks import delivery_worker
+from .workers import running
 
 READY_WITHIN = 1.0
 """Seconds ``/readyz`` waits for the database before it answers 503."""
+KEY_USAGE_WRITE_SECONDS = 10.0
+"""How often keys' last-use times are written (they are shown to the minute)."""
 
 ROUTERS = (
     ingest.router,
@@ -53,6 +62,7 @@ ROUTERS = (
     durations.router,
     orchestrate.router,
     keys.router,
+    retention.router,
     client_dist.router,
 )
 
@@ -73,9 +83,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     upgrade(database.engine)
 
+    key_usage = KeyUsage()
+
     @asynccontextmanager
     async def lifespan(served: FastAPI) -> AsyncIterator[None]:
-        with delivery_worker(served):
+        with (
+            running(KeyUsageWriter(key_usage, database, KEY_USAGE_WRITE_SECONDS)),
+            delivery_worker(served),
+            retention_sweeper(served),
+        ):
             yield
         database.dispose()
 
@@ -90,9 +106,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.keys = Keys.load(database, settings.secret_key)
+    app.state.key_usage = key_usage
+    app.state.ingest_slots = asyncio.Semaphore(
+        settings.ingest_concurrency or (2 if database.dialect == "sqlite" else 4)
+    )
     errors.install(app)
     logredact.install()
     apidocs.install(app, app.openapi_url or "/openapi.json")
+    ratelimit.install(app, settings, database, ROUTERS)
 
     @app.middleware("http")
     async def request_id(
@@ -106,8 +127,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["X-Request-ID"] = rid
         return response
 
+    # After every other middleware: the last added is the outermost.
+    metrics.install(app, database.engine, settings.metrics_token)
+
     @app.get("/healthz", tags=["health"])
-    def healthz() -> Health:
+    async def healthz() -> Health:  # async: never waits for a thread of the request pool
         """Liveness: the process answers."""
         return Health(status="ok")
 
@@ -119,9 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             503: {"description": "The database does not answer."},
         },
     )
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:
         """Readiness: the database answers, within a second (its error goes to the log)."""
-        problem = database.problem(within=READY_WITHIN)
+        problem = await database.problem(within=READY_WITHIN)
         if problem is not None:
             errors.log.warning("not ready: the database %s", problem)
             return errors.database_unavailable()

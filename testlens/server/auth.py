@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi import Request
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .errors import ApiError, ErrorCode, invalid_field, unauthorized
+from .database import DATABASE_DOWN, Database
+from .errors import ApiError, ErrorCode, invalid_field, log, unauthorized
 from .logredact import KEY_PARAMETERS
 from .models import ApiKey, Tenant, utcnow
+from .workers import Outage, Worker
 
 KEY_PREFIX = "tl_sk_"
 PREFIX_LENGTH = len(KEY_PREFIX) + 8  # the part of a secret stored, to tell keys apart
@@ -143,8 +146,75 @@ def active_admin_keys(session: Session, tenant_id: str) -> int:
     return sum("admin" in text.split(",") for text in scopes)
 
 
+class KeyUsage:
+    """When each key was last used, to the minute, written in batches off the request path.
+
+    Writing it while authenticating made every request a write: on SQLite, a read waited
+    behind a long upload's write lock and failed after the busy timeout. Here a request only
+    notes the time in memory; :meth:`flush` (every few seconds, and when the server stops)
+    writes what changed in one short transaction.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, datetime] = {}
+        self._noted: dict[str, datetime] = {}
+
+    def seen(self, key_id: str, stored: datetime | None) -> None:
+        now = utcnow()
+        with self._lock:
+            last = self._noted.get(key_id, stored)
+            if last is None or now - last > _LAST_USED_RESOLUTION:
+                self._pending[key_id] = self._noted[key_id] = now
+
+    def flush(self, database: Database) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            with database.transaction() as session:
+                session.execute(
+                    update(ApiKey),
+                    [{"id": key_id, "last_used_at": at} for key_id, at in pending.items()],
+                )
+        except Exception:
+            with self._lock:  # keep them for the next flush; a newer note wins
+                self._pending = pending | self._pending
+            raise
+
+
+class KeyUsageWriter(Worker):
+    """Writes :class:`KeyUsage` every ``interval`` seconds, and once more when it stops."""
+
+    name = "testlens-key-usage"
+
+    def __init__(self, usage: KeyUsage, database: Database, interval: float) -> None:
+        super().__init__()
+        self._usage = usage
+        self._database = database
+        self._interval = interval
+
+    def _run(self, stop: threading.Event) -> None:
+        outage = Outage(log, "writing keys' last use", self._interval)
+        while not stop.wait(self._interval):
+            try:
+                self._usage.flush(self._database)
+            except DATABASE_DOWN as exc:
+                stop.wait(outage.failed(exc))
+            else:
+                outage.answered()
+
+    def stop(self) -> None:
+        super().stop()
+        try:
+            self._usage.flush(self._database)
+        except DATABASE_DOWN as exc:
+            log.warning("keys' last use since the last write is lost: %s", exc)
+
+
 def authenticate(
-    session: Session, authorization: str | None, tenant_header: str | None
+    session: Session, authorization: str | None, tenant_header: str | None, usage: KeyUsage
 ) -> Principal:
     """Resolve the ``Authorization: Bearer`` header to a principal, or raise 401/403."""
     if not authorization:
@@ -163,9 +233,7 @@ def authenticate(
     key, tenant = row
     if tenant_header and tenant_header not in (tenant.id, tenant.name):
         raise ApiError(ErrorCode.INVALID_TENANT, "X-Tenant-ID does not match the API key's tenant")
-    now = utcnow()
-    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
-        session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+    usage.seen(key.id, key.last_used_at)
     return Principal(tenant.id, tenant.name, key.id, frozenset(key.scopes.split(",")))
 
 
@@ -181,9 +249,12 @@ def require(scope: str) -> Callable[[Request], Principal]:
                 "Send the API key as 'Authorization: Bearer <key>', never in the URL",
             )
         database = request.app.state.database
-        with database.transaction() as session:
+        with database.read() as session:
             principal = authenticate(
-                session, request.headers.get("authorization"), request.headers.get("x-tenant-id")
+                session,
+                request.headers.get("authorization"),
+                request.headers.get("x-tenant-id"),
+                request.app.state.key_usage,
             )
         if scope not in principal.scopes and "admin" not in principal.scopes:
             raise ApiError(

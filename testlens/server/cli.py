@@ -127,6 +127,49 @@ def db_upgrade() -> None:
     click.echo("database is up to date")
 
 
+@db.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def db_backup(path: Path) -> None:
+    """Copy the SQLite database to PATH, safely while the server runs (PostgreSQL: use
+    pg_dump, see docs/operations.md)."""
+    settings = _settings()
+    _say_database(settings)
+    source = settings.sqlite_path
+    if source is None:
+        raise click.ClickException(
+            "the database is not an SQLite file: back PostgreSQL up with pg_dump -Fc "
+            "(docs/operations.md)"
+        )
+    if not source.is_file():
+        raise click.ClickException(f"no testlens database at {source}. {_FIND_THE_SERVERS}")
+    if path.exists():
+        raise click.ClickException(f"{path} exists: name a new file, or remove that one first")
+    _sqlite_backup(source, path)
+    click.echo(f"backed up {source} to {path}")
+
+
+def _sqlite_backup(source: Path, target: Path) -> None:
+    """SQLite's online backup of ``source`` into ``target``, under a temporary name until it
+    is complete (so ``target`` is never a partial copy).
+
+    Copying the file would miss what the WAL holds and could catch a page mid-write; the
+    backup API reads one consistent snapshot in a single read transaction, which in WAL mode
+    holds no lock that writers wait for, so uploads go on meanwhile.
+    """
+    import sqlite3
+
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    source_db = sqlite3.connect(source)
+    target_db = sqlite3.connect(partial)
+    try:
+        source_db.backup(target_db)
+    finally:
+        target_db.close()
+        source_db.close()
+    partial.replace(target)
+
+
 @click.group()
 def keys() -> None:
     """Create, list and revoke API keys, in the server's database (the same settings find

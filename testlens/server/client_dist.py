@@ -35,7 +35,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Response
 
-from .errors import ApiError, ErrorCode
+from .errors import ApiError, ErrorCode, error_responses
 
 DISTRIBUTION = "testlens"
 TAG = "py3-none-any"
@@ -208,7 +208,7 @@ def client_wheel_latest() -> Response:
 @router.get(
     "/client/{filename}",
     response_class=Response,
-    responses={200: _WHEEL, 404: {"description": "Not this server's client wheel."}},
+    responses={200: _WHEEL, **error_responses(ErrorCode.NOT_FOUND)},  # not this server's wheel
 )
 def client_wheel_versioned(filename: str) -> Response:
     """The CI client as a wheel under its file name (``testlens-<version>-py3-none-any.whl``),

@@ -6,11 +6,11 @@ else in the server is written once against SQLAlchemy and runs on both.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,14 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+"""What a statement fails with when the database does not answer, refuses, or is busy past
+every timeout: worth retrying later, unlike any other error."""
 
 
 def normalize_url(url: str) -> str:
@@ -60,8 +65,11 @@ def make_engine(
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(
         url,
@@ -76,6 +84,13 @@ def make_engine(
     )
 
 
+SQLITE_BUSY_SECONDS = 60.0
+"""How long an SQLite write waits for another process's write (the CLI's, another server's):
+longer than storing the largest report allowed takes, so it waits its turn rather than fail."""
+_MODE = "testlens_transaction"
+"""The execution option naming how an SQLite transaction begins (:func:`_sqlite_begin`)."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers proceed during an ingest; NORMAL sync is durable across app crashes
     # in WAL mode; foreign keys are off by default in SQLite.
@@ -83,8 +98,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={round(SQLITE_BUSY_SECONDS * 1000)}")
     cursor.close()
+    # The driver's own implicit BEGIN is always DEFERRED; _sqlite_begin says how instead.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    """Begin a write transaction IMMEDIATE and a read transaction read-only.
+
+    A DEFERRED transaction that reads, then writes, fails at once with "database is locked"
+    when another connection committed meanwhile (its snapshot is stale, and waiting cannot
+    help), so writers take the write lock when they begin, waiting their turn. A read cannot
+    write by mistake: ``query_only`` makes the attempt fail in every test.
+    """
+    mode = connection.get_execution_options().get(_MODE)
+    connection.exec_driver_sql(f"PRAGMA query_only={int(mode == 'read')}")
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "write" else "BEGIN")
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -110,7 +140,17 @@ class Database:
         statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
     ) -> None:
         self.engine = make_engine(url, connect_timeout, statement_timeout)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = sessionmaker(
+            self.engine.execution_options(**{_MODE: "write"}), expire_on_commit=False
+        )
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(**{_MODE: "read"}), expire_on_commit=False
+        )
+        # SQLite has one writer at a time: this process's writers queue here, in order,
+        # instead of polling the file lock against each other (which starves some of them).
+        self._writer = threading.Lock() if self.dialect == "sqlite" else None
+        self._write_wait = max(SQLITE_BUSY_SECONDS, statement_timeout)
+        self._writer_thread: int | None = None
         self._pinger = ThreadPoolExecutor(1, thread_name_prefix="testlens-readyz")
         self._ping: Future[None] | None = None
         self._ping_lock = threading.Lock()
@@ -121,8 +161,34 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back everything on any error."""
-        with self.sessions() as session, session.begin():
+        """A session that commits on success and rolls back everything on any error.
+
+        On SQLite it holds the database's write lock from its start: keep it short, and read
+        in :meth:`read` what does not need to be written in the same transaction.
+        """
+        if self._writer is None:
+            with self.sessions() as session, session.begin():
+                yield session
+            return
+        if self._writer_thread == threading.get_ident():
+            # It would wait for the lock this thread holds: fail now, not after the timeout.
+            raise RuntimeError("a write transaction inside another on SQLite would deadlock")
+        if not self._writer.acquire(timeout=self._write_wait):
+            raise PoolTimeout(
+                f"waited {self._write_wait:g} s for the SQLite write lock; retry shortly"
+            )
+        self._writer_thread = threading.get_ident()
+        try:
+            with self.sessions() as session, session.begin():
+                yield session
+        finally:
+            self._writer_thread = None
+            self._writer.release()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session that only reads: on SQLite it never waits for, nor blocks, a writer."""
+        with self._read_sessions() as session, session.begin():
             yield session
 
     def upsert(
@@ -225,19 +291,21 @@ class Database:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
-    def problem(self, within: float) -> str | None:
+    async def problem(self, within: float) -> str | None:
         """Why the database is not ready, or None; known within ``within`` seconds.
 
         A hung database holds a ping until the connect timeout: later calls share that ping
         instead of starting more, so readiness checks answer on time and pile nothing up.
+        The ping runs on a thread of its own, so a request pool full of waiting requests
+        cannot delay the answer either.
         """
         with self._ping_lock:
             if self._ping is None or self._ping.done():
                 self._ping = self._pinger.submit(self.ping)
             pending = self._ping
         try:
-            pending.result(timeout=within)
-        except FutureTimeout:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(pending)), within)
+        except TimeoutError:
             return f"no answer within {within:g} s"
         except Exception as exc:  # any driver error means "not ready"
             return f"{type(exc).__name__}: {str(exc)[:300]}"

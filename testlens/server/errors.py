@@ -1,4 +1,5 @@
-"""One error body everywhere: ``{"error", "code", "message", "details"}``.
+"""One error body everywhere: ``{"error", "code", "message", "details"}`` (a 429 adds
+``retry_after``, the seconds ``Retry-After`` says, for clients that read only the body).
 
 ``error`` is the HTTP reason phrase, ``code`` a stable machine code, ``message`` a sentence
 for people. Every code is declared once in :class:`ErrorCode` with its status, so a code
@@ -18,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
 from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyPoolTimeout
@@ -40,19 +42,23 @@ class ErrorCode(Enum):
     INVALID_TOKEN = 401, "an invalid testDurationsToken"
     TOKEN_EXPIRED = 401, "an expired testDurationsToken"
     URL_EXPIRED = 401, "an expired presigned URL"
+    INVALID_METRICS_TOKEN = 401, "GET /metrics with another token than TESTLENS_METRICS_TOKEN"
     FORBIDDEN = 403, "the credentials do not give access to this resource"
     INVALID_TENANT = 403, "X-Tenant-ID names another tenant than the key's"
     INSUFFICIENT_SCOPE = 403, "the key lacks the scope the endpoint needs"
     INVALID_SIGNATURE = 403, "a presigned URL's signature is invalid"
     NOT_FOUND = 404, "an unknown id or path, or one of another tenant"
     NOT_READY = 404, "a Durations API result is still being computed"
+    METRICS_DISABLED = 404, "GET /metrics while TESTLENS_METRICS_TOKEN is unset"
     METHOD_NOT_ALLOWED = 405, "the path does not take this method"
     PLAN_CONFLICT = 409, "a node's test list differs from the one its CI run's plan splits"
     PAYLOAD_TOO_LARGE = 413, "an upload, or its decompressed content, exceeds the limit"
+    TOO_MANY_RESULTS = 413, "a report holds more results (test attempts) than one may"
     UNSUPPORTED_MEDIA_TYPE = 415, "the body is not in a media type the endpoint reads"
     UNPARSEABLE_REPORT = 422, "an uploaded test report cannot be read"
     VALIDATION_ERROR = 422, "a JSON body or a query parameter is malformed"
     DUPLICATE_TEST = 422, "two entries of a shard plan request name the same test"
+    RATE_LIMITED = 429, "a rate limit is exceeded; retry_after says when to try again"
     INTERNAL_ERROR = 500, "a bug; details.request_id finds it in the log"
     COMPUTATION_FAILED = 500, "a Durations API computation failed"
     DATABASE_UNAVAILABLE = 503, "the database does not answer"
@@ -86,6 +92,7 @@ class ApiError(Exception):
         message: str,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -93,20 +100,27 @@ class ApiError(Exception):
         self.message = message
         self.details = details or {}
         self.headers = headers
+        self.extra = extra or {}  # top-level fields beside the shared four
 
 
-def error_body(code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> dict:
+def error_body(
+    code: ErrorCode,
+    message: str,
+    details: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict:
     return {
         "error": HTTPStatus(code.status).phrase,
         "code": code.name,
         "message": message,
+        **(extra or {}),
         "details": details or {},
     }
 
 
 def error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(
-        error_body(error.code, error.message, error.details),
+        error_body(error.code, error.message, error.details, error.extra),
         status_code=error.status,
         headers=error.headers,
     )
@@ -142,9 +156,28 @@ def too_large(limit: int, what: str) -> ApiError:
     )
 
 
+def too_many_results(limit: int, message: str) -> ApiError:
+    return ApiError(
+        ErrorCode.TOO_MANY_RESULTS,
+        f"The report was refused: {message} (TESTLENS_MAX_REPORT_RESULTS); split it",
+        {"limit_results": limit},
+    )
+
+
 def unauthorized(message: str, code: ErrorCode = ErrorCode.UNAUTHORIZED) -> ApiError:
     """401 with the ``WWW-Authenticate`` challenge; ``code`` says which credential failed."""
     return ApiError(code, message, headers=_BEARER)
+
+
+def rate_limited(retry_after: int, details: dict[str, Any]) -> ApiError:
+    """429 ``RATE_LIMITED``: try again in ``retry_after`` seconds (header and body say so)."""
+    return ApiError(
+        ErrorCode.RATE_LIMITED,
+        "Rate limit exceeded",
+        details,
+        headers={"Retry-After": str(retry_after)},
+        extra={"retry_after": retry_after},
+    )
 
 
 def unsupported_media_type(message: str) -> ApiError:
@@ -178,6 +211,8 @@ def validation_problems(errors: list[Any]) -> list[dict[str, str]]:
 
 
 def install(app: FastAPI) -> None:
+    document(app)
+
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc)
@@ -226,3 +261,97 @@ def internal_error(request_id: str) -> JSONResponse:
             headers={"X-Request-ID": request_id},
         )
     )
+
+
+# The error answers in the OpenAPI document --------------------------------------------------
+
+API_KEY_SCHEME = "ApiKey"
+"""The OpenAPI security scheme of API keys (declared in ``deps``): every operation that
+requires it also answers :data:`AUTHENTICATION_ERRORS`."""
+
+AUTHENTICATION_ERRORS = (
+    ErrorCode.INVALID_FIELD,  # an API key in the URL
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.INVALID_API_KEY,
+    ErrorCode.INSUFFICIENT_SCOPE,
+    ErrorCode.INVALID_TENANT,
+    ErrorCode.DATABASE_UNAVAILABLE,  # the key is looked up in the database
+)
+_CODES = "x-error-codes"
+"""Where :func:`error_responses` leaves its codes for :func:`document` (which takes them out)."""
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: str = Field(description="The HTTP reason phrase of the status.")
+    code: str = Field(description="A stable machine code: the response lists those it may be.")
+    message: str = Field(description="What went wrong, for people.")
+    details: dict[str, Any] = Field(description="Facts about the error; which, by code.")
+
+
+ERROR_CONTENT = {
+    "application/json": {"schema": {"$ref": f"#/components/schemas/{ErrorBody.__name__}"}}
+}
+"""The ``content`` of an error response in the OpenAPI document: the shared body."""
+
+
+def error_responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a route for the errors that are its own: one entry per status, with
+    the shared body. What every operation of a kind answers (authentication, a malformed
+    parameter or body) :func:`document` adds by itself."""
+    by_status: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry = by_status.setdefault(code.status, {"model": ErrorBody, _CODES: []})
+        entry[_CODES].append(code.name)
+    return by_status
+
+
+def document(app: FastAPI) -> None:
+    """Make ``app``'s OpenAPI document show the error answers (see :func:`with_errors`)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_errors(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def with_errors(spec: dict[str, Any]) -> dict[str, Any]:
+    """Document every operation's error answers, with the shared body, in ``spec``.
+
+    An operation answers the codes its route declares (:func:`error_responses`), plus
+    :data:`AUTHENTICATION_ERRORS` when it requires an API key, ``VALIDATION_ERROR`` when it
+    takes parameters or a body, and ``BAD_REQUEST`` when FastAPI reads its body (one it
+    cannot decode). This replaces FastAPI's own 422, whose body is not the one answered.
+    """
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    schemas[ErrorBody.__name__] = ErrorBody.model_json_schema()
+    order = {code: index for index, code in enumerate(ErrorCode)}
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            answers: dict[str, Any] = operation.setdefault("responses", {})
+            codes: set[ErrorCode] = set()
+            for answer in answers.values():
+                codes.update(ErrorCode[name] for name in answer.pop(_CODES, ()))
+            if any(API_KEY_SCHEME in need for need in operation.get("security", ())):
+                codes.update(AUTHENTICATION_ERRORS)
+            if operation.get("parameters") or "requestBody" in operation:
+                codes.add(ErrorCode.VALIDATION_ERROR)
+            if "requestBody" in operation:
+                codes.add(ErrorCode.BAD_REQUEST)
+            by_status: dict[str, list[ErrorCode]] = {}
+            for code in sorted(codes, key=order.__getitem__):
+                by_status.setdefault(str(code.status), []).append(code)
+            for status, found in by_status.items():
+                described = "; ".join(f"{code.name}: {code.when}" for code in found)
+                answers.setdefault(status, {})["description"] = described
+            for status, answer in answers.items():
+                if int(status) >= 400:
+                    answer["content"] = ERROR_CONTENT
+            operation["responses"] = dict(sorted(answers.items()))
+    return spec

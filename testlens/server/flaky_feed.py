@@ -17,7 +17,14 @@ from sqlalchemy import select
 
 from .database import Database
 from .deps import DatabaseDep, ReadPrincipal
-from .errors import ApiError, ErrorCode, missing_field, validation_error, validation_problems
+from .errors import (
+    ApiError,
+    ErrorCode,
+    error_responses,
+    missing_field,
+    validation_error,
+    validation_problems,
+)
 from .models import Run, TestCase, TestState, iso, utcnow
 from .pagination import MAX_PAGE, Page, Paged
 from .scoping import find_repo
@@ -104,7 +111,7 @@ def feed(
     now = utcnow()
     name = query.repo_name
     page = Page(query.page, PAGE_SIZE)
-    with database.transaction() as session:
+    with database.read() as session:
         repo = find_repo(session, tenant_id, name)
         conditions = [TestCase.repo_id == repo.id, TestCase.last_flaky_at >= now - FEED_WINDOW]
         if query.github_check_name:
@@ -151,7 +158,31 @@ def feed(
     return body, paged.has_more
 
 
-@router.get("/api/v1/testdeck/flaky", responses={200: {"model": FlakyFeed}})
+def _parameter(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": schema}
+
+
+_STRING = {"type": "string"}
+_FEED_PARAMETERS = [  # read by _feed_query (from the query or a JSON body), so declared here
+    _parameter("repo", "owner/repo, or the repository's name with org.", _STRING),
+    _parameter("org", "The owner, when repo is the repository's name alone.", _STRING),
+    _parameter("github_check_name", "Only tests that ran in this check.", _STRING),
+    _parameter(
+        "page",
+        f"1-based page number (at most {MAX_PAGE}).",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1},
+    ),
+]
+
+
+@router.get(
+    "/api/v1/testdeck/flaky",
+    responses={
+        200: {"model": FlakyFeed},
+        **error_responses(ErrorCode.MISSING_FIELD, ErrorCode.INVALID_JSON, ErrorCode.NOT_FOUND),
+    },
+    openapi_extra={"parameters": _FEED_PARAMETERS},
+)
 def flaky_feed(
     request: Request,
     database: DatabaseDep,

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .auth import (
     DEFAULT_SCOPES,
+    KeyUsage,
     Principal,
     active_admin_keys,
     create_tenant_key,
@@ -27,7 +28,8 @@ from .auth import (
     revoke,
 )
 from .database import Database
-from .deps import AdminPrincipal, DatabaseDep
+from .deps import AdminPrincipal, DatabaseDep, KeyUsageDep
+from .errors import ErrorCode, error_responses
 from .models import ApiKey, iso
 from .scoping import find_key
 
@@ -93,8 +95,9 @@ def _key_out(key: ApiKey, principal: Principal) -> KeyOut:
     )
 
 
-def listing(database: Database, principal: Principal) -> KeyList:
-    with database.transaction() as session:
+def listing(database: Database, usage: KeyUsage, principal: Principal) -> KeyList:
+    usage.flush(database)  # so that last use is current, not as of the last batch
+    with database.read() as session:
         rows = list_keys(session, principal.tenant_id)
         return KeyList(keys=[_key_out(key, principal) for key, _tenant in rows])
 
@@ -117,9 +120,9 @@ def revoke_own(database: Database, principal: Principal, key_id: str) -> tuple[b
 
 
 @router.get("/api/keys")
-def list_api_keys(database: DatabaseDep, principal: AdminPrincipal) -> KeyList:
+def list_api_keys(database: DatabaseDep, usage: KeyUsageDep, principal: AdminPrincipal) -> KeyList:
     """The tenant's API keys (prefix, scopes, last use, revocation); never secrets."""
-    return listing(database, principal)
+    return listing(database, usage, principal)
 
 
 @router.post("/api/keys", status_code=201)
@@ -147,7 +150,8 @@ def create_api_key(body: KeyIn, database: DatabaseDep, principal: AdminPrincipal
                     "schema": {"type": "integer"},
                 },
             },
-        }
+        },
+        **error_responses(ErrorCode.NOT_FOUND),
     },
 )
 def revoke_api_key(key_id: str, database: DatabaseDep, principal: AdminPrincipal) -> Response:

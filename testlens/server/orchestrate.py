@@ -33,7 +33,7 @@ from ..core.sharding import GroupBy, plan_shards
 from .database import Database
 from .deps import DatabaseDep, ReadPrincipal
 from .durations.service import history, predictions
-from .errors import ApiError, ErrorCode, not_found
+from .errors import ApiError, ErrorCode, error_responses, not_found
 from .ingest.form import REPO_PATTERN
 from .ingest.queries import repository_id
 from .models import Run, ShardPlanRecord, TestCase, TestResult, utcnow
@@ -180,7 +180,7 @@ def create_plan(database: Database, tenant_id: str, body: ShardPlanRequest) -> t
     nodeids = _keys(body.tests)
     plan_key, tests_hash = _plan_key(body), _tests_hash(nodeids)
     if plan_key is not None:
-        with database.transaction() as session:
+        with database.read() as session:
             found = _keyed_plan(session, tenant_id, plan_key)
             if found is not None:
                 _check_same_tests(found, nodeids, tests_hash)
@@ -227,13 +227,13 @@ def _stored(session: Session, tenant_id: str, plan_id: str) -> ShardPlanRecord:
 
 
 def stored_plan(database: Database, tenant_id: str, plan_id: str) -> str:
-    with database.transaction() as session:
+    with database.read() as session:
         return _stored(session, tenant_id, plan_id).plan
 
 
 def coverage(database: Database, tenant_id: str, plan_id: str) -> dict[str, Any]:
     """Which planned tests the CI run's uploads (same run id and environment) reported."""
-    with database.transaction() as session:
+    with database.read() as session:
         plan = _stored(session, tenant_id, plan_id)
         planned = [t for shard in json.loads(plan.plan)["shards"] for t in shard]
         reported: set[TestKey] = set()
@@ -274,7 +274,7 @@ def coverage(database: Database, tenant_id: str, plan_id: str) -> dict[str, Any]
     responses={
         201: {"model": ShardPlanBody, "description": "A new plan."},
         200: {"model": ShardPlanBody, "description": "The CI run's existing plan."},
-        409: {"description": "PLAN_CONFLICT: the run's plan splits another test list."},
+        **error_responses(ErrorCode.PLAN_CONFLICT, ErrorCode.DUPLICATE_TEST),
     },
 )
 def create_shard_plan(
@@ -286,7 +286,10 @@ def create_shard_plan(
     return Response(document, status_code=201 if new else 200, media_type="application/json")
 
 
-@router.get("/api/shard-plans/{plan_id}", responses={200: {"model": ShardPlanBody}})
+@router.get(
+    "/api/shard-plans/{plan_id}",
+    responses={200: {"model": ShardPlanBody}, **error_responses(ErrorCode.NOT_FOUND)},
+)
 def get_shard_plan(plan_id: str, database: DatabaseDep, principal: ReadPrincipal) -> Response:
     """A stored plan, exactly as it was created (404 for unknown or other tenants' plans)."""
     return Response(
@@ -294,7 +297,7 @@ def get_shard_plan(plan_id: str, database: DatabaseDep, principal: ReadPrincipal
     )
 
 
-@router.get("/api/shard-plans/{plan_id}/coverage")
+@router.get("/api/shard-plans/{plan_id}/coverage", responses=error_responses(ErrorCode.NOT_FOUND))
 def get_shard_plan_coverage(
     plan_id: str, database: DatabaseDep, principal: ReadPrincipal
 ) -> ShardPlanCoverage:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from ..core.identity import TestKey, pytest_nodeid
 from .database import Database
 from .deps import AdminPrincipal, DatabaseDep, ReadPrincipal
-from .errors import invalid_field, not_found
+from .errors import ErrorCode, error_responses, invalid_field, not_found
 from .models import Quarantine, TestCase, TestEvent, iso, utcnow
 from .scoping import find_repo, find_test
 
@@ -137,7 +137,7 @@ def lift(database: Database, tenant_id: str, test_id: str) -> None:
 def quarantine_list(database: Database, tenant_id: str, repo: str) -> dict[str, Any]:
     """The active quarantines of a repository: a :class:`QuarantineList` body."""
     now = utcnow()
-    with database.transaction() as session:
+    with database.read() as session:
         repository = find_repo(session, tenant_id, repo)
         rows = session.execute(
             select(TestCase, Quarantine)
@@ -163,7 +163,11 @@ def quarantine_list(database: Database, tenant_id: str, repo: str) -> dict[str, 
     }
 
 
-@router.post("/api/tests/{test_id}/quarantine", status_code=201)
+@router.post(
+    "/api/tests/{test_id}/quarantine",
+    status_code=201,
+    responses=error_responses(ErrorCode.INVALID_FIELD, ErrorCode.NOT_FOUND),
+)
 def quarantine_test(
     test_id: str, body: QuarantineRequest, database: DatabaseDep, principal: AdminPrincipal
 ) -> QuarantineOut:
@@ -171,13 +175,21 @@ def quarantine_test(
     return quarantine(database, principal.tenant_id, principal.key_id, test_id, body)
 
 
-@router.delete("/api/tests/{test_id}/quarantine", status_code=204, response_class=Response)
+@router.delete(
+    "/api/tests/{test_id}/quarantine",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(ErrorCode.NOT_FOUND),
+)
 def unquarantine_test(test_id: str, database: DatabaseDep, principal: AdminPrincipal) -> None:
     """Lift a quarantine."""
     lift(database, principal.tenant_id, test_id)
 
 
-@router.get("/api/quarantine", responses={200: {"model": QuarantineList}})
+@router.get(
+    "/api/quarantine",
+    responses={200: {"model": QuarantineList}, **error_responses(ErrorCode.NOT_FOUND)},
+)
 def list_quarantine(
     database: DatabaseDep,
     principal: ReadPrincipal,

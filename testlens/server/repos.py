@@ -1,4 +1,5 @@
-"""Repositories: ``GET /api/repos`` and ``GET /api/repos/{id}``, with their health.
+"""Repositories: ``GET /api/repos`` and ``GET /api/repos/{id}``, with their health, and
+``DELETE /api/repos/{owner}/{name}``, which removes one and all its data.
 
 Counts and pages come from the per-test figures on ``test_cases``; lists are index range
 scans with a limit, so latency does not grow with history.
@@ -11,17 +12,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from .database import Database
-from .deps import DatabaseDep, ReadPrincipal
+from .deps import AdminPrincipal, DatabaseDep, ReadPrincipal
+from .errors import ErrorCode, error_responses
 from .models import Quarantine, Repository, Run, TestCase, iso, utcnow
 from .pagination import Page, PageNumber
 from .quarantine import active
+from .retention import service as retention
 from .scoping import find_repo_by_id
 from .testcases import TestSummary, summary_body
 
@@ -115,7 +118,7 @@ def _repo_body(repo: Repository, counts: RepoCounts) -> dict[str, Any]:
 def list_repos_body(database: Database, tenant_id: str) -> dict[str, Any]:
     """The tenant's repositories with their health, as a :class:`RepoList` body."""
     now = utcnow()
-    with database.transaction() as session:
+    with database.read() as session:
         repos = list(
             session.scalars(
                 select(Repository)
@@ -133,7 +136,7 @@ def repo_detail_body(
     """A repository, a page of its tests (most flaky first) and a summary: a
     :class:`RepoDetail` body."""
     now = utcnow()
-    with database.transaction() as session:
+    with database.read() as session:
         repo = find_repo_by_id(session, tenant_id, repo_id)
         counts = repo_counts(session, [repo.id], now)[repo.id]
         tests = list(
@@ -165,10 +168,27 @@ def list_repos(database: DatabaseDep, principal: ReadPrincipal) -> JSONResponse:
     return JSONResponse(list_repos_body(database, principal.tenant_id))
 
 
-@router.get("/api/repos/{repo_id}", responses={200: {"model": RepoDetail}})
+@router.get(
+    "/api/repos/{repo_id}",
+    responses={200: {"model": RepoDetail}, **error_responses(ErrorCode.NOT_FOUND)},
+)
 def get_repo(
     repo_id: str, database: DatabaseDep, principal: ReadPrincipal, page: PageNumber = 1
 ) -> JSONResponse:
     """A repository, its tests (most flaky first, 100 per page) and a summary."""
     body = repo_detail_body(database, principal.tenant_id, repo_id, Page(page, PAGE_SIZE))
     return JSONResponse(body)
+
+
+@router.delete(
+    "/api/repos/{owner}/{name}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(ErrorCode.NOT_FOUND),
+)
+def delete_repo(owner: str, name: str, database: DatabaseDep, principal: AdminPrincipal) -> None:
+    """Delete the repository (its name matched case-insensitively) and all its data: runs,
+    results, tests, states, state changes, daily rollups, quarantines, shard plans. It goes
+    a batch of rows at a time, so a large repository takes a while; if the request is cut
+    short, sending it again finishes the deletion."""
+    retention.delete_repository(database, principal.tenant_id, f"{owner}/{name}")

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from .database import Database
 from .deps import DatabaseDep, ReadPrincipal
+from .errors import ErrorCode, error_responses
 from .models import iso
 from .scoping import find_run
 
@@ -50,7 +51,7 @@ class RunBody(BaseModel):
 
 
 def run_body(database: Database, tenant_id: str, run_id: str) -> RunBody:
-    with database.transaction() as session:
+    with database.read() as session:
         run, repo = find_run(session, tenant_id, run_id)
     return RunBody(
         run=RunOut(
@@ -82,7 +83,7 @@ def run_body(database: Database, tenant_id: str, run_id: str) -> RunBody:
     )
 
 
-@router.get("/api/runs/{run_id}")
+@router.get("/api/runs/{run_id}", responses=error_responses(ErrorCode.NOT_FOUND))
 def get_run(run_id: str, database: DatabaseDep, principal: ReadPrincipal) -> RunBody:
     """One stored run: its metadata and totals (404 for unknown or other tenants' runs)."""
     return run_body(database, principal.tenant_id, run_id)

@@ -21,11 +21,14 @@ from urllib.parse import urlsplit, urlunsplit
 from .webhooks.targets import Network, parse_networks
 
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+DEFAULT_MAX_REPORT_RESULTS = 200_000
 # Branches whose runs are evidence of flakiness on their own (docs/flakiness.md).
 DEFAULT_MAINLINE_BRANCHES = ("main", "master", "trunk", "develop")
 LEGACY_DATA_DIR = "testlens-data"
 """Where the database lived before, relative to the directory the server was started in."""
 DATABASE_FILE = "testlens.db"
+MAX_RETENTION_DAYS = 36_500
+"""The longest retention accepted (100 years): beyond it a number of days is a typo."""
 
 
 def default_data_dir(
@@ -49,8 +52,50 @@ def default_data_dir(
     return base / "testlens"
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _flag(text: str) -> bool:
+    """On or off, as people write it in an environment file."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+RATE_LIMIT_STORES = ("memory", "database", "redis")
+
+
+def _rate_limit_store(text: str) -> str:
+    store = text.strip().lower()
+    if store not in RATE_LIMIT_STORES:
+        raise ValueError(text)
+    return store
+
+
 def _branches(text: str) -> tuple[str, ...]:
     return tuple(branch.strip() for branch in text.split(",") if branch.strip())
+
+
+def retention_days(text: str) -> int:
+    """A retention in whole days, from 1 to :data:`MAX_RETENTION_DAYS`."""
+    days = int(text)
+    if not 1 <= days <= MAX_RETENTION_DAYS:
+        raise ValueError(f"{days} days is not between 1 and {MAX_RETENTION_DAYS}")
+    return days
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{text} is not a positive number of seconds")
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +143,20 @@ DECLARED: tuple[Setting, ...] = (
         "upload limit, before and after decompression",
     ),
     Setting(
+        "TESTLENS_MAX_REPORT_RESULTS",
+        "max_report_results",
+        _positive,
+        "most results (test attempts) one report may hold; a larger report is refused "
+        "with 413 while it is read",
+    ),
+    Setting(
+        "TESTLENS_INGEST_CONCURRENCY",
+        "ingest_concurrency",
+        _positive,
+        "uploads one server process parses and stores at once; more wait their turn, holding "
+        "no thread (default: 2 on SQLite, which has one writer, 4 on PostgreSQL)",
+    ),
+    Setting(
         "TESTLENS_MAINLINE_BRANCHES",
         "mainline_branches",
         _branches,
@@ -141,11 +200,100 @@ DECLARED: tuple[Setting, ...] = (
         "for receivers on a private network",
     ),
     Setting(
+        "TESTLENS_RETENTION_RESULTS_DAYS",
+        "retention_results_days",
+        retention_days,
+        "days test results (every attempt's status, duration and output) are kept",
+    ),
+    Setting(
+        "TESTLENS_RETENTION_RUNS_DAYS",
+        "retention_runs_days",
+        retention_days,
+        "days runs (an upload's metadata and totals) are kept; a run goes only once its "
+        "results have",
+    ),
+    Setting(
+        "TESTLENS_RETENTION_EVENTS_DAYS",
+        "retention_events_days",
+        retention_days,
+        "days state changes of tests (flaky, resolved, broken, quarantined) are kept",
+    ),
+    Setting(
+        "TESTLENS_RETENTION_DELIVERIES_DAYS",
+        "retention_deliveries_days",
+        retention_days,
+        "days delivered and dead-lettered webhook deliveries are kept",
+    ),
+    Setting(
+        "TESTLENS_RETENTION_SWEEP_SECONDS",
+        "retention_sweep_seconds",
+        _positive_seconds,
+        "how often the retention sweeper deletes what is older than the retention",
+    ),
+    Setting(
+        "TESTLENS_RATE_LIMITS_ENABLED",
+        "rate_limits_enabled",
+        _flag,
+        "whether the API's rate limits apply (README: Rate limits)",
+    ),
+    Setting(
+        "TESTLENS_RATE_LIMIT_STORE",
+        "rate_limit_store",
+        _rate_limit_store,
+        "where rate-limit counts live: memory (one process), database (shared by every "
+        "process on the database) or redis (default: redis when TESTLENS_REDIS_URL is set, "
+        "else database on PostgreSQL and memory on SQLite)",
+    ),
+    Setting(
+        "TESTLENS_REDIS_URL",
+        "redis_url",
+        str,
+        "the Redis server rate-limit counts are kept in, e.g. redis://127.0.0.1:6379/0",
+        secret=True,  # may carry a password
+    ),
+    Setting(
+        "TESTLENS_RATE_LIMIT_UPLOADS_PER_MINUTE",
+        "rate_limit_uploads_per_minute",
+        _positive,
+        "uploads (POST /api/test-results) a minute per repository",
+    ),
+    Setting(
+        "TESTLENS_RATE_LIMIT_REPOS_PER_MINUTE",
+        "rate_limit_repos_per_minute",
+        _positive,
+        "requests a minute per tenant to /api/repos and /api/tests",
+    ),
+    Setting(
+        "TESTLENS_RATE_LIMIT_V1_PER_MINUTE",
+        "rate_limit_v1_per_minute",
+        _positive,
+        "requests a minute per tenant to /api/v1",
+    ),
+    Setting(
+        "TESTLENS_RATE_LIMIT_V1_BURST",
+        "rate_limit_v1_burst",
+        _positive,
+        "requests per tenant /api/v1 accepts at once, above its rate a minute",
+    ),
+    Setting(
+        "TESTLENS_RATE_LIMIT_API_PER_MINUTE",
+        "rate_limit_api_per_minute",
+        _positive,
+        "requests a minute per tenant to the rest of /api",
+    ),
+    Setting(
         "TESTLENS_SECRET_KEY",
         "secret_key",
         str,
         "signs tokens and presigned URLs and encrypts stored webhook secrets "
         "(default: a random key kept in the database)",
+        secret=True,
+    ),
+    Setting(
+        "TESTLENS_METRICS_TOKEN",
+        "metrics_token",
+        str,
+        "the bearer token Prometheus sends to GET /metrics (default: none, metrics off)",
         secret=True,
     ),
 )
@@ -156,6 +304,8 @@ class Settings:
     database_url: str
     data_dir: Path
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_report_results: int = DEFAULT_MAX_REPORT_RESULTS
+    ingest_concurrency: int | None = None
     mainline_branches: tuple[str, ...] = DEFAULT_MAINLINE_BRANCHES
     webhook_max_attempts: int = 8
     webhook_backoff_base_seconds: float = 10.0
@@ -165,7 +315,21 @@ class Settings:
     webhook_allowed_networks: tuple[Network, ...] = ()
     database_timeout_seconds: float = 5.0
     statement_timeout_seconds: float = 120.0
+    retention_results_days: int = 180
+    retention_runs_days: int = 180
+    retention_events_days: int = 365
+    retention_deliveries_days: int = 30
+    retention_sweep_seconds: float = 3600.0
+    rate_limits_enabled: bool = True
+    rate_limit_store: str | None = None  # None: chosen by the database (see DECLARED)
+    redis_url: str | None = field(default=None, repr=False)
+    rate_limit_uploads_per_minute: int = 100
+    rate_limit_repos_per_minute: int = 60
+    rate_limit_v1_per_minute: int = 500
+    rate_limit_v1_burst: int = 1000
+    rate_limit_api_per_minute: int = 300
     secret_key: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

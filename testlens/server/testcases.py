@@ -21,6 +21,7 @@ from sqlalchemy import Row, select
 from ..core.durations import Sample, estimate
 from .database import Database
 from .deps import DatabaseDep, ReadPrincipal
+from .errors import ErrorCode, error_responses
 from .models import Run, TestCase, TestEvent, TestResult, TestState, iso, utcnow
 from .quarantine import active_quarantines
 from .scoping import find_test
@@ -163,7 +164,7 @@ def _durations(rows: Sequence[TestState]) -> dict[str, Any]:
 def test_detail(database: Database, tenant_id: str, test_id: str) -> dict[str, Any]:
     """Everything testlens knows of one test, as a :class:`TestDetail` body."""
     now = utcnow()
-    with database.transaction() as session:
+    with database.read() as session:
         test, repo = find_test(session, tenant_id, test_id)
         rows = session.scalars(select(TestState).where(TestState.test_id == test.id)).all()
         quarantine = active_quarantines(session, [test.id], now).get(test.id)
@@ -246,7 +247,10 @@ def test_detail(database: Database, tenant_id: str, test_id: str) -> dict[str, A
     }
 
 
-@router.get("/api/tests/{test_id}", responses={200: {"model": TestDetail}})
+@router.get(
+    "/api/tests/{test_id}",
+    responses={200: {"model": TestDetail}, **error_responses(ErrorCode.NOT_FOUND)},
+)
 def get_test(test_id: str, database: DatabaseDep, principal: ReadPrincipal) -> JSONResponse:
     """Everything testlens knows of one test, with its recent runs and state changes."""
     return JSONResponse(test_detail(database, principal.tenant_id, test_id))

@@ -28,10 +28,12 @@ NO_BODY = {
     ("DELETE", "/api/webhooks/{webhook_id}"),
     ("DELETE", "/api/tests/{test_id}/quarantine"),
     ("DELETE", "/api/keys/{key_id}"),
+    ("DELETE", "/api/repos/{owner}/{name}"),
     ("PUT", "/api/testDurations/jobs/{job_id}/report"),
     ("GET", "/api/testDurations/jobs/{job_id}/durations"),  # Brotli-compressed bytes
     ("GET", "/client/testlens.whl"),  # the client wheel, binary
     ("GET", "/client/{filename}"),
+    ("GET", "/metrics"),  # the Prometheus text format
 }
 
 
@@ -151,6 +153,8 @@ def test_real_answers_match_the_declared_models(app, database, server):
         f"/api/webhooks/{hook['id']}/deliveries",
     )
     check("GET", "/api/durations", f"/api/durations?repo={repo}")
+    check("PUT", "/api/retention", "/api/retention", json={"results_days": 90})
+    check("GET", "/api/retention", "/api/retention")
     plan = check(
         "POST",
         "/api/shard-plans",

@@ -255,3 +255,25 @@ def test_a_non_ascii_presigned_signature_is_403_not_500(anonymous):
         "/api/testDurations/jobs/x/report", params={"expires": "1", "signature": "é"}
     )
     _refused(response, 403, "INVALID_SIGNATURE")
+
+
+def _retried(tests: int) -> bytes:
+    """``tests`` test cases that each failed once, then passed: two results each."""
+    case = '<testcase classname="c" name="t{}"><flakyFailure message="m"/></testcase>'
+    return ("<testsuite>" + "".join(case.format(n) for n in range(tests)) + "</testsuite>").encode()
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        pytest.param(lambda: _many_tests(200_001), id="test cases, counted before loading"),
+        pytest.param(lambda: _retried(100_001), id="retries, counted while parsing"),
+    ],
+)
+def test_a_report_over_the_results_cap_is_413_and_nothing_is_stored(tenant, database, report):
+    before = stored(database, tenant.name)
+    response = upload(tenant.client, gzip.compress(report()), filename="r.xml.gz")
+    body = _refused(response, 413, "TOO_MANY_RESULTS")
+    assert body["details"] == {"limit_results": 200_000}
+    assert "TESTLENS_MAX_REPORT_RESULTS" in body["message"]
+    assert stored(database, tenant.name) == before

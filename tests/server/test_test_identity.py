@@ -121,3 +121,23 @@ def test_shard_requests_by_node_id_find_the_history_of_junit_uploads(tenant, rep
     ).json()
     assert plan["sources"]["history"] == len(NODE_IDS)
     assert json.dumps(plan)  # a plain JSON document
+
+
+def test_merging_two_entries_of_one_test_leaves_the_parsed_report_as_it_was():
+    """A report is stored again when a concurrent duplicate wins the race: merging entries
+    in place would give the second store each merged test's attempts twice."""
+    from testlens.core.model import Attempt, Report
+    from testlens.core.model import TestCase as Entry
+    from testlens.server.ingest.service import keyed_tests
+
+    report = Report(
+        "junit",
+        [
+            Entry("test_a", "tests.test_x", file="tests/test_x.py", attempts=[Attempt("failed")]),
+            Entry("test_a", "tests.test_x", attempts=[Attempt("passed")]),
+        ],
+    )
+    for _ in range(2):
+        merged, _keys = keyed_tests(report, "pytest")
+        assert [[a.status for a in t.attempts] for t in merged.tests] == [["failed", "passed"]]
+    assert [len(t.attempts) for t in report.tests] == [1, 1]

@@ -177,15 +177,16 @@ def hooks_server(fast_settings) -> Iterator[LiveServer]:
 
 
 def tenant_id(database, tenant: Tenant) -> str:
-    with database.transaction() as session:
+    with database.read() as session:
         return session.scalar(select(ApiKey.tenant_id).where(ApiKey.id == tenant.key_id))
 
 
 def drop_webhooks(database, tenant: Tenant) -> None:
     """Delete the tenant's webhooks, so no later test's worker sends their deliveries."""
     tenant.client.close()
+    owner = tenant_id(database, tenant)
     with database.transaction() as session:
-        session.execute(delete(Webhook).where(Webhook.tenant_id == tenant_id(database, tenant)))
+        session.execute(delete(Webhook).where(Webhook.tenant_id == owner))
 
 
 @pytest.fixture

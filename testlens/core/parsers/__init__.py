@@ -14,7 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from ..model import Report, ReportError, TestCase, merge_tests
+from ..model import (
+    Report,
+    ReportError,
+    ReportTooLarge,
+    TestCase,
+    attempt_budget,
+    merge_tests,
+    too_many_results,
+)
 from .xml import load_xml
 
 Kind = Literal["xml", "json", "ndjson"]
@@ -116,11 +124,50 @@ def _is_json(line: bytes) -> bool:
     return True
 
 
-def parse_report(data: bytes, format: str | None = None) -> Report:
+MARKUP_PER_RESULT = 20
+"""How many XML tags, or JSON objects and arrays, a report may hold per result it may hold:
+far more than any writer spends on one test (a JUnit test case with its failure, output and
+a few properties takes under 15), so only documents built to be large in memory meet it."""
+_XML_TEST_TAGS = (b"<testcase", b"<test-case", b"<UnitTestResult", b"<test ")
+"""How each XML format's test (JUnit, NUnit, TRX, xUnit.net) opens: each is at least one
+result."""
+
+
+def check_markup(data: bytes, max_results: int) -> None:
+    """Refuse, before loading it, a document that would hold too many results or too large
+    a tree: counting bytes costs milliseconds where loading 50 MB of tiny test cases builds
+    three quarters of a gigabyte of elements. The counts are upper bounds (text may contain
+    the same characters), so only a document near the limits can be refused wrongly, and
+    it is refused loudly."""
+    if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<":
+        tests = sum(data.count(tag) for tag in _XML_TEST_TAGS)
+        if tests > max_results:
+            raise too_many_results(max_results)
+        markup, what = data.count(b"<"), "XML tags"
+    else:
+        markup, what = data.count(b"{") + data.count(b"["), "JSON objects and arrays"
+    if markup > max_results * MARKUP_PER_RESULT:
+        raise ReportTooLarge(
+            max_results,
+            f"the report holds more than {max_results * MARKUP_PER_RESULT:,} {what} "
+            f"({MARKUP_PER_RESULT} per result of the limit of {max_results:,} results)",
+        )
+
+
+def parse_report(data: bytes, format: str | None = None, max_results: int | None = None) -> Report:
     """Parse report bytes into a :class:`Report`, detecting the format unless one is given.
 
-    Raises ReportError for anything unreadable; never returns a partial report.
+    Raises ReportError for anything unreadable, and :class:`ReportTooLarge` for a report of
+    more than ``max_results`` attempts, found as early as it can be; never returns a partial
+    report.
     """
+    if max_results is not None:
+        check_markup(data, max_results)
+    with attempt_budget(max_results):
+        return _parse(data, format)
+
+
+def _parse(data: bytes, format: str | None) -> Report:
     if format is not None:
         chosen = next((f for f in formats() if f.name == format), None)
         if chosen is None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Security
 from fastapi.responses import Response
+from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import DatabaseDep, KeysDep, ReadPrincipal, SettingsDep
-from ..errors import too_large, unsupported_media_type
+from ..errors import ErrorCode, error_responses, too_large, unsupported_media_type
 from ..ingest.form import REPO_PATTERN
 from . import jobs, service
 from .schemas import (
@@ -22,8 +23,37 @@ from .schemas import (
 
 router = APIRouter(tags=["durations"])
 
+_PRESIGNED = (
+    ErrorCode.URL_EXPIRED,
+    ErrorCode.INVALID_SIGNATURE,
+    ErrorCode.NOT_FOUND,
+    ErrorCode.DATABASE_UNAVAILABLE,
+)
+"""What a presigned URL answers whatever it is for: it needs no API key, only its signature."""
+_TOKEN = HTTPBearer(
+    scheme_name="DurationsToken",
+    description="The testDurationsToken that POST /api/testDurations/create answered.",
+    auto_error=False,  # jobs.token_job answers a missing or invalid token, in the shared body
+)
+_REPORT_UPLOAD = {
+    "parameters": [
+        {
+            "name": "Content-Encoding",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "enum": ["br"]},
+            "description": "The report is Brotli-compressed.",
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "description": "A Flakiness report (JSON), Brotli-compressed; any Content-Type.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+}
 
-@router.get("/api/durations")
+
+@router.get("/api/durations", responses=error_responses(ErrorCode.NOT_FOUND))
 def list_durations(
     database: DatabaseDep,
     principal: ReadPrincipal,
@@ -55,7 +85,16 @@ def create_durations_job(
     "/api/testDurations/jobs/{job_id}/report",
     name=jobs.UPLOAD_ROUTE,
     response_class=Response,
-    responses={200: {"description": "The report was stored, or a shard's copy ignored."}},
+    responses={
+        200: {"description": "The report was stored, or a shard's copy ignored."},
+        **error_responses(
+            *_PRESIGNED,
+            ErrorCode.INVALID_REPORT,
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        ),
+    },
+    openapi_extra=_REPORT_UPLOAD,  # read from the stream, so FastAPI cannot tell its shape
 )
 async def upload_durations_report(
     job_id: str,
@@ -89,7 +128,19 @@ async def upload_durations_report(
     return Response(status_code=200)
 
 
-@router.post("/api/testDurations/submit")
+@router.post(
+    "/api/testDurations/submit",
+    dependencies=[Security(_TOKEN)],  # read by jobs.token_job; declared for the documentation
+    responses=error_responses(
+        ErrorCode.REPORT_NOT_UPLOADED,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.INVALID_TOKEN,
+        ErrorCode.TOKEN_EXPIRED,
+        ErrorCode.FORBIDDEN,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.DATABASE_UNAVAILABLE,
+    ),
+)
 def submit_durations_job(
     request: Request, database: DatabaseDep, keys: KeysDep
 ) -> DurationsJobSubmitted:
@@ -108,7 +159,8 @@ def submit_durations_job(
         200: {
             "description": "The report with predicted attempts, Brotli-compressed JSON.",
             "content": {"application/json": {}},
-        }
+        },
+        **error_responses(*_PRESIGNED, ErrorCode.NOT_READY, ErrorCode.COMPUTATION_FAILED),
     },
 )
 def download_durations(

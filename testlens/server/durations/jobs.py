@@ -104,7 +104,7 @@ def token_job(database: Database, keys: Keys, authorization: str) -> str:
 
 
 def job(database: Database, job_id: str) -> JobRow:
-    with database.transaction() as session:
+    with database.read() as session:
         found = queries.job(session, job_id)
     if found is None:
         raise not_found("durations job", job_id)

@@ -73,7 +73,7 @@ def predictions(known: dict[TestKey, History], tests: Sequence[TestKey]) -> dict
 
 def listing(database: Database, tenant_id: str, repo: str, environment: str) -> DurationsListing:
     """Predicted duration of every test with history in one environment of a repository."""
-    with database.transaction() as session:
+    with database.read() as session:
         repo_id = find_repo(session, tenant_id, repo).id
         environment, known = history(session, repo_id, environment)
     estimates = predictions(known, list(known))

@@ -7,7 +7,10 @@ and workflow run is recognised by a content hash and answered with the first run
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import hashlib
+import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,14 +21,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ...core.identity import PYTEST_SUITE, pytest_key
-from ...core.model import Report, ReportError
+from ...core.model import Report, ReportError, ReportTooLarge
 from ...core.model import TestCase as ReportedTest
 from ...core.parsers import parse_report
+from .. import metrics
 from ..database import Database
-from ..errors import unparseable_report
+from ..errors import too_many_results, unparseable_report
 from ..models import TestCase, table_of, utcnow
 from ..models.results import name_key
-from ..settings import DEFAULT_MAINLINE_BRANCHES
+from ..settings import DEFAULT_MAINLINE_BRANCHES, DEFAULT_MAX_REPORT_RESULTS
 from ..webhooks import payloads
 from . import detection, queries
 from .form import RunMetadata
@@ -74,8 +78,9 @@ def keyed_tests(report: Report, framework: str) -> tuple[Report, dict[Identity, 
         if key is not None and not test.file:
             test.file = key.file
         hashed = test.identity if key is None else (key.file, key.suite, key.classname, key.name)
-        if hashed in kept:
-            kept[hashed].attempts.extend(test.attempts)
+        if hashed in kept:  # a new list: the report may be stored again (a lost race)
+            first = kept[hashed]
+            kept[hashed] = dataclasses.replace(first, attempts=first.attempts + test.attempts)
             continue
         kept[hashed] = test
         keys[test.identity] = hashed
@@ -100,17 +105,64 @@ def ingest(
     meta: RunMetadata,
     data: bytes,
     mainline_branches: tuple[str, ...] = DEFAULT_MAINLINE_BRANCHES,
+    max_results: int = DEFAULT_MAX_REPORT_RESULTS,
 ) -> IngestResult:
     """Parse and store; a concurrent duplicate upload resolves to the run that won."""
     try:
-        report = parse_report(data, meta.format)
+        return _ingest(database, tenant_id, meta, data, mainline_branches, max_results)
+    finally:
+        # The report's objects are freed by now; the C allocator keeps their pages unless
+        # asked, so a process would stay at the size of its largest upload.
+        release_memory()
+
+
+def _ingest(
+    database: Database,
+    tenant_id: str,
+    meta: RunMetadata,
+    data: bytes,
+    mainline_branches: tuple[str, ...],
+    max_results: int,
+) -> IngestResult:
+    measured = metrics.current()
+    try:
+        with measured.parse_seconds.time():
+            report = parse_report(data, meta.format, max_results)
+    except ReportTooLarge as exc:
+        raise too_many_results(exc.limit, str(exc)) from None
     except ReportError as exc:
         raise unparseable_report(f"Could not parse the report: {exc}", str(exc)) from None
+    # Counted now: storing merges a test's repeated entries into the first one's attempts.
+    attempts = sum(len(test.attempts) for test in report.tests)
     key = ingest_key(meta, data)
+    with measured.store_seconds.time():
+        try:
+            result = store_report(database, tenant_id, meta, report, key, mainline_branches)
+        except IntegrityError:
+            result = store_report(database, tenant_id, meta, report, key, mainline_branches)
+    if not result.duplicate:
+        measured.results_stored.inc(attempts)
+    return result
+
+
+def release_memory() -> None:
+    """Give the C allocator's free pages back to the system, where it can say so (glibc)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        return store_report(database, tenant_id, meta, report, key, mainline_branches)
-    except IntegrityError:
-        return store_report(database, tenant_id, meta, report, key, mainline_branches)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  (musl has no malloc_trim)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _glibc()
 
 
 def store_report(

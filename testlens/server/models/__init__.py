@@ -8,7 +8,9 @@ from .base import Base, iso, table_of, utcnow
 from .detection import DailyRollup, TestEvent, TestState
 from .durations import DurationJob, ShardPlanRecord
 from .quarantine import Quarantine
+from .ratelimits import RateLimitBucket
 from .results import Repository, Run, TestCase, TestResult
+from .retention import RetentionPolicy
 from .tenants import ApiKey, ServerSecret, Tenant
 from .webhooks import Webhook, WebhookDelivery
 
@@ -18,7 +20,9 @@ __all__ = [
     "DailyRollup",
     "DurationJob",
     "Quarantine",
+    "RateLimitBucket",
     "Repository",
+    "RetentionPolicy",
     "Run",
     "ServerSecret",
     "ShardPlanRecord",

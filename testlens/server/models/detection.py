@@ -26,7 +26,9 @@ class TestState(Base):
         ForeignKey("test_cases.id", ondelete="CASCADE"), primary_key=True
     )
     environment: Mapped[str] = mapped_column(String(200), primary_key=True)
-    repo_id: Mapped[str] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    repo_id: Mapped[str] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), index=True
+    )
     state: Mapped[str] = mapped_column(String(12))
     since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     flake_score: Mapped[float] = mapped_column(Float)

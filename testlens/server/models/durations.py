@@ -41,7 +41,9 @@ class ShardPlanRecord(Base):
     __table_args__ = (UniqueConstraint("tenant_id", "plan_key"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    repo_id: Mapped[str | None] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    repo_id: Mapped[str | None] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), index=True
+    )
     plan: Mapped[str] = mapped_column(Text)  # JSON
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     plan_key: Mapped[str | None] = mapped_column(String(64))

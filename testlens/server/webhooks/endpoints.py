@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from ..deps import AdminPrincipal, DatabaseDep, KeysDep, SettingsDep
+from ..errors import ErrorCode, error_responses
 from ..pagination import Page, PageNumber
 from . import service
 from .schemas import DeliveryPage, Redelivered, WebhookIn, WebhookList, WebhookOut
@@ -12,7 +13,7 @@ from .schemas import DeliveryPage, Redelivered, WebhookIn, WebhookList, WebhookO
 router = APIRouter(tags=["webhooks"])
 
 
-@router.post("/api/webhooks", status_code=201)
+@router.post("/api/webhooks", status_code=201, responses=error_responses(ErrorCode.INVALID_FIELD))
 def create_webhook(
     body: WebhookIn,
     database: DatabaseDep,
@@ -35,13 +36,18 @@ def list_webhooks(database: DatabaseDep, principal: AdminPrincipal) -> WebhookLi
     return service.list_all(database, principal.tenant_id)
 
 
-@router.delete("/api/webhooks/{webhook_id}", status_code=204, response_class=Response)
+@router.delete(
+    "/api/webhooks/{webhook_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(ErrorCode.NOT_FOUND),
+)
 def delete_webhook(webhook_id: str, database: DatabaseDep, principal: AdminPrincipal) -> None:
     """Unsubscribe. The webhook's deliveries, pending ones included, go with it."""
     service.remove(database, principal.tenant_id, webhook_id)
 
 
-@router.get("/api/webhooks/{webhook_id}/deliveries")
+@router.get("/api/webhooks/{webhook_id}/deliveries", responses=error_responses(ErrorCode.NOT_FOUND))
 def list_deliveries(
     webhook_id: str, database: DatabaseDep, principal: AdminPrincipal, page: PageNumber = 1
 ) -> DeliveryPage:
@@ -51,7 +57,11 @@ def list_deliveries(
     )
 
 
-@router.post("/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", status_code=202)
+@router.post(
+    "/api/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    status_code=202,
+    responses=error_responses(ErrorCode.NOT_FOUND),
+)
 def redeliver(
     webhook_id: str, delivery_id: str, database: DatabaseDep, principal: AdminPrincipal
 ) -> Redelivered:

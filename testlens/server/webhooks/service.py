@@ -75,7 +75,7 @@ def create(
 
 
 def list_all(database: Database, tenant_id: str) -> WebhookList:
-    with database.transaction() as session:
+    with database.read() as session:
         hooks = session.scalars(
             select(Webhook)
             .where(Webhook.tenant_id == tenant_id)
@@ -96,7 +96,7 @@ def remove(database: Database, tenant_id: str, webhook_id: str) -> None:
 
 def deliveries(database: Database, tenant_id: str, webhook_id: str, page: Page) -> DeliveryPage:
     """A webhook's deliveries, newest first, with every attempt."""
-    with database.transaction() as session:
+    with database.read() as session:
         find_webhook(session, tenant_id, webhook_id)
         rows = session.scalars(
             select(WebhookDelivery)

@@ -21,9 +21,11 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from ..database import Database
+from ..metrics import UNSERVED, Metrics
 from ..models import Webhook, WebhookDelivery, iso, utcnow
 from ..settings import Settings
 from ..signing import Keys
+from ..workers import Outage, Worker, running
 from .targets import RefusedTarget, Unresolvable, check
 
 log = logging.getLogger("testlens.server.webhooks")
@@ -34,7 +36,6 @@ _CONCURRENCY = 4
 # Connecting, sending and reading may each take the timeout; the fourth covers recording the
 # outcome. A lease that still runs out only costs a duplicate under the same delivery id.
 _LEASE_TIMEOUTS = 4
-_MAX_OUTAGE_POLL = 30.0  # seconds between claims at most, while the database is down
 _KEPT_ATTEMPTS = 50  # newest entries of a delivery's attempt log
 _MAX_ERROR_CHARS = 500
 
@@ -97,38 +98,29 @@ def _describe(exc: Exception) -> str:
     return text[:_MAX_ERROR_CHARS]
 
 
-class DeliveryWorker:
+class DeliveryWorker(Worker):
     """Sends due deliveries from a background thread; several processes may share a queue.
 
     On PostgreSQL each claim skips rows another process has locked, so every server process
     can run a worker; SQLite has one writer at a time, which serializes claims by itself.
+    Stopping returns once the sends in flight, each bounded by the timeout, are recorded.
     """
 
-    def __init__(self, database: Database, keys: Keys, settings: Settings) -> None:
+    name = "testlens-webhooks"
+
+    def __init__(
+        self, database: Database, keys: Keys, settings: Settings, metrics: Metrics = UNSERVED
+    ) -> None:
+        super().__init__()
         self._database = database
         self._keys = keys
         self._settings = settings
+        self._metrics = metrics
         self._lease = timedelta(seconds=_LEASE_TIMEOUTS * settings.webhook_timeout_seconds)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(self._stop,), name="testlens-webhooks", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Return once the sends in flight, each bounded by the timeout, have been recorded."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
 
     def _run(self, stop: threading.Event) -> None:
         slots = threading.Semaphore(_CONCURRENCY)
-        outage: float | None = None  # the current wait between claims while the database is down
+        outage = Outage(log, "webhook deliveries", self._settings.webhook_poll_seconds)
         timeout = httpx.Timeout(self._settings.webhook_timeout_seconds)
         with (
             httpx.Client(timeout=timeout, follow_redirects=False) as client,
@@ -142,15 +134,9 @@ class DeliveryWorker:
                     job = self._claim()
                 except Exception as exc:  # the database is down: one line per outage
                     slots.release()
-                    if outage is None:
-                        log.warning("webhook deliveries paused, database unavailable: %s", exc)
-                        outage = self._settings.webhook_poll_seconds
-                    outage = min(2 * outage, _MAX_OUTAGE_POLL)
-                    stop.wait(outage)
+                    stop.wait(outage.failed(exc))
                     continue
-                if outage is not None:
-                    log.warning("webhook deliveries resumed: the database answers again")
-                    outage = None
+                outage.answered()
                 if job is None:
                     slots.release()
                     stop.wait(self._settings.webhook_poll_seconds)
@@ -265,13 +251,16 @@ class DeliveryWorker:
             "attempt_log": json.dumps(entries),
         }
         if attempt.error is None:
+            outcome = "delivered"
             values.update(status="delivered", delivered_at=utcnow())
         elif attempts >= self._settings.webhook_max_attempts:
+            outcome = "dead_lettered"
             values.update(status="dead")
             log.warning(
                 "webhook delivery %s dead after %d attempts: %s", job.id, attempts, attempt.error
             )
         else:
+            outcome = "refused" if attempt.error == REFUSED else "retried"
             values.update(next_attempt_at=utcnow() + backoff(self._settings, attempts))
         with self._database.transaction() as session:
             session.execute(
@@ -284,15 +273,15 @@ class DeliveryWorker:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+        self._metrics.webhook_attempts.labels(outcome).inc()
 
 
 @contextmanager
 def delivery_worker(app: FastAPI) -> Iterator[DeliveryWorker]:
     """Run a :class:`DeliveryWorker` while ``app`` serves (the app's lifespan enters this)."""
-    worker = DeliveryWorker(app.state.database, app.state.keys, app.state.settings)
+    worker = DeliveryWorker(
+        app.state.database, app.state.keys, app.state.settings, app.state.metrics
+    )
     app.state.webhook_worker = worker
-    worker.start()
-    try:
+    with running(worker):
         yield worker
-    finally:
-        worker.stop()
