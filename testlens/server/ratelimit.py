@@ -6,6 +6,7 @@ README (Rate limits):
 
 - ``POST /api/test-results``: per repository of the tenant (the form's ``repo``, any case);
 - ``/api/repos...`` and ``/api/tests...``: per tenant;
+- ``/api/analytics...`` (the Unfold dialect's analytics): per tenant;
 - ``/api/v1/...`` (the other dialect): per tenant, with bursts to twice its rate a minute;
 - the rest of ``/api/`` that takes an API key: per tenant.
 
@@ -85,10 +86,11 @@ class Limit:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The four limits the settings set, and which one a route has."""
+    """The five limits the settings set, and which one a route has."""
 
     uploads: Limit
     repos: Limit
+    analytics: Limit
     v1: Limit
     api: Limit
 
@@ -97,9 +99,11 @@ class Limits:
         uploads = settings.rate_limit_uploads_per_minute
         repos = settings.rate_limit_repos_per_minute
         api = settings.rate_limit_api_per_minute
+        analytics = settings.rate_limit_analytics_per_minute
         return cls(
             uploads=Limit("uploads", "unfold", uploads, uploads),
             repos=Limit("repos", "unfold", repos, repos),
+            analytics=Limit("analytics", "unfold", analytics, analytics),
             v1=Limit(
                 "v1", "shifty", settings.rate_limit_v1_per_minute, settings.rate_limit_v1_burst
             ),
@@ -114,6 +118,8 @@ class Limits:
             return None
         if parts[2] == "v1":
             return self.v1
+        if parts[2] == "analytics":
+            return self.analytics
         return self.repos if parts[2] in ("repos", "tests") else self.api
 
 

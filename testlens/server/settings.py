@@ -264,6 +264,12 @@ DECLARED: tuple[Setting, ...] = (
         "requests a minute per tenant to /api/repos and /api/tests",
     ),
     Setting(
+        "TESTLENS_RATE_LIMIT_ANALYTICS_PER_MINUTE",
+        "rate_limit_analytics_per_minute",
+        _positive,
+        "requests a minute per tenant to /api/analytics",
+    ),
+    Setting(
         "TESTLENS_RATE_LIMIT_V1_PER_MINUTE",
         "rate_limit_v1_per_minute",
         _positive,
@@ -325,6 +331,7 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)
     rate_limit_uploads_per_minute: int = 100
     rate_limit_repos_per_minute: int = 60
+    rate_limit_analytics_per_minute: int = 100
     rate_limit_v1_per_minute: int = 500
     rate_limit_v1_burst: int = 1000
     rate_limit_api_per_minute: int = 300

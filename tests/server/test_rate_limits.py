@@ -252,10 +252,12 @@ def test_the_default_limits():
     limits = ratelimit.Limits.from_settings(Settings(database_url="sqlite://", data_dir=Path()))
     assert (limits.uploads.per_minute, limits.uploads.burst) == (100, 100)
     assert (limits.repos.per_minute, limits.repos.burst) == (60, 60)
+    assert (limits.analytics.per_minute, limits.analytics.burst) == (100, 100)
     assert (limits.v1.per_minute, limits.v1.burst) == (500, 1000)
     assert (limits.api.per_minute, limits.api.burst) == (300, 300)
     route = limits.for_route
     assert route("/api/v1/analytics/flaky-tests") is limits.v1
+    assert route("/api/analytics/flaky-tests") is limits.analytics
     assert route("/api/repos") is route("/api/tests/{test_id}/quarantine") is limits.repos
     assert route("/api/testDurations/create") is route("/api/keys") is limits.api
     assert route("/api/test-results") is None  # keyed by repository, in the endpoint
