@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-import httpx
-from server import create_key, server_env, serving
+from server import fresh_server
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 50_000
@@ -50,32 +48,24 @@ def report(tests: int, seed: int) -> tuple[bytes, int]:
 
 
 def bench(backend: str, tests: int, uploads: int) -> list[float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = server_env(backend, tmp)
-        key = create_key(env)
-        with (
-            serving(env, Path(tmp) / "server.log") as served,
-            httpx.Client(
-                base_url=served.url, timeout=300, headers={"Authorization": f"Bearer {key}"}
-            ) as client,
-        ):
-            rates = []
-            for i in range(uploads + 1):
-                data, attempts = report(tests, i)
-                start = time.perf_counter()
-                response = client.post(
-                    "/api/test-results",
-                    files={"file": ("junit.xml", data)},
-                    data={"repo": "bench/app", "framework": "pytest", "commit": f"{i:040x}"},
-                )
-                elapsed = time.perf_counter() - start
-                response.raise_for_status()
-                if i:  # the first upload creates every test row: reported apart below
-                    rates.append(attempts / elapsed)
-                else:
-                    first = attempts / elapsed
-            print(f"  {backend}: first upload (creates {tests} tests) {first:,.0f} results/s")
-            return rates
+    with fresh_server(backend) as fresh, fresh.client() as client:
+        rates = []
+        for i in range(uploads + 1):
+            data, attempts = report(tests, i)
+            start = time.perf_counter()
+            response = client.post(
+                "/api/test-results",
+                files={"file": ("junit.xml", data)},
+                data={"repo": "bench/app", "framework": "pytest", "commit": f"{i:040x}"},
+            )
+            elapsed = time.perf_counter() - start
+            response.raise_for_status()
+            if i:  # the first upload creates every test row: reported apart below
+                rates.append(attempts / elapsed)
+            else:
+                first = attempts / elapsed
+        print(f"  {backend}: first upload (creates {tests} tests) {first:,.0f} results/s")
+        return rates
 
 
 def main() -> None:

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 from ingest import report
-from server import create_key, peak_rss_mb, server_env, serving
+from server import fresh_server, memory_mb
 from sqlalchemy import create_engine, text
 
 
@@ -93,25 +91,23 @@ class Outcome:
 
 
 def run_backend(backend: str, uploaders: int, seconds: float, tests: int) -> Outcome:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = server_env(backend, tmp)
-        database_url = env.get("TESTLENS_DATABASE_URL", f"sqlite:///{tmp}/testlens.db")
-        key = create_key(env)
-        tally = Tally()
-        with serving(env, Path(tmp) / "server.log") as served:
-            until = time.monotonic() + seconds
-            threads = [
-                threading.Thread(
-                    target=uploader, args=(served.url, key, n, tests, until, tally), daemon=True
-                )
-                for n in range(uploaders)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            peak = peak_rss_mb(served.pid)
-        stored = stored_attempts(database_url)
+    tally = Tally()
+    with fresh_server(backend) as fresh:
+        until = time.monotonic() + seconds
+        threads = [
+            threading.Thread(
+                target=uploader,
+                args=(fresh.served.url, fresh.key, n, tests, until, tally),
+                daemon=True,
+            )
+            for n in range(uploaders)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        peak = memory_mb(fresh.served.pid, "VmHWM")
+        stored = stored_attempts(fresh.database_url)
     lost = sum(max(0, sent - stored.get(run, 0)) for run, sent in tally.acknowledged.items())
     cuts = statistics.quantiles(tally.latencies, n=100, method="inclusive")
     return Outcome(tally.statuses, lost, cuts[49], cuts[94], peak)

@@ -3,7 +3,7 @@
     python benchmarks/memory.py [--megabytes 50] [--backends sqlite,postgresql]
 
 For each backend, starts ``testlens serve`` with the default settings and uploads, gzipped:
-(1) ``--megabytes`` MB (decompressed) of one-line JUnit test cases, far more than
+(1) ``--megabytes`` MB (decompressed) of one-line JUnit test cases, by default far more than
 ``TESTLENS_MAX_REPORT_RESULTS`` allows, which must be refused while it is read; (2) a report
 of exactly that many results, the largest accepted. Prints the server's resident memory
 before, its peak (VmHWM) during each upload, and after each, with the peak's growth as a
@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import tempfile
 import time
-from pathlib import Path
 
-import httpx
-from server import create_key, peak_rss_mb, server_env, serving
+from server import fresh_server, memory_mb
 
 from testlens.server.settings import DEFAULT_MAX_REPORT_RESULTS
 
@@ -36,46 +33,32 @@ def tiny_cases(count: int | None = None, megabytes: float | None = None) -> byte
     return b"".join(parts)
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 def measure(backend: str, megabytes: float) -> None:
     cases = [
-        ("refused", tiny_cases(megabytes=megabytes)),
-        ("largest accepted", tiny_cases(count=DEFAULT_MAX_REPORT_RESULTS)),
+        (f"{megabytes:g} MB of test cases", tiny_cases(megabytes=megabytes)),
+        ("the largest accepted", tiny_cases(count=DEFAULT_MAX_REPORT_RESULTS)),
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        env = server_env(backend, tmp)
-        key = create_key(env)
-        with (
-            serving(env, Path(tmp) / "server.log") as served,
-            httpx.Client(
-                base_url=served.url, timeout=600, headers={"Authorization": f"Bearer {key}"}
-            ) as client,
-        ):
-            print(f"{backend}: server at rest {rss_mb(served.pid):.0f} MB", flush=True)
-            for name, report in cases:
-                before = peak_rss_mb(served.pid)
-                started = time.perf_counter()
-                response = client.post(
-                    "/api/test-results",
-                    files={"file": ("r.xml.gz", gzip.compress(report, 6))},
-                    data={"repo": "bench/memory", "framework": "junit"},
-                )
-                elapsed = time.perf_counter() - started
-                time.sleep(2)
-                peak, after = peak_rss_mb(served.pid), rss_mb(served.pid)
-                size = len(report) / 1e6
-                print(
-                    f"  {name}: {size:.1f} MB decompressed -> HTTP {response.status_code} in "
-                    f"{elapsed:.1f} s; peak {peak:.0f} MB (grew {peak - before:.0f} MB, "
-                    f"{(peak - before) / size:.1f}x the report); {after:.0f} MB after",
-                    flush=True,
-                )
+    with fresh_server(backend) as fresh, fresh.client(timeout=600) as client:
+        pid = fresh.served.pid
+        print(f"{backend}: server at rest {memory_mb(pid):.0f} MB", flush=True)
+        for name, report in cases:
+            before = memory_mb(pid, "VmHWM")
+            started = time.perf_counter()
+            response = client.post(
+                "/api/test-results",
+                files={"file": ("r.xml.gz", gzip.compress(report, 6))},
+                data={"repo": "bench/memory", "framework": "junit"},
+            )
+            elapsed = time.perf_counter() - started
+            time.sleep(2)
+            peak, after = memory_mb(pid, "VmHWM"), memory_mb(pid)
+            size = len(report) / 1e6
+            print(
+                f"  {name}: {size:.1f} MB decompressed -> HTTP {response.status_code} in "
+                f"{elapsed:.1f} s; peak {peak:.0f} MB (grew {peak - before:.0f} MB, "
+                f"{(peak - before) / size:.1f}x the report); {after:.0f} MB after",
+                flush=True,
+            )
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from testlens.server.settings import DATABASE_FILE
 
 
 def free_port() -> int:
@@ -61,12 +64,13 @@ def create_key(env: dict[str, str], tenant: str = "bench", scopes: str = "ingest
     ).stdout.strip()  # fmt: skip
 
 
-def peak_rss_mb(pid: int) -> float:
-    """A live process's peak resident memory so far (Linux: VmHWM), in MB."""
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A live process's resident memory now (``VmRSS``) or at its peak so far (``VmHWM``),
+    in MB (Linux)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
+    raise RuntimeError(f"no {field} for process {pid}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +106,27 @@ def serving(env: dict[str, str], log: Path) -> Iterator[Served]:
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """A server on a new database, with an ingest key."""
+
+    served: Served
+    key: str
+    database_url: str
+
+    def client(self, timeout: float = 300) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        return httpx.Client(base_url=self.served.url, timeout=timeout, headers=headers)
+
+
+@contextmanager
+def fresh_server(backend: str) -> Iterator[Fresh]:
+    """``testlens serve`` on a new ``backend`` database (see :func:`server_env`) and a key."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = server_env(backend, tmp)
+        database_url = env.get("TESTLENS_DATABASE_URL", f"sqlite:///{tmp}/{DATABASE_FILE}")
+        key = create_key(env)
+        with serving(env, Path(tmp) / "server.log") as served:
+            yield Fresh(served, key, database_url)

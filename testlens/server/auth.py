@@ -213,15 +213,21 @@ class KeyUsageWriter(Worker):
             log.warning("keys' last use since the last write is lost: %s", exc)
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer <credential>`` header, else None."""
+    scheme, _, credential = (authorization or "").partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() == "bearer" and credential else None
+
+
 def authenticate(
     session: Session, authorization: str | None, tenant_header: str | None, usage: KeyUsage
 ) -> Principal:
     """Resolve the ``Authorization: Bearer`` header to a principal, or raise 401/403."""
     if not authorization:
         raise unauthorized("Missing API key: send Authorization: Bearer <key>")
-    scheme, _, secret = authorization.partition(" ")
-    secret = secret.strip()
-    if scheme.lower() != "bearer" or not secret:
+    secret = bearer_token(authorization)
+    if secret is None:
         raise unauthorized("Authorization header must be 'Bearer <key>'")
     row = session.execute(
         select(ApiKey, Tenant)

@@ -37,6 +37,7 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import QueuePool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .auth import bearer_token
 from .errors import ApiError, ErrorCode, error_responses, unauthorized
 
 MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -235,9 +236,8 @@ def authorize(token: str | None, authorization: str | None) -> None:
         raise ApiError(
             ErrorCode.METRICS_DISABLED, "Metrics are off: set TESTLENS_METRICS_TOKEN to serve them"
         )
-    scheme, _, given = (authorization or "").partition(" ")
-    given = given.strip()
-    if scheme.lower() != "bearer" or not given:
+    given = bearer_token(authorization)
+    if given is None:
         raise unauthorized("Missing metrics token: send Authorization: Bearer <metrics token>")
     if not hmac.compare_digest(given.encode("latin-1"), token.encode()):
         raise unauthorized(

@@ -53,6 +53,7 @@ from .auth import Principal
 from .database import DATABASE_DOWN, Database
 from .errors import ErrorBody, ErrorCode, log, rate_limited
 from .models import RateLimitBucket, table_of
+from .models.results import name_key
 from .settings import Settings
 
 MINUTE = 60_000_000
@@ -394,7 +395,7 @@ async def charge_upload(request: Request, tenant_id: str, repo: str) -> None:
     as soon as the form names the repository, before reading the report."""
     limiter = _limiter(request)
     if limiter is not None:
-        key = f"{tenant_id}:{repo.lower()}"
+        key = f"{tenant_id}:{name_key(repo)}"
         await run_in_threadpool(_charge, request, limiter, limiter.limits.uploads, key, repo=repo)
 
 

@@ -265,31 +265,16 @@ def test_server_down_falls_back_with_warnings_and_keeps_the_exit_code(project):
 
 
 def test_refused_upload_is_a_warning_not_a_failure(project, server):
-    project.makepyfile(**SAMPLE)
-    result = run(
-        project,
-        "--testlens",
-        "--testlens-server",
-        server.url,
-        "--testlens-token",
-        "tl_sk_wrong",
-        "--testlens-repo",
-        "acme/plugin",
+    wrong_key = (
+        *("--testlens", "--testlens-server", server.url),
+        *("--testlens-token", "tl_sk_wrong", "--testlens-repo", "acme/plugin"),
     )
+    project.makepyfile(**SAMPLE)
+    result = run(project, *wrong_key)
     assert result.ret == pytest.ExitCode.OK
     assert "results not uploaded: the server said 401 INVALID_API_KEY" in result.stdout.str()
     project.makepyfile(**FAILING)
-    failing = run(
-        project,
-        "--testlens",
-        "--testlens-server",
-        server.url,
-        "--testlens-token",
-        "tl_sk_wrong",
-        "--testlens-repo",
-        "acme/plugin",
-        "test_broken.py",
-    )
+    failing = run(project, *wrong_key, "test_broken.py")
     assert failing.ret == pytest.ExitCode.TESTS_FAILED
 
 

@@ -18,6 +18,7 @@ import jwt
 
 from ...core.model import ReportError
 from ...core.parsers.flakiness_io import read_report
+from ..auth import bearer_token
 from ..database import Database
 from ..errors import ApiError, ErrorCode, not_found, too_large, unauthorized
 from ..ingest.form import REPO_PATTERN
@@ -83,12 +84,12 @@ def verify_url(keys: Keys, route: str, job_id: str, expires: str, signature: str
 
 def token_job(database: Database, keys: Keys, authorization: str) -> str:
     """The job a ``testDurationsToken`` names, after checking its signature, expiry and tenant."""
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(authorization)
+    if token is None:
         raise unauthorized("Send Authorization: Bearer <testDurationsToken>")
     try:
         claims = jwt.decode(
-            token.strip(),
+            token,
             keys.derive(_TOKEN_KEY),
             algorithms=["HS256"],
             options={"require": ["exp", "job", "tenant"]},
