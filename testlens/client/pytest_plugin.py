@@ -276,10 +276,13 @@ class TestlensPlugin:
     # --- results and upload ---------------------------------------------------------------
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Every attempt starts with a setup report, pytest-rerunfailures' reruns included,
-        so the reports of one node id fall into attempts at each ``setup``."""
+        """Every attempt has one setup and one teardown report, pytest-rerunfailures' reruns
+        included, so the reports of one node id fall into attempts between them. Subtests'
+        reports are logged as they happen, which under pytest-rerunfailures (it logs the
+        phases after the run) is before their attempt's setup: a report after a teardown
+        opens the next attempt, and a setup joins an attempt that has not had one."""
         attempts = self._attempts.setdefault(report.nodeid, [])
-        if report.when == "setup" or not attempts:
+        if not attempts or attempts[-1].ended or (report.when == "setup" and attempts[-1].set_up):
             attempts.append(_Attempt())
         attempts[-1].add(report, self._quarantined.get(report.nodeid))
 
@@ -337,10 +340,14 @@ class _Attempt:
     details: str | None = None
     stdout: str | None = None
     stderr: str | None = None
+    set_up: bool = False
+    ended: bool = False  # its teardown is in
 
     def add(self, report: pytest.TestReport, quarantine_reason: str | None) -> None:
         """Fold in one phase's report; the first problem is the attempt's (later ones, such
         as a teardown failing after the test did, are usually its consequences)."""
+        self.set_up = self.set_up or report.when == "setup"
+        self.ended = report.when == "teardown"
         self.seconds += report.duration
         if self.status in ("failed", "error"):
             return

@@ -359,6 +359,37 @@ def test_every_rerun_attempt_is_uploaded(project, server, tenant, database):
     assert "first call fails" in attempts[3].error_message
 
 
+def test_subtests_under_reruns_are_parts_of_their_attempt(project, server, tenant):
+    """pytest-rerunfailures logs a test's setup, call and teardown after the run, but its
+    subtests' reports as they happen, so they come before the setup they belong to: they must
+    not open an attempt of their own (a made-up 0 ms pass per test with subtests)."""
+    project.makepyfile(
+        test_sub="""
+        import unittest
+
+        calls = []
+
+        class T(unittest.TestCase):
+            def test_steady(self):
+                for i in range(3):
+                    with self.subTest(i=i):
+                        self.assertTrue(True)
+
+            def test_flaky(self):
+                calls.append(1)
+                for i in range(2):
+                    with self.subTest(i=i):
+                        self.assertTrue(True)
+                self.assertGreater(len(calls), 1, "first call fails")
+    """
+    )
+    result = run(project, *remote(server, tenant), "--reruns", "1")
+    found = _UPLOADED.search(result.stdout.str())
+    assert found and found.group(1, 2, 3) == ("2", "3", "1"), result.stdout.str()
+    summary = uploaded_run(result, tenant)["summary"]
+    assert (summary["tests"], summary["flaky"], summary["attempts"]) == (2, 1, 3)
+
+
 def test_quarantined_failures_become_xfail(project, server, database):
     admin = make_tenant(database, server, scopes=("ingest", "read", "admin"))
     project.makepyfile(**FAILING)
