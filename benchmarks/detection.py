@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from testlens.core.flakiness import DEFAULT_CONFIG, TestState, observations, observe
+from testlens.core.flakiness import DEFAULT_CONFIG, CodeLedger, TestState, observations
 from testlens.core.model import Attempt, Report, TestCase
 
 TestKey = tuple[str, str]  # (test name, environment)
@@ -153,19 +153,21 @@ def _run_test(rng: random.Random, name: str, truth: Truth, broken: bool, outage:
 
 
 def detect_testlens(runs: list[SimRun]) -> dict[TestKey, Detection]:
-    """Feed every run to :func:`observe`, as the server's ingest does.
+    """Feed every run to :func:`observe` (through a :class:`CodeLedger`), as the server's
+    ingest does.
 
     This is the one function to replace by uploading each report through the HTTP ingest API
     and reading the states and transitions back; the scores must not change.
     """
     states: dict[TestKey, TestState] = {}
     first: dict[TestKey, int] = {}
+    ledger = CodeLedger()  # the earlier runs of each commit, which the server looks up
     for run in runs:
         for identity, obs in observations(
             run.report, run_id=run.run_id, at=run.at, commit=run.commit, environment=run.environment
         ):
             key = (identity[3], obs.environment or "")
-            states[key], transitions = observe(states.get(key), obs)
+            states[key], transitions = ledger.observe(key, states.get(key), obs)
             if key not in first and any(t.to_state == "flaky" for t in transitions):
                 first[key] = run.index
     return {key: Detection(first.get(key), state.state) for key, state in states.items()}

@@ -20,11 +20,10 @@ history, so reads never scan raw results. ``docs/flakiness.md`` explains the mod
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from bisect import insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -35,7 +34,7 @@ from .model import Report
 Verdict = Literal["healthy", "flaky", "broken"]
 State = Literal["healthy", "flaky", "broken", "quarantined"]
 
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _MICROSECOND = timedelta(microseconds=1)
@@ -75,10 +74,6 @@ class DetectionConfig:
     resolve_max_rate: float = 0.02
     """...and once its clean runs since the last flake bound ``q`` (upper end of the
     interval) below this rate."""
-    code_memory: int = 20
-    """How many recent commits/trees per test and environment are remembered for proof.
-    Reruns happen while a commit is recent; older ones are left to the statistical score,
-    and every remembered commit is stored and rewritten with the test's state at each run."""
     recent_flaky_limit: int = 50
     """How many recent flaky occurrences are kept with their time (for the last-24h count)."""
 
@@ -115,6 +110,9 @@ class Observation:
     run_failure_share: float = 0.0
     run_tests: int | None = None
     mainline: bool = True
+    same_code: CodeSeen | None = None
+    """What earlier runs on the same code showed of this test in this environment (see
+    :func:`same_code`); None when no earlier run of that code ran it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +128,49 @@ class Transition:
 
 @dataclass(frozen=True, slots=True)
 class CodeSeen:
-    """One remembered commit or tree: when it was first seen, a run where it passed, and a
-    failure not yet shown to be a flake (a later pass on the same code shows that)."""
+    """What earlier runs of one commit or tree showed of a test: when it first ran there, a
+    run where it passed, and a failure not yet shown to be a flake (a pass on the same code
+    shows that, so there is none once a pass is known)."""
 
     first_seen: datetime
     pass_run: str | None = None
     fail_run: str | None = None
+
+
+class CodeRun(NamedTuple):
+    """One earlier run of a test on the code of the run being observed."""
+
+    at: datetime
+    run_id: str
+    passed: bool  # some attempt passed
+    failed: bool  # some attempt failed or errored
+
+
+def same_code(earlier: Iterable[CodeRun]) -> CodeSeen | None:
+    """The proof material of :class:`Observation.same_code` from the test's earlier runs on
+    the same code in the same environment, outages left out by the caller.
+
+    Proof across reruns comes from the runs themselves rather than from a memory of commits
+    kept in every test's state: the server finds a commit's earlier runs by an index, so a
+    clean run writes nothing about its commit, and there is no limit on how old a rerun's
+    commit may be. Runs that skipped the test say nothing and are ignored.
+    """
+    first_seen: datetime | None = None
+    pass_run: tuple[datetime, str] | None = None
+    fail_run: tuple[datetime, str] | None = None
+    for run in earlier:
+        if not (run.passed or run.failed):
+            continue
+        first_seen = run.at if first_seen is None else min(first_seen, run.at)
+        if run.passed and (pass_run is None or (run.at, run.run_id) < pass_run):
+            pass_run = (run.at, run.run_id)
+        elif not run.passed and (fail_run is None or (run.at, run.run_id) < fail_run):
+            fail_run = (run.at, run.run_id)
+    if first_seen is None:
+        return None
+    if pass_run is not None:  # that pass already proved every failure here a flake
+        return CodeSeen(first_seen, pass_run[1], None)
+    return CodeSeen(first_seen, None, None if fail_run is None else fail_run[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,10 +214,6 @@ class TestState:
     last_flaky_at: datetime | None = None
     recent_flaky: list[tuple[datetime, str]] = field(default_factory=list)
     streak: Streak | None = None
-    codes: dict[str, tuple[int, str | None, str | None]] = field(default_factory=dict)
-    """Recent commits/trees: (first seen, in µs since the epoch; a run where the test passed;
-    an unexplained failing run). Kept raw: only the one a run touches becomes a CodeSeen, as
-    converting all of them at every ingest would cost more than the rest of the update."""
 
     @property
     def state(self) -> State:
@@ -206,77 +237,144 @@ class TestState:
         return (self.total_runs - self.failed_runs) / self.total_runs
 
     def to_json(self) -> str:
+        """The state as one flat JSON list: a few microseconds to write and read, where a
+        keyed object took tens, at every test of every upload. Times are whole microseconds
+        since the epoch."""
+        streak = self.streak
         return json.dumps(
-            {
-                "v": _STATE_VERSION,
-                "environment": self.environment,
-                "first_seen": _micros(self.first_seen),
-                "last_seen": _micros(self.last_seen),
-                "verdict": self.verdict,
-                "verdict_since": _micros(self.verdict_since),
-                "flaky_since": _micros(self.flaky_since),
-                "quarantined_since": _micros(self.quarantined_since),
-                "total_runs": self.total_runs,
-                "failed_runs": self.failed_runs,
-                "flaky_runs": self.flaky_runs,
-                "outage_runs": self.outage_runs,
-                "alpha": self.alpha,
-                "beta": self.beta,
-                "clean_runs_since_flaky": self.clean_runs_since_flaky,
-                "first_flaky_at": _micros(self.first_flaky_at),
-                "last_flaky_at": _micros(self.last_flaky_at),
-                "recent_flaky": [[_micros(at), run] for at, run in self.recent_flaky],
-                "streak": None
-                if self.streak is None
-                else {
-                    "started_at": _micros(self.streak.started_at),
-                    "last_at": _micros(self.streak.last_at),
-                    "count": self.streak.count,
-                    "attempts": self.streak.attempts,
-                    "runs": [[_micros(at), run] for at, run in self.streak.runs],
-                },
-                "codes": [[code, *entry] for code, entry in self.codes.items()],
-            },
+            [
+                _STATE_VERSION,
+                self.environment,
+                _micros(self.first_seen),
+                _micros(self.last_seen),
+                self.verdict,
+                _micros(self.verdict_since),
+                _micros(self.flaky_since),
+                _micros(self.quarantined_since),
+                self.total_runs,
+                self.failed_runs,
+                self.flaky_runs,
+                self.outage_runs,
+                self.alpha,
+                self.beta,
+                self.clean_runs_since_flaky,
+                _micros(self.first_flaky_at),
+                _micros(self.last_flaky_at),
+                [[_micros(at), run] for at, run in self.recent_flaky],
+                None
+                if streak is None
+                else [
+                    _micros(streak.started_at),
+                    _micros(streak.last_at),
+                    streak.count,
+                    streak.attempts,
+                    [[_micros(at), run] for at, run in streak.runs],
+                ],
+            ],
             separators=(",", ":"),
         )
 
     @classmethod
     def from_json(cls, text: str) -> TestState:
-        d: dict[str, Any] = json.loads(text)
-        if d.get("v") != _STATE_VERSION:
-            raise ValueError(f"unknown flakiness state version {d.get('v')!r}")
-        s = d["streak"]
+        """Read :meth:`to_json`'s list, or the keyed object of version 2 (which also kept
+        commits for proof, now found from the runs themselves: that part is dropped)."""
+        d: Any = json.loads(text)
+        if isinstance(d, dict) and d.get("v") == 2:
+            d = _from_version_2(d)
+        if not isinstance(d, list) or d[0] != _STATE_VERSION:
+            version = d.get("v") if isinstance(d, dict) else d[0] if d else None
+            raise ValueError(f"unknown flakiness state version {version!r}")
+        (
+            _,
+            environment,
+            first_seen,
+            last_seen,
+            verdict,
+            verdict_since,
+            flaky_since,
+            quarantined_since,
+            total_runs,
+            failed_runs,
+            flaky_runs,
+            outage_runs,
+            alpha,
+            beta,
+            clean_runs,
+            first_flaky_at,
+            last_flaky_at,
+            recent_flaky,
+            streak,
+        ) = d
         return cls(
-            environment=d["environment"],
-            first_seen=_from_micros(d["first_seen"]),
-            last_seen=_from_micros(d["last_seen"]),
-            verdict=d["verdict"],
-            verdict_since=_opt_from_micros(d["verdict_since"]),
-            flaky_since=_opt_from_micros(d["flaky_since"]),
-            quarantined_since=_opt_from_micros(d["quarantined_since"]),
-            total_runs=d["total_runs"],
-            failed_runs=d["failed_runs"],
-            flaky_runs=d["flaky_runs"],
-            outage_runs=d["outage_runs"],
-            alpha=d["alpha"],
-            beta=d["beta"],
-            clean_runs_since_flaky=d["clean_runs_since_flaky"],
-            first_flaky_at=_opt_from_micros(d["first_flaky_at"]),
-            last_flaky_at=_opt_from_micros(d["last_flaky_at"]),
-            recent_flaky=[(_from_micros(at), run) for at, run in d["recent_flaky"]],
+            environment=environment,
+            first_seen=_from_micros(first_seen),
+            last_seen=_from_micros(last_seen),
+            verdict=verdict,
+            verdict_since=_opt_from_micros(verdict_since),
+            flaky_since=_opt_from_micros(flaky_since),
+            quarantined_since=_opt_from_micros(quarantined_since),
+            total_runs=total_runs,
+            failed_runs=failed_runs,
+            flaky_runs=flaky_runs,
+            outage_runs=outage_runs,
+            alpha=alpha,
+            beta=beta,
+            clean_runs_since_flaky=clean_runs,
+            first_flaky_at=_opt_from_micros(first_flaky_at),
+            last_flaky_at=_opt_from_micros(last_flaky_at),
+            recent_flaky=[(_from_micros(at), run) for at, run in recent_flaky]
+            if recent_flaky
+            else [],
             streak=None
-            if s is None
+            if streak is None
             else Streak(
-                started_at=_from_micros(s["started_at"]),
-                last_at=_from_micros(s["last_at"]),
-                count=s["count"],
-                attempts=s["attempts"],
-                runs=tuple((_from_micros(at), run) for at, run in s["runs"]),
+                started_at=_from_micros(streak[0]),
+                last_at=_from_micros(streak[1]),
+                count=streak[2],
+                attempts=streak[3],
+                runs=tuple((_from_micros(at), run) for at, run in streak[4]),
             ),
-            codes={
-                code: (first, pass_run, fail_run) for code, first, pass_run, fail_run in d["codes"]
-            },
         )
+
+
+def _from_version_2(d: dict[str, Any]) -> list[Any]:
+    """A version 2 state (a keyed object) as the fields of the current list."""
+    s = d["streak"]
+    return [
+        _STATE_VERSION,
+        *(
+            d[name]
+            for name in (
+                "environment",
+                "first_seen",
+                "last_seen",
+                "verdict",
+                "verdict_since",
+                "flaky_since",
+                "quarantined_since",
+                "total_runs",
+                "failed_runs",
+                "flaky_runs",
+                "outage_runs",
+                "alpha",
+                "beta",
+                "clean_runs_since_flaky",
+                "first_flaky_at",
+                "last_flaky_at",
+                "recent_flaky",
+            )
+        ),
+        None
+        if s is None
+        else [s["started_at"], s["last_at"], s["count"], s["attempts"], s["runs"]],
+    ]
+
+
+def is_outage(obs: Observation, config: DetectionConfig = DEFAULT_CONFIG) -> bool:
+    """Whether the run failed too much of its environment's tests to say anything of this
+    one (an infrastructure outage): such runs count, but as neither evidence nor proof."""
+    big_enough = obs.run_tests is None or obs.run_tests >= config.outage_min_tests
+    return big_enough and obs.run_failure_share > config.outage_failure_share
 
 
 def observe(
@@ -310,6 +408,31 @@ def observe(
     if not ran:
         return state, []
     return _Update(state, obs, config, ran).run()
+
+
+class CodeLedger:
+    """Every test's runs per environment and code, in memory, for a caller that feeds
+    :func:`observe` run after run (simulations, tests): what the server finds in its runs
+    table instead. :meth:`observe` supplies ``same_code`` and records the run."""
+
+    def __init__(self, config: DetectionConfig = DEFAULT_CONFIG) -> None:
+        self.config = config
+        self._runs: dict[tuple[Hashable, str | None, str], list[CodeRun]] = {}
+
+    def observe(
+        self, test: Hashable, state: TestState | None, obs: Observation
+    ) -> tuple[TestState, list[Transition]]:
+        """:func:`observe` of ``obs`` for ``test`` (any key naming it), with its same-code
+        evidence from the runs observed so far."""
+        if obs.code_id is None:
+            return observe(state, obs, self.config)
+        runs = self._runs.setdefault((test, obs.environment, obs.code_id), [])
+        new, transitions = observe(state, replace(obs, same_code=same_code(runs)), self.config)
+        ran = [status for status in obs.statuses if status != "skipped"]
+        if ran and not is_outage(obs, self.config):
+            failed = any(status in ("failed", "error") for status in ran)
+            runs.append(CodeRun(obs.at, obs.run_id, "passed" in ran, failed))
+        return new, transitions
 
 
 def mark_quarantined(state: TestState, at: datetime) -> tuple[TestState, Transition | None]:
@@ -510,7 +633,7 @@ class _Update:
             s.outage_runs += 1
             return s, []
 
-        proof, ends_streak, refutes = self._remember_code()
+        proof, ends_streak, refutes = self._same_code()
         if not obs.mainline and not proof and (self.failed or s.streak is not None):
             return s, []  # a branch's own failure, or a pass that says nothing of mainline
         new_flakes = False
@@ -535,13 +658,11 @@ class _Update:
         return s, self.transitions
 
     def _is_outage(self) -> bool:
-        obs = self.obs
-        big_enough = obs.run_tests is None or obs.run_tests >= self.cfg.outage_min_tests
-        return big_enough and obs.run_failure_share > self.cfg.outage_failure_share
+        return is_outage(self.obs, self.cfg)
 
-    def _remember_code(self) -> tuple[tuple[str, tuple[str, ...]] | None, bool, bool]:
-        """Record this run under its code; return same-code proof of flakiness (if any),
-        whether a pass here ends a failure streak, and whether it refutes the streak.
+    def _same_code(self) -> tuple[tuple[str, tuple[str, ...]] | None, bool, bool]:
+        """Same-code proof of flakiness (if any), whether a pass here ends a failure streak,
+        and whether it refutes the streak, from this run and ``obs.same_code``.
 
         A pass on code first seen before the streak began (a rerun of an older commit) does
         not end it: a regression is expected to leave older code passing. A pass on code
@@ -553,25 +674,16 @@ class _Update:
             proof = (f"failed and passed within run {obs.run_id}", (obs.run_id,))
         if obs.code_id is None:
             return proof, True, False
-        key = _code_key(obs.code_id)
-        raw = s.codes.pop(key, None)
-        seen = CodeSeen(_from_micros(raw[0]), raw[1], raw[2]) if raw else CodeSeen(obs.at)
+        seen = obs.same_code
+        if seen is None:  # the first run of this code
+            return proof, s.streak is None or obs.at >= s.streak.started_at, False
         if proof is None and self.failed and seen.pass_run is not None:
             proof = (self._same_code_reason(obs.run_id, seen.pass_run), (seen.pass_run, obs.run_id))
         elif proof is None and self.passed and seen.fail_run is not None:
             proof = (self._same_code_reason(seen.fail_run, obs.run_id), (seen.fail_run, obs.run_id))
         refutes = self.passed and seen.fail_run is not None
-        # After a pass (or a failure where it had passed) every failure here was a flake.
-        fail_run = None if self.passed or proof else seen.fail_run or obs.run_id
-        seen = CodeSeen(
-            min(seen.first_seen, obs.at),
-            seen.pass_run or (obs.run_id if self.passed else None),
-            fail_run,
-        )
-        s.codes[key] = ((seen.first_seen - _EPOCH) // _MICROSECOND, seen.pass_run, seen.fail_run)
-        while len(s.codes) > self.cfg.code_memory:
-            del s.codes[next(iter(s.codes))]
-        ends_streak = s.streak is None or seen.first_seen >= s.streak.started_at
+        first_seen = min(seen.first_seen, obs.at)
+        ends_streak = s.streak is None or first_seen >= s.streak.started_at
         return proof, ends_streak, refutes
 
     def _same_code_reason(self, failed_run: str, passed_run: str) -> str:
@@ -803,12 +915,6 @@ def _beta_quantile_guess(p: float, a: float, b: float) -> float:
     return min(max(guess, 1e-300), 1.0 - 1e-16)
 
 
-def _code_key(code_id: str) -> str:
-    """A short key for a commit or tree: 64 bits of its hash tell apart the few dozen commits
-    one test remembers, at 16 characters instead of 40 in every stored state."""
-    return hashlib.blake2b(code_id.encode(), digest_size=8).hexdigest()
-
-
 def _copy(state: TestState) -> TestState:
     """A copy whose lists and dicts can change without touching ``state`` (much cheaper than
     ``dataclasses.replace``, which runs ``__init__``)."""
@@ -816,7 +922,6 @@ def _copy(state: TestState) -> TestState:
     for name in TestState.__slots__:
         setattr(new, name, getattr(state, name))
     new.recent_flaky = list(state.recent_flaky)
-    new.codes = dict(state.codes)
     return new
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import statistics
@@ -12,6 +13,9 @@ import pytest
 
 from testlens.core.flakiness import (
     DEFAULT_CONFIG,
+    CodeLedger,
+    CodeRun,
+    CodeSeen,
     DetectionConfig,
     Observation,
     TestState,
@@ -22,6 +26,7 @@ from testlens.core.flakiness import (
     observations,
     observe,
     resolve_clean_runs,
+    same_code,
     unquarantine,
 )
 from testlens.core.model import Attempt, Report, TestCase
@@ -58,9 +63,11 @@ def feed(
     observations_: list[Observation],
     config: DetectionConfig = DEFAULT_CONFIG,
 ) -> tuple[TestState, list[Transition]]:
+    """Observe each run in turn, with the proof its commit's earlier runs give."""
+    ledger = CodeLedger(config)
     transitions: list[Transition] = []
     for o in observations_:
-        state, new = observe(state, o, config)
+        state, new = ledger.observe("test", state, o)
         transitions += new
     assert state is not None
     return state, transitions
@@ -115,6 +122,7 @@ def test_same_tree_sha_on_different_commits_is_the_same_code():
         )
 
     state = None
+    ledger = CodeLedger()
     transitions: list[Transition] = []
     uploads = [
         ("r1", "commit1", "tree1", "passed"),
@@ -132,7 +140,7 @@ def test_same_tree_sha_on_different_commits_is_the_same_code():
                 environment="linux",
             )
         )
-        state, new = observe(state, observed["", "", "", "test_a"])
+        state, new = ledger.observe("test_a", state, observed["", "", "", "test_a"])
         transitions += new
     assert state is not None and state.state == "flaky"
     assert transitions[-1].run_ids == ("r2", "r3")
@@ -455,24 +463,25 @@ def test_state_round_trips_through_json():
     ]
     state, _ = feed(None, history)
     state, _ = mark_quarantined(state, T0 + timedelta(days=1))
-    assert state.streak is not None and state.codes and state.recent_flaky
+    assert state.streak is not None and state.recent_flaky
     assert TestState.from_json(state.to_json()) == state
 
 
 def test_state_stays_small_however_long_the_history():
     rng = random.Random(7)
     state = None
+    ledger = CodeLedger()
     commit = 0
     for i in range(10_000):
         commit += rng.random() < 0.8  # some runs are reruns of the same commit
         statuses = rng.choice([PASS] * 8 + [FAIL, ("failed", "passed")])
-        state, _ = observe(
+        state, _ = ledger.observe(
+            "test",
             state,
             obs(i, statuses, code=f"{commit:040x}", share=0.9 if rng.random() < 0.01 else 0.01),
         )
     assert state is not None
     text = state.to_json()
-    assert len(state.codes) == DEFAULT_CONFIG.code_memory
     assert len(state.recent_flaky) == DEFAULT_CONFIG.recent_flaky_limit
     assert len(text) < 16_000
     assert TestState.from_json(text) == state
@@ -512,3 +521,65 @@ def test_branch_pass_does_not_end_a_mainline_regression():
     state, _ = feed(None, history)
     assert state.verdict == "broken"
     assert state.flaky_runs == 0
+
+
+# --- same-code evidence: from the code's earlier runs, not kept in the state ------------------
+
+
+def test_same_code_evidence_from_earlier_runs():
+    at = [T0 + timedelta(hours=i) for i in range(4)]
+    assert same_code([]) is None
+    assert same_code([CodeRun(at[0], "r0", False, False)]) is None  # skipped: says nothing
+    failed_twice = [CodeRun(at[2], "r2", False, True), CodeRun(at[1], "r1", False, True)]
+    assert same_code(failed_twice) == CodeSeen(at[1], None, "r1")
+    # a pass proved those failures flakes: none is left unexplained
+    with_pass = [*failed_twice, CodeRun(at[3], "r3", True, False)]
+    assert same_code(with_pass) == CodeSeen(at[1], "r3", None)
+    retried = [CodeRun(at[0], "r0", True, True)]  # failed, then passed on retry
+    assert same_code(retried) == CodeSeen(at[0], "r0", None)
+
+
+def test_an_outage_on_a_commit_is_no_proof_when_its_rerun_passes():
+    ledger = CodeLedger()
+    state, _ = ledger.observe("t", None, obs(0))
+    state, _ = ledger.observe("t", state, obs(1, FAIL, code="x", share=0.9))
+    state, transitions = ledger.observe("t", state, obs(2, PASS, code="x"))
+    assert (state.verdict, transitions, state.flaky_runs) == ("healthy", [], 0)
+
+
+def test_version_2_states_are_read_without_their_commit_memory():
+    state, _ = feed(None, [*passes(0, 20), obs(20, ("failed", "passed")), obs(21, FAIL)])
+    old = json.loads(state.to_json())
+    assert old[0] == 3
+    keys = [
+        "environment",
+        "first_seen",
+        "last_seen",
+        "verdict",
+        "verdict_since",
+        "flaky_since",
+        "quarantined_since",
+        "total_runs",
+        "failed_runs",
+        "flaky_runs",
+        "outage_runs",
+        "alpha",
+        "beta",
+        "clean_runs_since_flaky",
+        "first_flaky_at",
+        "last_flaky_at",
+        "recent_flaky",
+    ]
+    version_2 = {"v": 2, **dict(zip(keys, old[1:18], strict=True))}
+    started, last, count, attempts, runs = old[18]
+    version_2["streak"] = {
+        "started_at": started,
+        "last_at": last,
+        "count": count,
+        "attempts": attempts,
+        "runs": runs,
+    }
+    version_2["codes"] = [["0123456789abcdef", 1, "r3", None]]
+    assert TestState.from_json(json.dumps(version_2)) == state
+    with pytest.raises(ValueError, match="version 9"):
+        TestState.from_json(json.dumps({"v": 9}))

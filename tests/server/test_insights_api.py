@@ -258,3 +258,45 @@ def test_duration_samples_keep_the_newest_without_growing_unbounded():
     assert len(kept) >= MAX_DURATION_SAMPLES
     assert [d for d, _ in kept] == [float(n) for n in range(150 - len(kept), 150)]
     assert _append_samples(stored, None) == stored
+
+
+def _listed(client, repo: str, name: str) -> dict:
+    """The test ``name`` as its repository's page lists it."""
+    repo_id = next(r["id"] for r in client.get("/api/repos").json()["repos"] if r["name"] == repo)
+    tests = client.get(f"/api/repos/{repo_id}").json()["tests"]
+    return next(t for t in tests if t["name"] == name)
+
+
+@pytest.mark.parametrize("same", ["commit", "tree_sha"])
+def test_a_rerun_of_the_same_code_proves_a_flake_from_the_earlier_runs(tenant, same):
+    """The failure and the pass are two uploads of one commit (or of one git tree under two
+    commits, as after a rebase), with passing uploads of other code between them."""
+    repo = f"acme/rerun-{same}"
+
+    def send(run: int, passed: bool, code: str) -> None:
+        fields = {"commit": f"{run:040x}", "workflow_run_id": str(run), same: code}
+        cases = {**STABLE, "test_pay": ["pass" if passed else "fail"]}
+        response = upload(tenant.client, junit(cases), repo=repo, **fields)
+        assert response.status_code == 201, response.text
+
+    send(1, False, "a" * 40)
+    for run in range(2, 5):
+        send(run, True, f"{run:040x}")
+    assert _listed(tenant.client, repo, "test_pay")["state"] == "healthy"
+    send(5, True, "a" * 40)  # the rerun of the code that failed
+    listed = _listed(tenant.client, repo, "test_pay")
+    assert listed["state"] == "flaky"
+    events = tenant.client.get(f"/api/tests/{listed['id']}").json()["events"]
+    assert "on the same code" in events[-1]["reason"]
+
+
+def test_an_outage_is_no_proof_when_its_commit_passes_on_rerun(tenant):
+    repo = "acme/outage"
+    everything = {**STABLE, "test_pay": ["pass"]}
+    outage = {name: ["fail"] for name in everything}  # every test failed: the runner died
+    for run, commit, cases in (("1", "d", everything), ("2", "c", outage), ("3", "c", everything)):
+        response = upload(
+            tenant.client, junit(cases), repo=repo, commit=commit * 40, workflow_run_id=run
+        )
+        assert response.status_code == 201, response.text
+    assert _listed(tenant.client, repo, "test_pay")["state"] == "healthy"

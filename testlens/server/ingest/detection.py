@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -73,6 +73,7 @@ class Evaluation:
     rollup: Rollup = field(default_factory=Rollup)
     changes: list[Change] = field(default_factory=list)
     flaky_tests: int = 0
+    outage: bool = False  # in some environment (see core.flakiness.is_outage)
 
 
 def _durations_by_key(
@@ -193,17 +194,26 @@ def evaluate(
     )
     samples = _durations_by_key(report, test_ids, ctx.environment)
     stored = queries.load_states(session, list(dict.fromkeys(test_ids.values())))
+    befores = {
+        (tid, env): detection.TestState.from_json(kept.data)
+        for tid, envs in stored.items()
+        for env, kept in envs.items()
+    }
+    keyed = [(test_ids[identity], obs.environment or "", obs) for identity, obs in observed]
+    evidence = _same_code(session, ctx, keyed, befores)
     stamp = database.to_driver(table_of(TestStateRow).c.last_run_at)
     run_at = stamp(ctx.at)
     result = Evaluation()
     new_states: dict[str, dict[str, detection.TestState]] = {}
-    for identity, obs in observed:
-        tid = test_ids[identity]
-        env = obs.environment or ""
-        previous = stored.get(tid, {}).get(env)
-        before = detection.TestState.from_json(previous.data) if previous else None
+    for tid, env, obs in keyed:
+        before = befores.get((tid, env))
+        seen = evidence.get((tid, env))
+        if seen is not None:
+            obs = replace(obs, same_code=seen)
+        result.outage = result.outage or detection.is_outage(obs)
         state, transitions = detection.observe(before, obs)
         new_states.setdefault(tid, {})[env] = state
+        previous = stored.get(tid, {}).get(env)
         durations = _append_samples(
             previous.durations if previous else "[]", samples.get((tid, env))
         )
@@ -225,16 +235,63 @@ def evaluate(
             result.changes.append(Change(tid, state, transition))
         _count(result.rollup, ctx, obs, before, state)
     for tid, envs in new_states.items():
-        others = [
-            detection.TestState.from_json(kept.data)
-            for env, kept in stored.get(tid, {}).items()
-            if env not in envs
-        ]
+        others = [befores[tid, env] for env in stored.get(tid, {}) if env not in envs]
         combined = detection.combine([*envs.values(), *others])
         result.summaries[tid] = _summary_row(combined, ctx.run_id, stamp)
         if any(s.verdict == "flaky" for s in envs.values()):
             result.flaky_tests += 1
     return result
+
+
+def _same_code(
+    session: Session,
+    ctx: RunContext,
+    keyed: list[tuple[str, str, detection.Observation]],
+    befores: Mapping[tuple[str, str], detection.TestState],
+) -> dict[tuple[str, str], detection.CodeSeen]:
+    """Same-code evidence (``Observation.same_code``) of the tests that need it, from the
+    earlier runs of the run's commit or tree.
+
+    Only three kinds of test can gain anything from it: one that failed now (a pass on the
+    same code proves the failure a flake), one that failed in an earlier run of the code (a
+    pass now proves that failure a flake), and one in a failure streak (a pass on code older
+    than the streak does not end it). For every other test, the run's evidence is the same as
+    a first run of the code, so most uploads look up a handful of rows or none.
+    """
+    earlier = queries.earlier_runs_of_code(
+        session, ctx.repo_id, ctx.run_id, ctx.commit, ctx.tree_sha
+    )
+    if not earlier:
+        return {}
+    run_ids = list(earlier)
+    failed_before = queries.failed_in_runs(session, run_ids)
+    wanted = {
+        tid
+        for tid, env, obs in keyed
+        if tid in failed_before
+        or any(status in queries.FAILING for status in obs.statuses)
+        or ((before := befores.get((tid, env))) is not None and before.streak is not None)
+    }
+    if not wanted:
+        return {}
+    outcomes: dict[tuple[str, str, str], tuple[bool, bool]] = {}
+    for tid, env, run_id, status in queries.outcomes_in_runs(session, run_ids, sorted(wanted)):
+        passed, failed = outcomes.get((tid, env, run_id), (False, False))
+        outcomes[tid, env, run_id] = (
+            passed or status == "passed",
+            failed or status in queries.FAILING,
+        )
+    runs: dict[tuple[str, str], list[detection.CodeRun]] = {}
+    for (tid, env, run_id), (passed, failed) in outcomes.items():
+        runs.setdefault((tid, env), []).append(
+            detection.CodeRun(earlier[run_id], run_id, passed, failed)
+        )
+    found: dict[tuple[str, str], detection.CodeSeen] = {}
+    for key, listed in runs.items():
+        seen = detection.same_code(listed)
+        if seen is not None:
+            found[key] = seen
+    return found
 
 
 def write(database: Database, session: Session, ctx: RunContext, result: Evaluation) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..database import Database
@@ -31,6 +31,7 @@ from ..models import (
 from ..models.results import name_key
 
 _LOAD_CHUNK = 5000
+FAILING = ("failed", "error")
 
 
 class IdentityRow(NamedTuple):
@@ -183,6 +184,64 @@ def load_states(session: Session, test_ids: list[str]) -> dict[str, dict[str, St
     return found
 
 
+_EARLIER_RUNS_KEPT = 200
+"""Earlier runs of one commit or tree searched for proof: reruns of a commit come in a
+handful; a commit run nightly for months needs only its newest runs to find both outcomes."""
+
+
+def earlier_runs_of_code(
+    session: Session, repo_id: str, run_id: str, commit: str | None, tree_sha: str | None
+) -> dict[str, datetime]:
+    """The repository's other runs of the same commit or git tree (newest first, at most
+    :data:`_EARLIER_RUNS_KEPT`), outages left out, with their times, by run id."""
+    same = []
+    if commit is not None:
+        same.append(Run.commit_sha == commit)
+    if tree_sha is not None:
+        same.append(Run.tree_sha == tree_sha)
+    if not same:
+        return {}
+    rows = session.execute(
+        select(Run.id, Run.created_at)
+        .where(Run.repo_id == repo_id, or_(*same), Run.id != run_id, Run.outage.is_(False))
+        .order_by(Run.created_at.desc())
+        .limit(_EARLIER_RUNS_KEPT)
+    )
+    return {run_id: at for run_id, at in rows}
+
+
+def failed_in_runs(session: Session, run_ids: Sequence[str]) -> set[str]:
+    """The tests that failed or errored in any attempt of the given runs."""
+    return {
+        test_id
+        for (test_id,) in session.execute(
+            select(TestResult.test_id)
+            .where(TestResult.run_id.in_(run_ids), TestResult.status.in_(FAILING))
+            .distinct()
+        )
+    }
+
+
+def outcomes_in_runs(
+    session: Session, run_ids: Sequence[str], test_ids: Sequence[str]
+) -> list[tuple[str, str, str, str]]:
+    """(test id, environment or "", run id, status) of every attempt of the given tests in
+    the given runs."""
+    found: list[tuple[str, str, str, str]] = []
+    for start in range(0, len(test_ids), _LOAD_CHUNK):
+        chunk = test_ids[start : start + _LOAD_CHUNK]
+        rows = session.execute(
+            select(
+                TestResult.test_id,
+                TestResult.environment,
+                TestResult.run_id,
+                TestResult.status,
+            ).where(TestResult.run_id.in_(run_ids), TestResult.test_id.in_(chunk))
+        )
+        found.extend((test_id, env or "", run, status) for test_id, env, run, status in rows)
+    return found
+
+
 TEST_COLUMNS = IdentityRow._fields + SummaryRow._fields
 """A whole ``test_cases`` row: an :class:`IdentityRow` followed by a :class:`SummaryRow`."""
 
@@ -228,7 +287,9 @@ def add_rollup(
     )
 
 
-def finish_run(session: Session, run_id: str, repo_id: str, flaky: int, at: datetime) -> None:
+def finish_run(
+    session: Session, run_id: str, repo_id: str, flaky: int, outage: bool, at: datetime
+) -> None:
     """Record what detection found in the run, and the repository's latest run time."""
-    session.execute(update(Run).where(Run.id == run_id).values(flaky_detected=flaky))
+    session.execute(update(Run).where(Run.id == run_id).values(flaky_detected=flaky, outage=outage))
     session.execute(update(Repository).where(Repository.id == repo_id).values(last_run_at=at))

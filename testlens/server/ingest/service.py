@@ -208,7 +208,7 @@ def store_report(
         queries.write_results(database, session, _result_rows(run_id, meta, report, test_ids))
         detection.write(database, session, context, evaluation)
         _announce(session, tenant_id, meta, evaluation, report, test_ids, now)
-        queries.finish_run(session, run_id, repo_id, evaluation.flaky_tests, now)
+        queries.finish_run(session, run_id, repo_id, evaluation.flaky_tests, evaluation.outage, now)
     return IngestResult(run_id, len(report.tests), evaluation.flaky_tests, duplicate=False)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -54,6 +55,7 @@ class Run(Base):
         UniqueConstraint("repo_id", "ingest_key"),
         Index("ix_runs_repo_created", "repo_id", "created_at"),
         Index("ix_runs_repo_commit", "repo_id", "commit_sha"),
+        Index("ix_runs_repo_tree", "repo_id", "tree_sha"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     repo_id: Mapped[str] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
@@ -79,6 +81,9 @@ class Run(Base):
     flaky_detected: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    # Failed too much of its tests to be evidence (see core.flakiness.is_outage): its
+    # results are left out when a rerun of its commit looks for proof.
+    outage: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class TestCase(Base):
