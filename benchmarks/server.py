@@ -31,14 +31,14 @@ def testlens_cmd() -> str:
 PG_ADMIN = os.environ.get("TESTLENS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def scratch_postgres() -> str:
-    """A new, empty database ``testlens_bench`` on the benchmark's PostgreSQL server."""
+def scratch_postgres(name: str = "testlens_bench") -> str:
+    """A new, empty database ``name`` on the benchmark's PostgreSQL server."""
     import psycopg
 
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS testlens_bench")
-        conn.execute("CREATE DATABASE testlens_bench")
-    return PG_ADMIN.rsplit("/", 1)[0] + "/testlens_bench"
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
 def server_env(backend: str, data_dir: str) -> dict[str, str]:

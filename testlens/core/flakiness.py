@@ -26,6 +26,7 @@ from bisect import insort
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from enum import IntEnum
 from functools import cache
 from typing import Any, Literal, NamedTuple
 
@@ -307,12 +308,12 @@ class TestState:
         ) = d
         return cls(
             environment=environment,
-            first_seen=_from_micros(first_seen),
-            last_seen=_from_micros(last_seen),
+            first_seen=from_micros(first_seen),
+            last_seen=from_micros(last_seen),
             verdict=verdict,
-            verdict_since=_opt_from_micros(verdict_since),
-            flaky_since=_opt_from_micros(flaky_since),
-            quarantined_since=_opt_from_micros(quarantined_since),
+            verdict_since=_optfrom_micros(verdict_since),
+            flaky_since=_optfrom_micros(flaky_since),
+            quarantined_since=_optfrom_micros(quarantined_since),
             total_runs=total_runs,
             failed_runs=failed_runs,
             flaky_runs=flaky_runs,
@@ -320,19 +321,19 @@ class TestState:
             alpha=alpha,
             beta=beta,
             clean_runs_since_flaky=clean_runs,
-            first_flaky_at=_opt_from_micros(first_flaky_at),
-            last_flaky_at=_opt_from_micros(last_flaky_at),
-            recent_flaky=[(_from_micros(at), run) for at, run in recent_flaky]
+            first_flaky_at=_optfrom_micros(first_flaky_at),
+            last_flaky_at=_optfrom_micros(last_flaky_at),
+            recent_flaky=[(from_micros(at), run) for at, run in recent_flaky]
             if recent_flaky
             else [],
             streak=None
             if streak is None
             else Streak(
-                started_at=_from_micros(streak[0]),
-                last_at=_from_micros(streak[1]),
+                started_at=from_micros(streak[0]),
+                last_at=from_micros(streak[1]),
                 count=streak[2],
                 attempts=streak[3],
-                runs=tuple((_from_micros(at), run) for at, run in streak[4]),
+                runs=tuple((from_micros(at), run) for at, run in streak[4]),
             ),
         )
 
@@ -368,6 +369,74 @@ def _from_version_2(d: dict[str, Any]) -> list[Any]:
         if s is None
         else [s["started_at"], s["last_at"], s["count"], s["attempts"], s["runs"]],
     ]
+
+
+class Stored(IntEnum):
+    """Positions in the list :meth:`TestState.to_json` writes, for :func:`observe_routine`
+    and readers of stored states that need a field or two without building the state."""
+
+    VERSION = 0
+    ENVIRONMENT = 1
+    FIRST_SEEN = 2
+    LAST_SEEN = 3
+    VERDICT = 4
+    VERDICT_SINCE = 5
+    FLAKY_SINCE = 6
+    QUARANTINED_SINCE = 7
+    TOTAL_RUNS = 8
+    FAILED_RUNS = 9
+    FLAKY_RUNS = 10
+    OUTAGE_RUNS = 11
+    ALPHA = 12
+    BETA = 13
+    CLEAN_RUNS_SINCE_FLAKY = 14
+    FIRST_FLAKY_AT = 15
+    LAST_FLAKY_AT = 16
+    RECENT_FLAKY = 17
+    STREAK = 18
+
+
+def observe_routine(
+    stored: list[Any], obs: Observation, config: DetectionConfig = DEFAULT_CONFIG
+) -> list[Any] | None:
+    """:func:`observe` of the commonest run, on the state as stored (the list of
+    :meth:`TestState.to_json`), or None when the run needs the full model.
+
+    The commonest run is a healthy test, with no failure streak pending, passing without a
+    failed attempt, in a run that is no outage, on code where it has no unexplained failure.
+    Its update is arithmetic, and makes no transition: done on the stored list it costs a
+    fraction of reading, updating and writing the whole state, at nearly every test of
+    every upload. ``tests/core/test_flakiness.py`` checks it against :func:`observe`.
+    """
+    if (
+        stored[Stored.VERSION] != _STATE_VERSION
+        or stored[Stored.VERDICT] != "healthy"
+        or stored[Stored.STREAK] is not None
+        or stored[Stored.ENVIRONMENT] != obs.environment
+    ):
+        return None
+    passed = False
+    for status in obs.statuses:
+        if status == "passed":
+            passed = True
+        elif status != "skipped":
+            return None
+    if not passed or is_outage(obs, config):
+        return None
+    if obs.code_id is not None and obs.same_code is not None and obs.same_code.fail_run:
+        return None
+    if obs.at.tzinfo is None:
+        raise ValueError("observation time must be timezone-aware (UTC)")
+    at = (obs.at - _EPOCH) // _MICROSECOND
+    new = stored.copy()
+    new[Stored.FIRST_SEEN] = min(new[Stored.FIRST_SEEN], at)
+    new[Stored.LAST_SEEN] = max(new[Stored.LAST_SEEN], at)
+    new[Stored.TOTAL_RUNS] += 1
+    new[Stored.ALPHA], new[Stored.BETA] = _counted(
+        new[Stored.ALPHA], new[Stored.BETA], False, config
+    )
+    new[Stored.CLEAN_RUNS_SINCE_FLAKY] += 1
+    return new
 
 
 def is_outage(obs: Observation, config: DetectionConfig = DEFAULT_CONFIG) -> bool:
@@ -462,9 +531,13 @@ def credible_interval(
 ) -> tuple[float, float]:
     """Equal-tailed credible interval of ``q``, computed from the posterior on demand rather
     than stored, since the state's ``alpha`` and ``beta`` determine it."""
+    return _interval(state.alpha, state.beta, config)
+
+
+def _interval(alpha: float, beta: float, config: DetectionConfig) -> tuple[float, float]:
     return (
-        _beta_quantile(config.lower_tail, state.alpha, state.beta),
-        _beta_quantile(config.upper_tail, state.alpha, state.beta),
+        _beta_quantile(config.lower_tail, alpha, beta),
+        _beta_quantile(config.upper_tail, alpha, beta),
     )
 
 
@@ -473,12 +546,17 @@ _INTERVALS_KEPT = 100_000
 
 
 def flake_interval(state: TestState) -> tuple[float, float]:
-    """:func:`credible_interval` of ``state``, memoised: it depends only on the posterior,
-    which tests with the same history share, and costs hundreds of µs to compute."""
-    key = (state.alpha, state.beta)
+    """:func:`credible_interval` of ``state``, memoised (see :func:`posterior_interval`)."""
+    return posterior_interval(state.alpha, state.beta)
+
+
+def posterior_interval(alpha: float, beta: float) -> tuple[float, float]:
+    """The credible interval of ``q`` under Beta(alpha, beta), memoised: it depends only on
+    the posterior, which tests with the same history share, and costs hundreds of µs."""
+    key = (alpha, beta)
     found = _INTERVALS.get(key)
     if found is None:
-        found = credible_interval(state)
+        found = _interval(alpha, beta, DEFAULT_CONFIG)
         if len(_INTERVALS) < _INTERVALS_KEPT:
             _INTERVALS[key] = found
     return found
@@ -694,11 +772,9 @@ class _Update:
 
     def _count(self, failed: bool, times: int = 1) -> None:
         """Add runs on good code to the posterior of ``q``, fading older ones."""
-        s, cfg = self.s, self.cfg
-        keep = 0.5 ** (1.0 / cfg.memory_runs)
+        s = self.s
         for _ in range(times):
-            s.alpha = cfg.prior_failures + keep * (s.alpha - cfg.prior_failures) + failed
-            s.beta = cfg.prior_passes + keep * (s.beta - cfg.prior_passes) + (not failed)
+            s.alpha, s.beta = _counted(s.alpha, s.beta, failed, self.cfg)
 
     def _flake(self, at: datetime, run_id: str) -> None:
         """Record one flaky occurrence (a run that failed on good code)."""
@@ -822,6 +898,15 @@ class _Update:
         s.verdict_since = self.obs.at
 
 
+def _counted(alpha: float, beta: float, failed: bool, cfg: DetectionConfig) -> tuple[float, float]:
+    """The posterior of ``q`` after one more run on good code, older runs faded."""
+    keep = 0.5 ** (1.0 / cfg.memory_runs)
+    return (
+        cfg.prior_failures + keep * (alpha - cfg.prior_failures) + failed,
+        cfg.prior_passes + keep * (beta - cfg.prior_passes) + (not failed),
+    )
+
+
 def _streak_chance(alpha: float, beta: float, count: int) -> float:
     """Chance that ``count`` attempts in a row all fail by flakes alone, under the
     Beta(alpha, beta) posterior of ``q`` (the Beta-binomial predictive, E[q ** count]):
@@ -930,9 +1015,9 @@ def _micros(at: datetime | None) -> int | None:
     return None if at is None else (at - _EPOCH) // _MICROSECOND
 
 
-def _from_micros(micros: int) -> datetime:
+def from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-def _opt_from_micros(micros: int | None) -> datetime | None:
-    return None if micros is None else _from_micros(micros)
+def _optfrom_micros(micros: int | None) -> datetime | None:
+    return None if micros is None else from_micros(micros)

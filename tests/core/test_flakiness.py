@@ -25,6 +25,7 @@ from testlens.core.flakiness import (
     mark_quarantined,
     observations,
     observe,
+    observe_routine,
     resolve_clean_runs,
     same_code,
     unquarantine,
@@ -583,3 +584,51 @@ def test_version_2_states_are_read_without_their_commit_memory():
     assert TestState.from_json(json.dumps(version_2)) == state
     with pytest.raises(ValueError, match="version 9"):
         TestState.from_json(json.dumps({"v": 9}))
+
+
+def test_routine_runs_update_the_stored_state_exactly_as_the_full_model_does():
+    rng = random.Random(11)
+    outcomes = [PASS] * 100 + [FAIL, ("failed", "passed"), ("skipped",), ("passed", "skipped")]
+    taken = declined = 0
+    for _ in range(600):
+        state = None
+        for i in range(20):
+            o = obs(
+                i,
+                rng.choice(outcomes),
+                code=rng.choice([None, "x", f"c{i}"]),
+                share=0.9 if rng.random() < 0.03 else 0.0,
+            )
+            o = replace(o, mainline=rng.random() < 0.9)
+            if o.code_id is not None and rng.random() < 0.3:
+                o = replace(
+                    o, same_code=CodeSeen(T0, rng.choice([None, "r1"]), rng.choice([None, "r2"]))
+                )
+            full, transitions = observe(state, o)
+            if state is not None:
+                fast = observe_routine(json.loads(state.to_json()), o)
+                if fast is None:
+                    declined += 1
+                else:
+                    taken += 1
+                    assert transitions == []
+                    assert fast == json.loads(full.to_json())
+            state = full
+    assert taken > 3000 and declined > 500  # both ways, many times
+
+
+def test_routine_runs_leave_every_other_case_to_the_full_model():
+    healthy, _ = feed(None, passes(0, 5))
+    stored = json.loads(healthy.to_json())
+    assert observe_routine(stored, obs(5)) is not None
+    assert observe_routine(stored, obs(5, FAIL)) is None
+    assert observe_routine(stored, obs(5, ("failed", "passed"))) is None
+    assert observe_routine(stored, obs(5, ("skipped",))) is None
+    assert observe_routine(stored, obs(5, share=0.9)) is None  # an outage
+    assert observe_routine(stored, obs(5, env="windows")) is None
+    unexplained = replace(obs(5, code="x"), same_code=CodeSeen(T0, None, "r1"))
+    assert observe_routine(stored, unexplained) is None
+    flaky, _ = feed(None, [*passes(0, 5), obs(5, ("failed", "passed"))])
+    assert observe_routine(json.loads(flaky.to_json()), obs(6)) is None
+    streak, _ = feed(None, [*passes(0, 5), obs(5, FAIL)])
+    assert observe_routine(json.loads(streak.to_json()), obs(6)) is None

@@ -251,7 +251,7 @@ def test_duration_samples_keep_the_newest_without_growing_unbounded():
 
     stored = "[]"
     for n in range(5 * MAX_DURATION_SAMPLES):
-        stored = _append_samples(stored, [[float(n), n % 7 == 0]])
+        stored = _append_samples(stored, [f"[{float(n)!r},{int(n % 7 == 0)}]"])
         kept = json.loads(stored)
         assert len(kept) <= 2 * MAX_DURATION_SAMPLES
         assert kept[-1] == [float(n), n % 7 == 0]  # the newest sample is always last

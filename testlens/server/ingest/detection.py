@@ -10,6 +10,7 @@ those rows, never raw results, so their latency does not grow with history.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -18,6 +19,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.orm import Session
 
 from ...core import flakiness as detection
+from ...core.flakiness import Stored
 from ...core.model import Report
 from ..database import Database
 from ..models import TestState as TestStateRow
@@ -78,21 +80,22 @@ class Evaluation:
 
 def _durations_by_key(
     report: Report, test_ids: Mapping[tuple[str, str, str, str], str], environment: str | None
-) -> dict[tuple[str, str], list[list[float]]]:
-    samples: dict[tuple[str, str], list[list[float]]] = {}
+) -> dict[tuple[str, str], list[str]]:
+    """Each test's new duration samples per environment, each already as the JSON it is
+    stored as (``[duration_ms,censored]``; a float's repr is its JSON)."""
+    samples: dict[tuple[str, str], list[str]] = {}
     for test in report.tests:
         tid = test_ids[test.identity]
         for attempt in test.attempts:
             if attempt.status == "skipped":
                 continue
             env = attempt.environment or environment or ""
-            samples.setdefault((tid, env), []).append(
-                [attempt.duration_ms, 1 if attempt.censored else 0]
-            )
+            sample = f"[{float(attempt.duration_ms)!r},{1 if attempt.censored else 0}]"
+            samples.setdefault((tid, env), []).append(sample)
     return samples
 
 
-def _append_samples(stored: str, new: list[list[float]] | None) -> str:
+def _append_samples(stored: str, new: list[str] | None) -> str:
     """The stored duration samples (JSON) with ``new`` appended, without parsing them.
 
     The list is cut back to the newest :data:`MAX_DURATION_SAMPLES` only once it holds twice
@@ -100,7 +103,7 @@ def _append_samples(stored: str, new: list[list[float]] | None) -> str:
     """
     if not new:
         return stored
-    added = json.dumps(new, separators=(",", ":"))[1:-1]
+    added = ",".join(new)
     text = f"[{added}]" if stored == "[]" else f"{stored[:-1]},{added}]"
     if text.count("],[") >= 2 * MAX_DURATION_SAMPLES:
         text = json.dumps(json.loads(text)[-MAX_DURATION_SAMPLES:], separators=(",", ":"))
@@ -120,40 +123,6 @@ def _summary_row(combined: detection.Combined, run_id: str, stamp: Stamp) -> Sum
         stamp(combined.last_flaky_at),
         run_id,
         json.dumps(list(combined.recent_flaky)) if combined.recent_flaky else "[]",
-    )
-
-
-def _state_row(
-    ctx: RunContext,
-    tid: str,
-    env: str,
-    state: detection.TestState,
-    durations: str,
-    stamp: Stamp,
-    run_at: Any,
-) -> StateRow:
-    """The state's row; ``run_at`` is the run's time, already as the driver stores it."""
-    low, high = detection.flake_interval(state)
-    return StateRow(
-        tid,
-        env,
-        ctx.repo_id,
-        state.verdict,
-        stamp(state.since),
-        state.flake_score,
-        low,
-        high,
-        state.pass_rate,
-        state.total_runs,
-        state.failed_runs,
-        state.flaky_runs,
-        stamp(state.first_flaky_at),
-        stamp(state.last_flaky_at),
-        run_at,
-        ctx.run_id,
-        ctx.check_name,
-        durations,
-        state.to_json(),
     )
 
 
@@ -182,7 +151,12 @@ def evaluate(
     report: Report,
     test_ids: Mapping[tuple[str, str, str, str], str],
 ) -> Evaluation:
-    """Apply the run to the stored state of every test it touched (reads only)."""
+    """Apply the run to the stored state of every test it touched (reads only).
+
+    Most tests of most runs pass as they always did: :func:`detection.observe_routine`
+    updates their stored state without building it. The others, and tests with several
+    environments (whose figures combine), go through the full model.
+    """
     observed = detection.observations(
         report,
         run_id=ctx.run_id,
@@ -194,30 +168,40 @@ def evaluate(
     )
     samples = _durations_by_key(report, test_ids, ctx.environment)
     stored = queries.load_states(session, list(dict.fromkeys(test_ids.values())))
-    befores = {
-        (tid, env): detection.TestState.from_json(kept.data)
+    raw = {
+        (tid, env): json.loads(kept.data)
         for tid, envs in stored.items()
         for env, kept in envs.items()
     }
     keyed = [(test_ids[identity], obs.environment or "", obs) for identity, obs in observed]
-    evidence = _same_code(session, ctx, keyed, befores)
+    observed_envs = Counter(tid for tid, _, _ in keyed)
+    evidence = _same_code(session, ctx, keyed, raw)
     stamp = database.to_driver(table_of(TestStateRow).c.last_run_at)
-    run_at = stamp(ctx.at)
+    rows = _Rows(ctx, stamp)
     result = Evaluation()
-    new_states: dict[str, dict[str, detection.TestState]] = {}
+    full: dict[str, dict[str, detection.TestState]] = {}
     for tid, env, obs in keyed:
-        before = befores.get((tid, env))
         seen = evidence.get((tid, env))
         if seen is not None:
             obs = replace(obs, same_code=seen)
         result.outage = result.outage or detection.is_outage(obs)
-        state, transitions = detection.observe(before, obs)
-        new_states.setdefault(tid, {})[env] = state
-        previous = stored.get(tid, {}).get(env)
+        kept = stored.get(tid, {})
+        previous = kept.get(env)
         durations = _append_samples(
             previous.durations if previous else "[]", samples.get((tid, env))
         )
-        result.states.append(_state_row(ctx, tid, env, state, durations, stamp, run_at))
+        before_raw = raw.get((tid, env))
+        if isinstance(before_raw, list) and len(kept) == 1 and observed_envs[tid] == 1:
+            routine = detection.observe_routine(before_raw, obs)
+            if routine is not None:
+                result.states.append(rows.routine_state(tid, env, routine, durations))
+                result.summaries[tid] = rows.routine_summary(routine)
+                result.rollup.test_runs += 1
+                continue
+        before = None if previous is None else detection.TestState.from_json(previous.data)
+        state, transitions = detection.observe(before, obs)
+        full.setdefault(tid, {})[env] = state
+        result.states.append(rows.state(tid, env, state, durations))
         for transition in transitions:
             result.events.append(
                 EventRow(
@@ -234,8 +218,12 @@ def evaluate(
             )
             result.changes.append(Change(tid, state, transition))
         _count(result.rollup, ctx, obs, before, state)
-    for tid, envs in new_states.items():
-        others = [befores[tid, env] for env in stored.get(tid, {}) if env not in envs]
+    for tid, envs in full.items():
+        others = [
+            detection.TestState.from_json(kept.data)
+            for env, kept in stored.get(tid, {}).items()
+            if env not in envs
+        ]
         combined = detection.combine([*envs.values(), *others])
         result.summaries[tid] = _summary_row(combined, ctx.run_id, stamp)
         if any(s.verdict == "flaky" for s in envs.values()):
@@ -243,11 +231,114 @@ def evaluate(
     return result
 
 
+class _Rows:
+    """The rows of one run's states and summaries, with each time converted once per run
+    (tests first seen in one upload share their times)."""
+
+    def __init__(self, ctx: RunContext, stamp: Stamp) -> None:
+        self.ctx = ctx
+        self.stamp = stamp
+        self.run_at = stamp(ctx.at)
+        self._stamps: dict[int, Any] = {}
+
+    def micros(self, micros: int | None) -> Any:
+        """A stored time (µs since the epoch, or None) as the driver stores it."""
+        if micros is None:
+            return None
+        found = self._stamps.get(micros)
+        if found is None:
+            found = self._stamps[micros] = self.stamp(detection.from_micros(micros))
+        return found
+
+    def state(self, tid: str, env: str, state: detection.TestState, durations: str) -> StateRow:
+        """The row of a state the full model computed."""
+        ctx, stamp = self.ctx, self.stamp
+        low, high = detection.flake_interval(state)
+        return StateRow(
+            tid,
+            env,
+            ctx.repo_id,
+            state.state,
+            stamp(state.since),
+            state.flake_score,
+            low,
+            high,
+            state.pass_rate,
+            state.total_runs,
+            state.failed_runs,
+            state.flaky_runs,
+            stamp(state.first_flaky_at),
+            stamp(state.last_flaky_at),
+            self.run_at,
+            ctx.run_id,
+            ctx.check_name,
+            durations,
+            state.to_json(),
+        )
+
+    def routine_state(self, tid: str, env: str, new: list[Any], durations: str) -> StateRow:
+        """The row of a state :func:`detection.observe_routine` updated, read off its list."""
+        ctx, at = self.ctx, Stored
+        alpha, beta, total = new[at.ALPHA], new[at.BETA], new[at.TOTAL_RUNS]
+        low, high = detection.posterior_interval(alpha, beta)
+        quarantined = new[at.QUARANTINED_SINCE]
+        return StateRow(
+            tid,
+            env,
+            ctx.repo_id,
+            "healthy" if quarantined is None else "quarantined",
+            self.micros(quarantined or new[at.VERDICT_SINCE]),
+            alpha / (alpha + beta),
+            low,
+            high,
+            (total - new[at.FAILED_RUNS]) / total,
+            total,
+            new[at.FAILED_RUNS],
+            new[at.FLAKY_RUNS],
+            self.micros(new[at.FIRST_FLAKY_AT]),
+            self.micros(new[at.LAST_FLAKY_AT]),
+            self.run_at,
+            ctx.run_id,
+            ctx.check_name,
+            durations,
+            json.dumps(new, separators=(",", ":")),
+        )
+
+    def routine_summary(self, new: list[Any]) -> SummaryRow:
+        """A one-environment test's figures (what :func:`detection.combine` gives for it)."""
+        at = Stored
+        alpha, beta = new[at.ALPHA], new[at.BETA]
+        low, high = detection.posterior_interval(alpha, beta)
+        recent = new[at.RECENT_FLAKY][-detection.RECENT_FLAKY_KEPT :]
+        return SummaryRow(
+            "healthy",
+            alpha / (alpha + beta),
+            low,
+            high,
+            new[at.TOTAL_RUNS],
+            new[at.FAILED_RUNS],
+            new[at.FLAKY_RUNS],
+            self.micros(new[at.FIRST_FLAKY_AT]),
+            self.micros(new[at.LAST_FLAKY_AT]),
+            self.ctx.run_id,
+            json.dumps([round(micros / 1e6) for micros, _ in recent]) if recent else "[]",
+        )
+
+
+def _in_streak(stored: Any) -> bool:
+    """Whether a stored state (its JSON, read) has a failure streak pending."""
+    if stored is None:
+        return False
+    if isinstance(stored, dict):  # version 2
+        return stored["streak"] is not None
+    return stored[Stored.STREAK] is not None
+
+
 def _same_code(
     session: Session,
     ctx: RunContext,
     keyed: list[tuple[str, str, detection.Observation]],
-    befores: Mapping[tuple[str, str], detection.TestState],
+    raw: Mapping[tuple[str, str], Any],
 ) -> dict[tuple[str, str], detection.CodeSeen]:
     """Same-code evidence (``Observation.same_code``) of the tests that need it, from the
     earlier runs of the run's commit or tree.
@@ -270,7 +361,7 @@ def _same_code(
         for tid, env, obs in keyed
         if tid in failed_before
         or any(status in queries.FAILING for status in obs.statuses)
-        or ((before := befores.get((tid, env))) is not None and before.streak is not None)
+        or _in_streak(raw.get((tid, env)))
     }
     if not wanted:
         return {}
