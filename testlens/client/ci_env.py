@@ -1,7 +1,8 @@
 """Defaults for upload metadata, read from the CI system's own environment variables.
 
-Every supported CI names the repository, branch, commit, run and pull request somewhere;
-this maps each one onto the ingest form so that ``testlens upload report.xml`` needs no flags.
+Every supported CI names the repository, branch, commit, run, pull request and checkout
+directory somewhere; this maps each one onto the ingest form so that
+``testlens upload report.xml`` needs no flags. Outside a CI, the checkout directory is git's.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import os
 import platform
 import re
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from ..core.identity import is_absolute
 
 _REMOTE = re.compile(r"(?:[:/])([^/:]+/[^/]+?)(?:\.git)?/?$")
 
@@ -25,6 +29,40 @@ class CiContext:
     workflow_run_id: str | None = None
     pr_number: str | None = None
     check_name: str | None = None
+    workspace: str | None = None
+    """Where the job checked the repository out: the upload's ``root``."""
+
+
+GIT_TIMEOUT = 3.0
+"""Seconds ``git`` may take to name the work tree; a hung git must not hold an upload."""
+
+
+def git_toplevel(cwd: str | None = None) -> str | None:
+    """The top directory of the git work tree ``cwd`` (default: the current directory) is
+    in; None when git is missing, slow, or finds no work tree there."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=cwd,
+            capture_output=True,
+            timeout=GIT_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    top = os.fsdecode(done.stdout.strip())
+    return top if done.returncode == 0 and top else None
+
+
+def _home(path: str | None, env: Mapping[str, str]) -> str | None:
+    """``path`` with a leading ``~`` expanded from ``env``'s HOME (CircleCI writes its working
+    directory as ``~/project``); None when it cannot be."""
+    if not path or not path.startswith("~"):
+        return path
+    home = env.get("HOME")
+    if not home or path[1:2] not in ("", "/", "\\"):
+        return None
+    return home.rstrip("/\\") + path[1:]
 
 
 def repo_from_remote(url: str | None) -> str | None:
@@ -61,6 +99,7 @@ def detect(env: Mapping[str, str]) -> CiContext:
             g("GITHUB_RUN_ID"),
             _pr_from_ref(g("GITHUB_REF")),
             g("GITHUB_JOB"),
+            g("GITHUB_WORKSPACE"),
         )
     if g("GITLAB_CI") == "true":
         return CiContext(
@@ -71,6 +110,7 @@ def detect(env: Mapping[str, str]) -> CiContext:
             g("CI_PIPELINE_ID"),
             g("CI_MERGE_REQUEST_IID"),
             g("CI_JOB_NAME"),
+            g("CI_PROJECT_DIR"),
         )
     if g("CIRCLECI") == "true":
         owner, name = g("CIRCLE_PROJECT_USERNAME"), g("CIRCLE_PROJECT_REPONAME")
@@ -83,6 +123,7 @@ def detect(env: Mapping[str, str]) -> CiContext:
             g("CIRCLE_WORKFLOW_ID"),
             pr,
             g("CIRCLE_JOB"),
+            _home(g("CIRCLE_WORKING_DIRECTORY"), env),
         )
     if g("BUILDKITE") == "true":
         pr = g("BUILDKITE_PULL_REQUEST")
@@ -94,6 +135,7 @@ def detect(env: Mapping[str, str]) -> CiContext:
             g("BUILDKITE_BUILD_ID"),
             pr if pr and pr != "false" else None,
             g("BUILDKITE_LABEL"),
+            g("BUILDKITE_BUILD_CHECKOUT_PATH"),
         )
     if g("JENKINS_URL"):
         return CiContext(
@@ -104,6 +146,7 @@ def detect(env: Mapping[str, str]) -> CiContext:
             g("BUILD_TAG") or g("BUILD_ID"),
             g("CHANGE_ID"),
             g("JOB_NAME"),
+            g("WORKSPACE"),
         )
     return CiContext()
 
@@ -111,13 +154,24 @@ def detect(env: Mapping[str, str]) -> CiContext:
 def run_fields(given: Mapping[str, str | None]) -> dict[str, str]:
     """The upload form's metadata: each field as ``given``, else as the CI job's environment
     says (see :func:`detect`), so that uploads from the command and from the pytest plugin
-    describe a run the same way. Fields known to neither are left out."""
+    describe a run the same way. Fields known to neither are left out.
+
+    ``root`` falls back to the CI's checkout directory, then to the git work tree around the
+    current directory: the server makes absolute test file paths relative to it, so that a
+    test's identity does not depend on where the repository was checked out. A relative root
+    is taken from the current directory; a CI's that is not absolute is left out rather than
+    have the server refuse the upload.
+    """
     context = detect(os.environ)
     fields: dict[str, str] = {}
     for name in ("repo", "branch", "commit", "workflow_run_id", "pr_number", "check_name"):
         value = given.get(name) or getattr(context, name)
         if value:
             fields[name] = str(value)
+    if root := given.get("root"):
+        fields["root"] = root if is_absolute(root) else os.path.abspath(root)
+    elif (root := context.workspace or git_toplevel()) and is_absolute(root):
+        fields["root"] = root
     if context.provider:
         fields["provider"] = context.provider
     if given.get("environment"):

@@ -146,6 +146,13 @@ def _report_format(path: Path) -> str:
 @click.option("--check-name")
 @click.option("--pr-number")
 @click.option("--workflow-run-id")
+@click.option(
+    "--root",
+    metavar="DIR",
+    help="The repository's directory where the tests ran: absolute test file paths below it "
+    "are stored relative to it (default: the CI's checkout directory, else the git work tree "
+    "of the current directory).",
+)
 @click.option("--server", envvar="TESTLENS_SERVER", default=DEFAULT_SERVER, show_default=True)
 @click.option("--token", envvar="TESTLENS_TOKEN", help="API key (or TESTLENS_TOKEN)")
 @click.option(

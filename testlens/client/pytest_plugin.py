@@ -150,6 +150,9 @@ class TestlensPlugin:
         self._token: str | None = option("testlens_token") or os.environ.get("TESTLENS_TOKEN")
         self._repo: str | None = option("testlens_repo") or ci_env.detect(os.environ).repo
         self._environment: str = option("testlens_environment") or ci_env.python_environment()
+        # Node ids, the uploaded tests' identities, are relative to pytest's rootdir, so that
+        # is the root of the upload's paths too (not the CI checkout, which can be above it).
+        self._root = str(config.rootpath)
         timeout = option("testlens_timeout") or os.environ.get("TESTLENS_TIMEOUT") or RUN_BUDGET
         try:
             self._budget = Budget(float(timeout))
@@ -301,7 +304,9 @@ class TestlensPlugin:
         target = self._target()
         if target is None:
             return f"testlens: warning: results not uploaded: {self._missing()}", True
-        fields = ci_env.run_fields({"repo": target.repo, "environment": target.environment})
+        fields = ci_env.run_fields(
+            {"repo": target.repo, "environment": target.environment, "root": self._root}
+        )
         fields["framework"] = "pytest"
         if self._shard_label is not None:
             fields["shard"] = self._shard_label

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from corpus import CORPUS, REPORTS
 
+from testlens.core.identity import relative_to_root
 from testlens.core.model import Report, ReportError, TestCase
 from testlens.core.parsers import parse_report
 from testlens.core.parsers.javascript import (
@@ -28,6 +29,9 @@ from testlens.core.parsers.javascript import (
 )
 
 DATA = Path(__file__).parents[1] / "data" / "javascript"
+# Where data/javascript/sources/generate.sh ran each tool: the reports' absolute paths.
+JEST_ROOT = "/tmp/testlens-js-reports/jest/"
+MOCHA_ROOT = "/tmp/testlens-js-reports/mocha/"
 DORNY = REPORTS / "test-reporter"
 # dorny has one word for our failed and error; "success" is passed.
 DORNY_RESULT = {"passed": "success", "failed": "failed", "error": "failed", "skipped": "skipped"}
@@ -132,17 +136,24 @@ def dorny_expected(fixture: str) -> dict[tuple[str, str | None, str], list[tuple
 
 
 @pytest.mark.parametrize(
-    "fixture",
+    ("fixture", "root"),
     [
-        "fixtures/mocha-json.json",
-        "fixtures/external/mocha/mocha-test-results.json",
+        (
+            "fixtures/mocha-json.json",
+            "C:\\Users\\Michal\\Workspace\\dorny\\test-reporter\\reports\\mocha",
+        ),
+        (
+            "fixtures/external/mocha/mocha-test-results.json",
+            "C:\\Users\\Michal\\Workspace\\dorny\\mocha",
+        ),
     ],
 )
-def test_mocha_corpus_matches_dorny_case_by_case(fixture):
+def test_mocha_corpus_matches_dorny_case_by_case(fixture, root):
     report = parse_report((DORNY / "__tests__" / fixture).read_bytes())
     assert report.format == "mocha"
-    # file (made relative), describe titles, title, status, duration and message all agree.
-    assert dorny_view(report) == dorny_expected(fixture)
+    # file (relative to the directory mocha ran in, as an upload's root makes it), describe
+    # titles, title, status, duration and message all agree.
+    assert dorny_view(relative_to_root(report, root)) == dorny_expected(fixture)
     summary = dorny_summary(fixture)
     counted = Counter(DORNY_RESULT[a.status] for t in report.tests for a in t.attempts)
     assert sum(counted.values()) == int(summary["tests"])
@@ -281,28 +292,33 @@ def test_jest_skipped_and_todo():
 def test_jest_files_that_fail_outside_tests_become_errors():
     _, report = sample("jest.json")
     tests = by_name(report)
-    broken = tests["__tests__/broken.test.js"]
-    assert (broken.file, broken.suite, broken.status) == ("__tests__/broken.test.js", "", "error")
+    broken = tests[JEST_ROOT + "__tests__/broken.test.js"]
+    assert (broken.file, broken.suite, broken.status) == (
+        JEST_ROOT + "__tests__/broken.test.js",
+        "",
+        "error",
+    )
     assert broken.attempts[0].message == (
         "Cannot find module './does-not-exist' from '__tests__/broken.test.js'"
     )
     assert "Test suite failed to run" not in broken.attempts[0].stack
-    teardown = tests["__tests__/hook.test.js"]
+    teardown = tests[JEST_ROOT + "__tests__/hook.test.js"]
     assert teardown.status == "error"
     assert teardown.attempts[0].message == "teardown failed"
     # The test that passed before the teardown failed keeps its own result.
     assert tests["passes before a failing teardown"].status == "passed"
 
 
-def test_jest_paths_are_relative_to_the_project():
+def test_jest_paths_are_kept_as_written_until_the_upload_root_makes_them_relative():
     document, report = sample("jest.json")
-    assert all(
-        f["name"].startswith("/tmp/testlens-js-reports/jest/") for f in document["testResults"]
-    )
-    assert {t.file for t in report.tests} == {
-        "__tests__/math.test.js",
-        "__tests__/hook.test.js",
-        "__tests__/broken.test.js",
+    assert {t.file for t in report.tests} == {f["name"] for f in document["testResults"]}
+    files = {"__tests__/math.test.js", "__tests__/hook.test.js", "__tests__/broken.test.js"}
+    assert {t.file for t in report.tests} == {JEST_ROOT + file for file in files}
+    relative = relative_to_root(report, JEST_ROOT)
+    assert {t.file for t in relative.tests} == files
+    # The files that failed outside any test are errors named after them: renamed along.
+    assert {t.name for t in relative.tests if t.status == "error"} == files - {
+        "__tests__/math.test.js"
     }
 
 
@@ -485,10 +501,12 @@ def test_mocha_current_retry_adds_earlier_failed_attempts():
 def test_mocha_failed_hook_is_an_error():
     _, report = sample("mocha.json")
     hook = by_name(report)['"before all" hook for "never runs"']
-    assert (hook.suite, hook.file, hook.status) == ("broken hook", "test/retry.spec.js", "error")
+    file = MOCHA_ROOT + "test/retry.spec.js"
+    assert (hook.suite, hook.file, hook.status) == ("broken hook", file, "error")
     assert hook.attempts[0].message == "setup failed"
     assert hook.attempts[0].error_type == "Error"
-    assert {t.file for t in report.tests} == {"test/retry.spec.js"}
+    assert {t.file for t in report.tests} == {file}
+    assert {t.file for t in relative_to_root(report, MOCHA_ROOT).tests} == {"test/retry.spec.js"}
 
 
 def mocha_doc(*tests: dict[str, Any]) -> dict[str, Any]:
@@ -522,7 +540,7 @@ def test_mocha_current_retry_unit():
     assert [a.duration_ms for a in passed.attempts] == [0, 0, 0, 5]
     assert statuses(failed) == ["failed", "failed"]
     assert failed.attempts[-1].error_type == "TypeError"
-    assert (failed.file, failed.suite) == ("test/a.spec.js", "s")
+    assert (failed.file, failed.suite) == ("/ci/shop/test/a.spec.js", "s")
     with pytest.raises(ReportError, match="currentRetry"):
         parse(mocha_doc({"currentRetry": TOO_MANY}))
 
@@ -598,29 +616,18 @@ def test_jest_unknown_status_is_refused():
 
 
 @pytest.mark.parametrize(
-    ("paths", "expected"),
+    "paths",
     [
-        # Common directory, minus trailing test/source directories.
-        (
-            ["/home/ci/shop/src/__tests__/a.test.js", "/home/ci/shop/src/util/b.test.js"],
-            ["src/__tests__/a.test.js", "src/util/b.test.js"],
-        ),
-        (["/builds/acme/shop/test/a.test.js"], ["test/a.test.js"]),
-        (
-            ["/repo/packages/a/src/x.test.js", "/repo/packages/b/test/y.test.js"],
-            ["packages/a/src/x.test.js", "packages/b/test/y.test.js"],
-        ),
-        # Only trailing conventional directories go: a checkout under /usr/src keeps /usr/src.
-        (["/usr/src/app/src/x.test.js"], ["src/x.test.js"]),
-        (
-            ["C:\\work\\shop\\test\\unit\\a.test.js", "C:\\work\\shop\\test\\b.test.js"],
-            ["test/unit/a.test.js", "test/b.test.js"],
-        ),
-        # Nothing in common but the filesystem root or nothing absolute: kept as written.
-        (["/a/x.test.js", "/b/y.test.js"], ["/a/x.test.js", "/b/y.test.js"]),
-        (["C:\\a.test.js", "D:\\b.test.js"], ["C:\\a.test.js", "D:\\b.test.js"]),
-        (["src/x.test.js"], ["src/x.test.js"]),
+        # Files of one shard share more directories than the run's; the paths say nothing of
+        # where the repository begins, so each is kept as the runner wrote it. The upload's
+        # root makes them relative (tests/core/test_identity_paths.py).
+        ["/home/ci/shop/packages/a/src/x.test.js", "/home/ci/shop/packages/a/test/y.test.js"],
+        ["/home/ci/shop/test/a.test.js"],
+        ["C:\\work\\shop\\test\\unit\\a.test.js", "C:\\work\\shop\\test\\b.test.js"],
+        ["src/x.test.js"],
     ],
 )
-def test_relative_paths(paths, expected):
-    assert [t.file for t in parse(jest_doc(*paths)).tests] == expected
+def test_paths_are_kept_as_written(paths):
+    assert [t.file for t in parse(jest_doc(*paths)).tests] == paths
+    mocha = mocha_doc(*({"file": path} for path in paths))
+    assert [t.file for t in parse(mocha).tests] == paths

@@ -90,6 +90,13 @@ def test_test_identity_is_stable_across_runs(tenant, database):
         ({"pr_number": "twelve"}, "pr_number", "INVALID_FIELD"),
         ({"format": "cobol"}, "format", "INVALID_FIELD"),
         ({"branch": "x" * 301}, "branch", "INVALID_FIELD"),
+        # root: an absolute path (of either system) in printable text, at most 1,000 long.
+        ({"root": "home/runner/work/shop"}, "root", "INVALID_FIELD"),
+        ({"root": "~/project"}, "root", "INVALID_FIELD"),
+        ({"root": "C:work"}, "root", "INVALID_FIELD"),
+        ({"root": "/home/runner\n/work"}, "root", "INVALID_FIELD"),
+        ({"root": "/home/\x00runner"}, "root", "INVALID_FIELD"),
+        ({"root": "/" + "x" * 1000}, "root", "INVALID_FIELD"),
     ],
 )
 def test_invalid_fields_get_400_with_shared_body(tenant, database, fields, field, code):
@@ -101,6 +108,12 @@ def test_invalid_fields_get_400_with_shared_body(tenant, database, fields, field
     assert body["code"] == code
     assert body["details"]["field"] == field
     assert stored(database, tenant.name)["runs"] == 0
+
+
+@pytest.mark.parametrize("root", ["/home/runner/work/shop/shop/", "D:\\a\\shop\\shop", "c:/src"])
+def test_a_root_of_either_system_is_taken(tenant, root):
+    response = upload(tenant.client, RERUN_XML, root=root)
+    assert response.status_code == 201, response.text
 
 
 def test_missing_repo_message_matches_dialect(tenant):

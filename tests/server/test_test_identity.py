@@ -1,6 +1,10 @@
 """One pytest test is one test, however it reaches testlens: pytest's own JUnit XML (both
 families), pytest-json-report, the testlens plugin, and ``testlens shard`` asking by node
-id. Every report here is written by the real tool, running a real project."""
+id. Every pytest report here is written by the real tool, running a real project.
+
+One Jest test is one test whichever shard's report names it by its absolute path: the
+upload's ``root`` (or, without one, the CI checkout the path shows) makes it relative, never
+the files that one report happens to hold."""
 
 from __future__ import annotations
 
@@ -141,3 +145,67 @@ def test_merging_two_entries_of_one_test_leaves_the_parsed_report_as_it_was():
         merged, _keys = keyed_tests(report, "pytest")
         assert [[a.status for a in t.attempts] for t in merged.tests] == [["failed", "passed"]]
     assert [len(t.attempts) for t in report.tests] == [1, 1]
+
+
+CHECKOUT = "/home/runner/work/shop/shop"
+"""Where GitHub Actions checks out ``acme/shop``: what ``jest --json`` writes paths under."""
+SHARDS = {
+    "1/2": {"packages/a/test/cart.test.js": ["adds", "removes"]},
+    "2/2": {"packages/b/src/pay.test.js": ["pays"], "packages/b/src/broken.test.js": []},
+}
+"""Two shards: all of shard 1's files lie in packages/a, all of shard 2's in packages/b."""
+
+
+def jest_json(files: dict[str, list[str]]) -> bytes:
+    """A ``jest --json`` report of ``files`` (below the checkout) and their passing tests; a
+    file without tests failed to load, which Jest reports on the file alone."""
+    results = []
+    for file, titles in files.items():
+        assertions = [
+            {"ancestorTitles": ["suite"], "title": title, "status": "passed", "duration": 3,
+             "failureMessages": [], "invocations": 1}
+            for title in titles
+        ]  # fmt: skip
+        results.append(
+            {"name": f"{CHECKOUT}/{file}", "status": "passed" if titles else "failed",
+             "message": "" if titles else "Cannot find module './gone'",
+             "assertionResults": assertions}
+        )  # fmt: skip
+    tests = sum(len(titles) for titles in files.values())
+    return json.dumps({"numTotalTests": tests, "testResults": results}).encode()
+
+
+def stored_tests(client, repo: str) -> dict[tuple[str, str], dict]:
+    repos = client.get("/api/repos").json()["repos"]
+    repo_id = next(r["id"] for r in repos if r["name"] == repo)
+    tests = client.get(f"/api/repos/{repo_id}").json()["tests"]
+    return {(t["file_path"], t["name"]): t for t in tests}
+
+
+@pytest.mark.parametrize("root", [CHECKOUT, CHECKOUT + "/", None], ids=["root", "slash", "none"])
+def test_shards_of_a_jest_run_give_each_test_one_identity(tenant, root):
+    repo = f"acme/shop-{uuid.uuid4().hex[:6]}"
+    fields = {"repo": repo, "framework": "jest", "workflow_run_id": "77", "commit": "a" * 40}
+    if root is not None:
+        fields["root"] = root
+    for shard, files in SHARDS.items():
+        response = upload(tenant.client, jest_json(files), "jest.json", shard=shard, **fields)
+        assert response.status_code == 201, response.text
+    by_shard = stored_tests(tenant.client, repo)
+    assert set(by_shard) == {
+        ("packages/a/test/cart.test.js", "adds"),
+        ("packages/a/test/cart.test.js", "removes"),
+        ("packages/b/src/pay.test.js", "pays"),
+        # The file that did not load is an error named after the file, relative too.
+        ("packages/b/src/broken.test.js", "packages/b/src/broken.test.js"),
+    }
+    # The next run, unsharded: every file in one report, so their common directory is
+    # packages/; the tests keep their ids and gain a run each.
+    whole = {file: titles for files in SHARDS.values() for file, titles in files.items()}
+    fields.update(workflow_run_id="78", commit="b" * 40)
+    assert upload(tenant.client, jest_json(whole), "jest.json", **fields).status_code == 201
+    after = stored_tests(tenant.client, repo)
+    assert {key: t["id"] for key, t in after.items()} == {
+        key: t["id"] for key, t in by_shard.items()
+    }
+    assert {t["total_runs"] for t in after.values()} == {2}

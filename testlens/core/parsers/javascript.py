@@ -19,12 +19,12 @@ Each runner can also fail outside any test: a Jest file that does not load or wh
 Mocha ``before``/``after`` hook. Those become errored entries, because dropping them would
 turn a broken run into a green or empty one.
 
-Jest and Mocha write absolute file paths. A test's file is part of its identity, so it must
-not depend on where CI checked the repository out: the project root is taken to be the
-common directory of the report's test files, minus trailing conventional test or source
-directories (``test``, ``__tests__``, ``src``, ...), which keeps ``test/unit/a.spec.js``
-rather than ``unit/a.spec.js`` when every file lies under ``test/``. Playwright paths are
-already relative to its ``rootDir``.
+Jest and Mocha write absolute file paths, and they are kept as written: nothing in one
+report says where the repository begins. Guessing it from the report's own files (their
+common directory) would give one test two identities when two shards ran different files;
+the upload's ``root`` makes the paths relative instead (see
+:func:`testlens.core.identity.relative_to_root`). Playwright paths are already relative to
+its ``rootDir``, and so are the files of its run errors here.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from __future__ import annotations
 import base64
 import re
 import textwrap
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from ..identity import path_under
 from ..model import Attempt, AttemptStatus, ReportError, TestCase, truncate_output
 from . import Format
 
@@ -54,13 +55,7 @@ _STACK_FRAME = re.compile(r"^\s+at ", re.MULTILINE)
 # "TypeError: ...", "AssertionError [ERR_ASSERTION]: ..." at the start of an error string.
 _ERROR_TYPE = re.compile(r"((?:[A-Za-z_$][\w$]*)?(?:Error|Exception))(?: \[\w+\])?: ")
 _JEST_HEADING = re.compile(r"^\s*● .*$", re.MULTILINE)
-_SEPARATOR = re.compile(r"[\\/]")
-_WINDOWS_ABSOLUTE = re.compile(r"^[A-Za-z]:[\\/]")
 _MOCHA_TIMEOUT = re.compile(r"^Timeout of \d+ms exceeded")
-# Directory names that hold tests or sources inside a project, never the project itself.
-_INNER_DIRS = frozenset(
-    {"__tests__", "test", "tests", "spec", "specs", "e2e", "src", "lib", "packages"}
-)
 
 # "focused" is in Jest's status type but jest-circus never writes it for a test; a focused
 # test is one selected with .only, so it ran, and without failure messages it passed.
@@ -125,39 +120,6 @@ def _retried(reason: str | None = None) -> Attempt:
     return Attempt("failed", message=message or RETRIED, error_type=error_type, stack=stack)
 
 
-# --- paths -----------------------------------------------------------------------------
-
-
-def _is_absolute(path: str) -> bool:
-    return path.startswith(("/", "\\")) or bool(_WINDOWS_ABSOLUTE.match(path))
-
-
-def _project_root(paths: Iterable[str]) -> list[str] | None:
-    """Path segments of the guessed project root of absolute test files, or None.
-
-    None when no file is absolute or when the files share nothing but the filesystem root.
-    """
-    directories = [_SEPARATOR.split(p)[:-1] for p in paths if _is_absolute(p)]
-    root: list[str] = []
-    for segments in zip(*directories, strict=False):  # up to the shortest path
-        if len(set(segments)) > 1:
-            break
-        root.append(segments[0])
-    while root and root[-1] in _INNER_DIRS:
-        root.pop()
-    return root if any(root[1:]) else None
-
-
-def _relative(path: str, root: list[str] | None) -> str:
-    """``path`` below ``root`` with ``/`` separators; unchanged when not below it."""
-    if not root:
-        return path
-    parts = _SEPARATOR.split(path)
-    if parts[: len(root)] != root:
-        return path
-    return "/".join(parts[len(root) :])
-
-
 # --- Jest ------------------------------------------------------------------------------
 
 
@@ -193,11 +155,9 @@ def _jest_file_error(file: str, text: str | None) -> TestCase:
 
 
 def _parse_jest(document: dict[str, Any]) -> list[TestCase]:
-    files = document["testResults"]
-    root = _project_root(f["name"] for f in files)
     tests: list[TestCase] = []
-    for test_file in files:
-        file = _relative(test_file["name"], root)
+    for test_file in document["testResults"]:
+        file = test_file["name"]
         cases = [_jest_test(r, file) for r in test_file.get("assertionResults") or []]
         tests.extend(cases)
         # A failed file whose failure no test carries (it did not load, or a hook outside
@@ -274,9 +234,12 @@ def _playwright_spec(spec: dict[str, Any], suite: str, file: str) -> TestCase:
     )
 
 
-def _playwright_run_error(error: dict[str, Any], root: list[str] | None) -> TestCase:
+def _playwright_run_error(error: dict[str, Any], root_dir: str | None) -> TestCase:
+    """A run error; its file relative to ``rootDir`` like the specs' (else as written)."""
     location = error.get("location") or {}
-    file = _relative(location["file"], root) if location.get("file") else ""
+    file = location.get("file") or ""
+    if file and root_dir:
+        file = path_under(file, root_dir) or file
     message, error_type, stack = _split_error(error.get("stack") or error.get("message"))
     return TestCase(
         name=file or RUN_ERROR,
@@ -302,8 +265,7 @@ def _parse_playwright(document: dict[str, Any]) -> list[TestCase]:
             title = child.get("title")
             pending.append((child, (*titles, title) if title else titles))
     root_dir = document["config"].get("rootDir")
-    root = _SEPARATOR.split(root_dir.rstrip("/\\")) if root_dir else None
-    tests.extend(_playwright_run_error(e, root) for e in document.get("errors") or [])
+    tests.extend(_playwright_run_error(e, root_dir) for e in document.get("errors") or [])
     return tests
 
 
@@ -324,7 +286,7 @@ def _mocha_key(entry: dict[str, Any]) -> tuple[str, str]:
     return (entry.get("file") or "", entry["fullTitle"])
 
 
-def _mocha_test(entry: dict[str, Any], status: AttemptStatus, root: list[str] | None) -> TestCase:
+def _mocha_test(entry: dict[str, Any], status: AttemptStatus) -> TestCase:
     title, full = entry["title"], entry["fullTitle"]
     # fullTitle is the describe titles and the test title joined by spaces.
     suite = full[: -len(title)].rstrip() if title and full.endswith(title) else ""
@@ -347,9 +309,7 @@ def _mocha_test(entry: dict[str, Any], status: AttemptStatus, root: list[str] | 
             censored=timed_out,
         )
     )
-    return TestCase(
-        name=title, suite=suite, file=_relative(entry.get("file") or "", root), attempts=attempts
-    )
+    return TestCase(name=title, suite=suite, file=entry.get("file") or "", attempts=attempts)
 
 
 def _parse_mocha(document: dict[str, Any]) -> list[TestCase]:
@@ -359,7 +319,6 @@ def _parse_mocha(document: dict[str, Any]) -> list[TestCase]:
     test claims is such a hook (or a second failure of one test) and becomes an error.
     """
     failures = document["failures"]
-    root = _project_root(e["file"] for e in document["tests"] + failures if e.get("file"))
     unclaimed: dict[tuple[str, str], list[int]] = {}
     for index, entry in enumerate(failures):
         unclaimed.setdefault(_mocha_key(entry), []).append(index)
@@ -373,8 +332,8 @@ def _parse_mocha(document: dict[str, Any]) -> list[TestCase]:
             status: AttemptStatus = "failed"
         else:
             status = "skipped" if key in pending else "passed"
-        tests.append(_mocha_test(entry, status, root))
-    tests.extend(_mocha_test(e, "error", root) for i, e in enumerate(failures) if i not in claimed)
+        tests.append(_mocha_test(entry, status))
+    tests.extend(_mocha_test(e, "error") for i, e in enumerate(failures) if i not in claimed)
     return tests
 
 

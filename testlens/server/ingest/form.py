@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 
+from ...core.identity import is_absolute
 from ...core.parsers import format_names
 from ..errors import (
     invalid_field,
@@ -46,6 +47,7 @@ _TEXT_FIELDS = {
     "provider": 100,
     "format": 40,
     "shard": 40,
+    "root": 1000,
 }
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
@@ -64,6 +66,9 @@ class RunMetadata:
     provider: str | None = None
     format: str | None = None
     shard: str | None = None
+    root: str | None = None
+    """The repository's directory on the machine that ran the tests: absolute test file paths
+    below it are stored relative to it (:func:`testlens.core.identity.relative_to_root`)."""
 
 
 def check_request(content_type: str, content_length: str | None, limit: int) -> None:
@@ -119,6 +124,12 @@ def read_metadata(form: Any) -> RunMetadata:
             "format",
             "one of " + ", ".join(format_names()),
             f"Unknown report format {values['format']!r}",
+        )
+    if "root" in values and not is_absolute(values["root"]):
+        raise invalid_field(
+            "root",
+            "absolute path",
+            f"Field root must be an absolute path, not {values['root']!r}",
         )
     pr_number = form.get("pr_number")
     if isinstance(pr_number, str) and pr_number.strip():

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ...core.identity import PYTEST_SUITE, pytest_key
+from ...core.identity import PYTEST_SUITE, pytest_key, relative_to_root
 from ...core.model import Report, ReportError, ReportTooLarge
 from ...core.model import TestCase as ReportedTest
 from ...core.parsers import parse_report
@@ -128,6 +128,7 @@ def _ingest(
     try:
         with measured.parse_seconds.time():
             report = parse_report(data, meta.format, max_results)
+            report = relative_to_root(report, meta.root, meta.repo)
     except ReportTooLarge as exc:
         raise too_many_results(exc.limit, str(exc)) from None
     except ReportError as exc:
