@@ -22,7 +22,8 @@ from testlens.core.parsers.xml import load_xml
 TEST_REPORTER = REPORTS / "test-reporter"
 TESTS_DIR = TEST_REPORTER / "__tests__"
 DERIVED = TEST_REPORTER / "_derived"
-XUNIT_V2 = Path(__file__).parents[1] / "data" / "dotnet" / "xunit-v2.xml"
+DATA = Path(__file__).parents[1] / "data" / "dotnet"
+XUNIT_V2 = DATA / "xunit-v2.xml"
 
 # Fixtures with a snapshot, named as the snapshots name them, and the format they must be
 # detected as.
@@ -254,6 +255,10 @@ def only_attempt(report: Report) -> Attempt:
         ("12:00:00.0000001", 43_200_000.0001),
         ("1.02:00:00", 93_600_000.0),  # TimeSpan prints days before the hours
         (None, 0.0),  # tests that never ran have no duration
+        # TimeSpan's localised formats, as a writer in a decimal-comma culture prints them:
+        ("00:00:00,0140000", 14.0),
+        ("0:00:00,014", 14.0),  # general short ("g"): hours without a leading zero
+        ("1:02:00:00,5", 93_600_500.0),  # general long ("G"): days before a colon
     ],
 )
 def test_trx_duration_is_a_dotnet_timespan(duration: str | None, ms: float) -> None:
@@ -306,24 +311,89 @@ def test_trx_rows_of_one_definition_with_different_names_are_different_tests() -
 @pytest.mark.parametrize(
     ("outcome", "status", "censored"),
     [
+        # What VSTest's own TRX logger writes (its Passed, Failed and Skipped/None/NotFound)
         ("Passed", "passed", False),
         ("Failed", "failed", False),
+        ("NotExecuted", "skipped", False),
+        # The rest, as `dotnet test` counts the same outcome when MSTest reports it
+        # (UnitTestOutcomeHelper): Error, Timeout and Aborted are failures, NotRunnable is one
+        # by default, Inconclusive is skipped by default.
+        ("Timeout", "failed", True),  # Microsoft.Testing.Platform writes a timeout as Failed
         ("Error", "error", False),
-        ("Timeout", "failed", True),
         ("Aborted", "error", True),
         ("NotRunnable", "error", False),
-        ("NotExecuted", "skipped", False),
         ("Inconclusive", "skipped", False),
+        # Finished without a failure: the run, not the test, was aborted; "not a failure";
+        # done with no measure of success.
+        ("PassedButRunAborted", "passed", False),
+        ("Warning", "passed", False),
+        ("Completed", "passed", False),
+        # Never finished, so no verdict; dotnet test prints such a test as skipped.
+        ("InProgress", "skipped", True),
+        ("Disconnected", "skipped", True),
+        ("Pending", "skipped", False),
     ],
 )
 def test_trx_outcomes(outcome: str, status: str, censored: bool) -> None:
     attempt = only_attempt(parse_report(trx(result("t1", "A", outcome))))
     assert (attempt.status, attempt.censored) == (status, censored)
+    assert attempt.duration_ms == pytest.approx(10.0)
 
 
-def test_trx_unknown_outcome_is_rejected() -> None:
-    with pytest.raises(ReportError, match="unknown TRX outcome 'Exploded'"):
-        parse_report(trx(result("t1", "A", "Exploded")))
+def test_trx_result_without_an_outcome_is_an_error() -> None:
+    # VSTest's TRX writer leaves out a field equal to its default, and the default outcome
+    # (the first of its TestOutcome) is Error.
+    report = parse_report(trx('<UnitTestResult testId="t1" testName="A" duration="00:00:01" />'))
+    attempt = only_attempt(report)
+    assert (attempt.status, attempt.censored, attempt.duration_ms) == ("error", False, 1000.0)
+
+
+@pytest.mark.parametrize("outcome", ["Exploded", "", "passed"])
+def test_trx_unknown_outcome_is_rejected(outcome: str) -> None:
+    with pytest.raises(ReportError, match=f"unknown TRX outcome '{outcome}'"):
+        parse_report(trx(result("t1", "A", outcome)))
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later", "status"),
+    [("Failed", "InProgress", "failed"), ("Passed", "Disconnected", "passed")],
+)
+def test_trx_attempt_without_a_verdict_leaves_the_others_to_decide(
+    earlier: str, later: str, status: str
+) -> None:
+    # The rerun was still running when the run was cut off: it is kept, claiming nothing.
+    results = result(
+        "t1", "Shop.CartTests.Adds", earlier, start="2024-03-14T09:00:00.0000000+00:00"
+    ) + result(
+        "t1",
+        "Shop.CartTests.Adds",
+        later,
+        duration=None,
+        start="2024-03-14T09:05:00.0000000+00:00",
+    )
+    report = parse_report(trx(results, definition("t1", "Shop.CartTests", "Adds")))
+    [test] = report.tests
+    assert test.status == status
+    assert [(a.status, a.censored) for a in test.attempts] == [
+        (status, False),
+        ("skipped", True),
+    ]
+
+
+def test_trx_without_its_namespace_is_still_trx() -> None:
+    doc = b'<TestRun><Results><UnitTestResult testName="A" outcome="Passed" /></Results></TestRun>'
+    report = parse_report(doc)
+    assert (report.format, [t.status for t in report.tests]) == ("trx", ["passed"])
+
+
+def test_a_cppunit_test_run_is_not_trx() -> None:
+    # CppUnit's XmlOutputter also writes a TestRun root; read as TRX it would be an empty run.
+    doc = (
+        b'<TestRun><FailedTests/><SuccessfulTests><Test id="1"><Name>MathTest::add</Name>'
+        b"</Test></SuccessfulTests><Statistics><Tests>1</Tests></Statistics></TestRun>"
+    )
+    with pytest.raises(ReportError, match="unrecognised XML report: root element <TestRun>"):
+        parse_report(doc)
 
 
 def test_trx_data_driven_rows_replace_their_parent() -> None:
@@ -461,24 +531,146 @@ def test_nunit3_unknown_result_is_rejected() -> None:
         parse_report(nunit3('<test-case name="Adds" result="Exploded" />'))
 
 
+def test_nunit2_results_are_counted_as_the_nunit_console_counts_them() -> None:
+    # The root holds NUnit 2.6's own summary: total is "Tests run" (passed, failures, errors,
+    # inconclusive), not-run is invalid + ignored + skipped.
+    data = (DATA / "nunit2-results.xml").read_bytes()
+    root = etree.fromstring(data)
+    report = parse_report(data)
+    counts = {name: int(root.get(name)) for name in ("total", "errors", "failures", "not-run")}
+    summary = report.summary()
+    assert report.format == "nunit"
+    assert {t.name: t.status for t in report.tests} == {
+        "Adds_item(2,1.5m)": "passed",  # Success
+        "Totals_match": "failed",  # Failure
+        "Loads_prices": "error",  # Error
+        "Checkout_under_load": "error",  # Cancelled: NUnit counts it with the errors
+        "Ships_abroad": "skipped",  # Inconclusive
+        "Applies_coupon": "skipped",  # Ignored
+        "Computes_tax(System.String)": "error",  # NotRunnable
+        "Refunds_to_card": "skipped",  # Skipped
+    }
+    assert summary.tests == counts["total"] + counts["not-run"] == 8
+    assert summary.failed == counts["failures"]
+    # Where testlens differs from the console's two lines: NotRunnable is listed there as
+    # "Invalid" under "Not run", yet nunit-console's exit code adds it to errors and failures,
+    # so it is an error here (as NUnit 3's Failed:Invalid is); Inconclusive counts there as
+    # run, neither passed nor failed, which only skipped expresses here.
+    assert summary.errors == counts["errors"] + int(root.get("invalid")) == 3
+    assert summary.skipped == int(root.get("inconclusive")) + int(root.get("ignored")) + int(
+        root.get("skipped")
+    )
+    assert summary.passed == counts["total"] - counts["errors"] - counts["failures"] - int(
+        root.get("inconclusive")
+    )
+    tests = {t.name: t for t in report.tests}
+    assert {t.suite for t in report.tests} == {"Shop.Tests.CartTests"}
+    assert [(t.name, t.duration_ms) for t in report.tests if t.duration_ms] == [
+        ("Adds_item(2,1.5m)", pytest.approx(12.0)),
+        ("Totals_match", pytest.approx(31.0)),
+        ("Loads_prices", pytest.approx(104.0)),
+        ("Checkout_under_load", pytest.approx(2000.0)),
+        ("Ships_abroad", pytest.approx(354.0)),
+    ]
+    cancelled = tests["Checkout_under_load"].attempts[0]
+    assert (cancelled.censored, cancelled.message) == (True, "Test cancelled by user")
+    crashed = tests["Loads_prices"].attempts[0]
+    assert (crashed.error_type, crashed.censored) == ("System.InvalidOperationException", False)
+    assert tests["Totals_match"].attempts[0].message == "  Expected: 3\n  But was:  2\n"
+    assert tests["Ships_abroad"].attempts[0].message == "No carrier sandbox reachable"
+    assert tests["Computes_tax(System.String)"].attempts[0].message == "No arguments were provided"
+    assert tests["Refunds_to_card"].attempts[0].message is None
+
+
 @pytest.mark.parametrize(
-    ("executed", "success", "status"),
+    ("attributes", "child", "status"),
     [
-        ("True", "True", "passed"),
-        ("True", "False", "failed"),
-        ("False", "False", "skipped"),
+        ('executed="True" success="True"', "", "passed"),
+        ('executed="True" success="False"', "<failure><message>boom</message></failure>", "failed"),
+        ('executed="False"', "<reason><message>later</message></reason>", "skipped"),
+        # other writers of the schema: xs:boolean in lower case or as digits
+        ('executed="true" success="true"', "", "passed"),
+        ('executed="1" success="0"', "", "failed"),
+        ('executed="false"', "", "skipped"),
+        # success is optional: a failure child is what marks a failed test
+        ('executed="True"', "", "passed"),
+        ('executed="true"', "<failure><message>boom</message></failure>", "failed"),
+        ("", "", "passed"),
     ],
 )
-def test_nunit2_without_result_falls_back_to_executed_and_success(
-    executed: str, success: str, status: str
+def test_nunit2_without_result_reads_executed_and_success(
+    attributes: str, child: str, status: str
 ) -> None:
-    # NUnit 2.2 and older write no result attribute.
+    # NUnit 2.2 and older write no result attribute, nor do some other writers of the schema.
     report = parse_report(
-        nunit2(
-            f'<test-case name="Shop.CartTests.Adds" executed="{executed}" success="{success}" />'
-        )
+        nunit2(f'<test-case name="Shop.CartTests.Adds" {attributes} time="0.5">{child}</test-case>')
     )
-    assert only_attempt(report).status == status
+    attempt = only_attempt(report)
+    assert (attempt.status, attempt.duration_ms) == (status, pytest.approx(500.0))
+
+
+def test_nunit2_flag_that_is_not_a_boolean_is_rejected() -> None:
+    with pytest.raises(ReportError, match="invalid NUnit executed='yes'"):
+        parse_report(nunit2('<test-case name="Shop.CartTests.Adds" executed="yes" />'))
+
+
+def test_nunit2_unknown_result_is_rejected() -> None:
+    with pytest.raises(ReportError, match="unknown NUnit result 'Passed'"):
+        parse_report(nunit2('<test-case name="Shop.CartTests.Adds" result="Passed" />'))
+
+
+def test_bare_nunit2_suite_is_read() -> None:
+    # A tool writing the NUnit 2 schema in a decimal-comma culture, without <test-results>.
+    report = parse_report((DATA / "nunit2-bare-suite.xml").read_bytes())
+    assert report.format == "nunit"
+    assert [(t.suite, t.name, t.status, t.duration_ms) for t in report.tests] == [
+        ("Shop.Tests.PriceTests", "Rounds_half_to_even", "passed", pytest.approx(14.0)),
+        ("Shop.Tests.PriceTests", 'Formats_currency("de-DE")', "passed", pytest.approx(163.0)),
+        # one comma and three decimals: 1.234 s, as NUnit's "0.000" prints it in de-DE
+        ("Shop.Tests.PriceTests", "Converts_rates", "failed", pytest.approx(1234.0)),
+        ("Shop.Tests.PriceTests", "Uses_live_rates", "skipped", 0.0),
+    ]
+    tests = {t.name: t for t in report.tests}
+    assert tests["Converts_rates"].attempts[0].stack.startswith("bei Shop.Tests.PriceTests")
+    assert tests["Uses_live_rates"].attempts[0].message == "Needs the rates service"
+
+
+def test_bare_nunit3_suite_is_read_as_nunit3() -> None:
+    # NUnit 3's framework writes a bare suite for one assembly; only NUnit 3 writes fullname.
+    doc = (
+        b'<test-suite type="Assembly" id="0-1002" name="Shop.Tests.dll" '
+        b'fullname="/src/Shop.Tests.dll" runstate="Runnable" result="Failed">'
+        b'<test-suite type="TestFixture" id="0-1000" name="CartTests" fullname="Shop.CartTests" '
+        b'classname="Shop.CartTests" result="Failed">'
+        b'<test-case id="0-1001" name="Adds" fullname="Shop.CartTests.Adds" '
+        b'classname="Shop.CartTests" result="Passed" duration="0,25" />'
+        b'<test-case id="0-1003" name="Removes" fullname="Shop.CartTests.Removes" '
+        b'classname="Shop.CartTests" result="Failed" label="Error" duration="1.5" />'
+        b"</test-suite></test-suite>"
+    )
+    report = parse_report(doc)
+    assert report.format == "nunit"
+    assert [(t.identity, t.status, t.duration_ms) for t in report.tests] == [
+        (("", "Shop.CartTests", "Shop.CartTests", "Adds"), "passed", pytest.approx(250.0)),
+        (("", "Shop.CartTests", "Shop.CartTests", "Removes"), "error", pytest.approx(1500.0)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b'<test-suite name="checks"><check name="a" /></test-suite>',
+        b"<test-suite/>",
+    ],
+)
+def test_a_test_suite_root_not_shaped_like_nunit_is_not_claimed(doc: bytes) -> None:
+    with pytest.raises(ReportError, match="unrecognised XML report: root element <test-suite>"):
+        parse_report(doc)
+
+
+def test_a_junit_testsuite_root_stays_junit() -> None:
+    report = parse_report(b'<testsuite name="s"><testcase classname="c" name="t" /></testsuite>')
+    assert (report.format, [t.status for t in report.tests]) == ("junit", ["passed"])
 
 
 # --- xUnit.net --------------------------------------------------------------------------
@@ -563,6 +755,147 @@ def test_xunit_unescape_keeps_escaped_backslashes() -> None:
     [test] = parse_report(doc).tests
     assert test.name == r'Reads(path: "C:\new")'
     assert test.attempts[0].message == "line 1\r\nC:\\temp\\x07"
+
+
+def test_xunit_v1_single_assembly_root() -> None:
+    report = parse_report((DATA / "xunit-v1.xml").read_bytes())
+    assert report.format == "xunit"
+    assert [(t.suite, t.classname, t.name, t.status, t.duration_ms) for t in report.tests] == [
+        ("Shop.Tests.CartTests", "Shop.Tests.CartTests", "Adds_item", "passed", 21.0),
+        ("Shop.Tests.CartTests", "Shop.Tests.CartTests", "Totals_match", "failed", 110.0),
+        ("Shop.Tests.CartTests", "Shop.Tests.CartTests", "Applies_coupon", "skipped", 0.0),
+        # v1 wrote names as they were: the backslashes are the path's own
+        (
+            "Shop.Tests.OrderFileTests",
+            "Shop.Tests.OrderFileTests",
+            r'Reads_path(path: "C:\new\orders.csv")',
+            "passed",
+            786.0,
+        ),
+        (
+            "Shop.Tests.OrderFileTests",
+            "Shop.Tests.OrderFileTests",
+            "Writes_archive",
+            "skipped",
+            0.0,
+        ),
+        # the class's fixture failed to dispose: xUnit.net counts it as an error, not a test
+        ("", "", "[fatal] Shop.Tests.OrderFileTests", "error", 0.0),
+    ]
+    tests = {t.name: t.attempts[0] for t in report.tests}
+    assert tests["Adds_item"].stdout == "adding 2 items\n"
+    failed = tests["Totals_match"]
+    assert (failed.error_type, failed.message) == (
+        "Xunit.Sdk.EqualException",
+        "Assert.Equal() Failure\nExpected: 3\nActual:   2",
+    )
+    assert failed.stack.strip().startswith("at Shop.Tests.CartTests.Totals_match()")
+    # v1 wraps a skip reason in <message>
+    assert tests["Applies_coupon"].message == "Coupons are being redesigned"
+    assert tests["Writes_archive"].message == 'Archive format still "draft"'
+    fixture = tests["[fatal] Shop.Tests.OrderFileTests"]
+    assert fixture.error_type == "System.IO.IOException"
+    assert fixture.stack.strip().startswith("at Shop.Tests.OrderFileFixture.Dispose()")
+
+
+def test_xunit_v1_assemblies_root_reads_the_same() -> None:
+    single = (DATA / "xunit-v1.xml").read_bytes().split(b"?>", 1)[1]
+    wrapped = parse_report(b"<assemblies>" + single + b"</assemblies>")
+    alone = parse_report((DATA / "xunit-v1.xml").read_bytes())
+    assert wrapped.format == "xunit"
+    assert [(t.identity, t.status) for t in wrapped.tests] == [
+        (t.identity, t.status) for t in alone.tests
+    ]
+
+
+def test_xunit_v2_written_by_another_runner() -> None:
+    # No collection around the first assembly's tests, type, method or time left out, NotRun.
+    report = parse_report((DATA / "xunit-v2-other-runner.xml").read_bytes())
+    assert report.format == "xunit"
+    rows = [(t.suite, t.classname, t.name, t.status, t.duration_ms) for t in report.tests]
+    assert rows == [
+        ("", "Shop.Api.Tests.HealthTests", "Returns_ok", "passed", pytest.approx(250.0)),
+        # no type: the class is the display name's part before ".method"
+        ("", "Shop.Api.Tests.HealthTests", "Reports_version", "passed", 0.0),
+        ("", "Shop.Api.Tests.OrdersTests", "Creates_order(quantity: 1.5)", "failed", 592.0),
+        # no type and no method: a custom display name stays whole
+        ("", "", "Lists orders for a customer", "skipped", 0.0),
+        # xUnit.net's console counts this apart as "Not Run"; testlens has only skipped
+        ("", "Shop.Api.Tests.OrdersTests", "Purges_all_orders", "skipped", 0.0),
+        (
+            "Test collection for Shop.Web.Tests.HomePageTests",
+            "Shop.Web.Tests.HomePageTests",
+            "Renders",
+            "passed",
+            pytest.approx(31.0),
+        ),
+    ]
+    tests = {t.name: t.attempts[0] for t in report.tests}
+    assert tests["Reports_version"].stdout == "version 3.2.1\n"
+    # no exception-type: the message's own prefix names the exception
+    timeout = tests["Creates_order(quantity: 1.5)"]
+    assert (timeout.error_type, timeout.message) == (
+        "System.TimeoutException",
+        "System.TimeoutException : The operation has timed out.",
+    )
+    assert tests["Lists orders for a customer"].message == "Waiting for the orders index"
+
+
+@pytest.mark.parametrize("result", [None, "Passed", "pass"])
+def test_xunit_result_it_does_not_know_is_rejected(result: str | None) -> None:
+    attribute = f' result="{result}"' if result is not None else ""
+    doc = f'<assemblies><assembly total="1"><test name="T.A" type="T"{attribute} /></assembly>'
+    with pytest.raises(ReportError, match=f"unknown xUnit.net result {result!r}"):
+        parse_report((doc + "</assemblies>").encode())
+
+
+def test_a_dotnet_assembly_manifest_is_not_xunit() -> None:
+    manifest = (
+        b'<assembly xmlns="urn:schemas-microsoft-com:asm.v1" manifestVersion="1.0">'
+        b'<assemblyIdentity version="1.0.0.0" name="Shop.app" /></assembly>'
+    )
+    with pytest.raises(ReportError, match="unrecognised XML report: root element <assembly>"):
+        parse_report(manifest)
+
+
+# --- localised numbers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "ms"),
+    [
+        ("0.014", 14.0),
+        ("1E-05", 0.01),  # .NET's round-trip format for a tiny double
+        ("0,014", 14.0),
+        # a separator that occurs once is the decimal one: writers print fixed decimals
+        ("1,234", 1234.0),
+        ("1.234", 1234.0),
+        ("1.234,5", 1_234_500.0),  # de-DE
+        ("1,234.5", 1_234_500.0),  # en-US
+        ("1.234.567", 1_234_567_000.0),
+        ("1\u00a0234,5", 1_234_500.0),  # fr-FR before .NET 5: no-break space
+        ("1\u202f234,5", 1_234_500.0),  # fr-FR with ICU: narrow no-break space
+        ("1'234.5", 1_234_500.0),  # de-CH
+        ("1\u2019234.5", 1_234_500.0),  # de-CH with ICU
+        ("", 0.0),
+    ],
+)
+def test_dotnet_seconds_in_any_culture(seconds: str, ms: float) -> None:
+    xunit = parse_report(
+        f'<assemblies><assembly total="1"><test name="T.A" type="T" method="A" result="Pass" '
+        f'time="{seconds}" /></assembly></assemblies>'.encode()
+    )
+    case = f'<test-case name="A" classname="C" result="Passed" duration="{seconds}" />'
+    nunit = parse_report(nunit3(case))
+    assert only_attempt(xunit).duration_ms == only_attempt(nunit).duration_ms == pytest.approx(ms)
+
+
+@pytest.mark.parametrize("seconds", ["1,2,3", "1.234.5", "1,5.3", ".", "abc", "-0,5"])
+def test_dotnet_seconds_that_are_not_a_number_are_rejected(seconds: str) -> None:
+    with pytest.raises(ReportError, match=f"invalid duration '{seconds}'"):
+        parse_report(
+            nunit2(f'<test-case name="Shop.CartTests.Adds" result="Success" time="{seconds}" />')
+        )
 
 
 # --- detection --------------------------------------------------------------------------
