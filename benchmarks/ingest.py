@@ -36,6 +36,7 @@ from typing import Any
 from server import fresh_server, memory_mb, scratch_postgres
 
 from testlens.core.parsers import parse_report
+from testlens.server.app import settle_heap
 from testlens.server.auth import get_or_create_tenant
 from testlens.server.database import Database, upgrade
 from testlens.server.ingest.form import RunMetadata
@@ -198,6 +199,7 @@ class Figures:
 def in_process(backend: str, tests: int, uploads: int) -> tuple[Figures, Figures]:
     """(floor, store) seconds of every upload of the size, on a new database each."""
     floor, store = Figures(), Figures()
+    settle_heap()  # as a server does once it has started
     with database(backend) as db:
         with db.transaction() as session:
             tenant_id = get_or_create_tenant(session, "bench").id

@@ -242,7 +242,7 @@ class TestState:
         keyed object took tens, at every test of every upload. Times are whole microseconds
         since the epoch."""
         streak = self.streak
-        return json.dumps(
+        return stored_json(
             [
                 _STATE_VERSION,
                 self.environment,
@@ -271,8 +271,7 @@ class TestState:
                     streak.attempts,
                     [[_micros(at), run] for at, run in streak.runs],
                 ],
-            ],
-            separators=(",", ":"),
+            ]
         )
 
     @classmethod
@@ -369,6 +368,15 @@ def _from_version_2(d: dict[str, Any]) -> list[Any]:
         if s is None
         else [s["started_at"], s["last_at"], s["count"], s["attempts"], s["runs"]],
     ]
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def stored_json(stored: list[Any]) -> str:
+    """A state's list (:meth:`TestState.to_json`, :func:`observe_routine`) as stored: compact,
+    through one encoder (``json.dumps`` with options builds a new one at every call)."""
+    return _COMPACT.encode(stored)
 
 
 class Stored(IntEnum):

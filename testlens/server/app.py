@@ -8,6 +8,7 @@ area contributes one router; this module only assembles them with the infrastruc
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -76,6 +77,16 @@ class Readiness(BaseModel):
     database: str
 
 
+def settle_heap() -> None:
+    """Move what start-up built (modules, the app, the database's metadata) out of the
+    garbage collector's sight: it lives as long as the process, yet every full collection
+    would walk it again, and an upload of 10,000 tests triggers several (about a tenth of
+    its ingest time without this). Collection itself is unchanged for everything made
+    later, on every thread."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     database = Database(
@@ -92,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             delivery_worker(served),
             retention_sweeper(served),
         ):
+            settle_heap()
             yield
         database.dispose()
 

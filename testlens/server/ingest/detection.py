@@ -167,15 +167,10 @@ def evaluate(
         mainline=ctx.mainline,
     )
     samples = _durations_by_key(report, test_ids, ctx.environment)
-    stored = queries.load_states(session, list(dict.fromkeys(test_ids.values())))
-    raw = {
-        (tid, env): json.loads(kept.data)
-        for tid, envs in stored.items()
-        for env, kept in envs.items()
-    }
+    stored = queries.load_states(database, session, list(dict.fromkeys(test_ids.values())))
     keyed = [(test_ids[identity], obs.environment or "", obs) for identity, obs in observed]
     observed_envs = Counter(tid for tid, _, _ in keyed)
-    evidence = _same_code(session, ctx, keyed, raw)
+    evidence = _same_code(session, ctx, keyed, stored)
     stamp = database.to_driver(table_of(TestStateRow).c.last_run_at)
     rows = _Rows(ctx, stamp)
     result = Evaluation()
@@ -190,9 +185,9 @@ def evaluate(
         durations = _append_samples(
             previous.durations if previous else "[]", samples.get((tid, env))
         )
-        before_raw = raw.get((tid, env))
-        if isinstance(before_raw, list) and len(kept) == 1 and observed_envs[tid] == 1:
-            routine = detection.observe_routine(before_raw, obs)
+        if previous is not None and len(kept) == 1 and observed_envs[tid] == 1:
+            listed = json.loads(previous.data)  # read here, so that it dies young
+            routine = detection.observe_routine(listed, obs) if isinstance(listed, list) else None
             if routine is not None:
                 result.states.append(rows.routine_state(tid, env, routine, durations))
                 result.summaries[tid] = rows.routine_summary(routine)
@@ -301,7 +296,7 @@ class _Rows:
             ctx.run_id,
             ctx.check_name,
             durations,
-            json.dumps(new, separators=(",", ":")),
+            detection.stored_json(new),
         )
 
     def routine_summary(self, new: list[Any]) -> SummaryRow:
@@ -325,20 +320,20 @@ class _Rows:
         )
 
 
-def _in_streak(stored: Any) -> bool:
-    """Whether a stored state (its JSON, read) has a failure streak pending."""
+def _in_streak(stored: queries.StoredState | None) -> bool:
+    """Whether a stored state has a failure streak pending, told from its JSON without
+    reading it (an absent streak is written last, as null, or as ``"streak":null``)."""
     if stored is None:
         return False
-    if isinstance(stored, dict):  # version 2
-        return stored["streak"] is not None
-    return stored[Stored.STREAK] is not None
+    data = stored.data
+    return not (data.endswith(",null]") or '"streak":null' in data)
 
 
 def _same_code(
     session: Session,
     ctx: RunContext,
     keyed: list[tuple[str, str, detection.Observation]],
-    raw: Mapping[tuple[str, str], Any],
+    stored: Mapping[str, Mapping[str, queries.StoredState]],
 ) -> dict[tuple[str, str], detection.CodeSeen]:
     """Same-code evidence (``Observation.same_code``) of the tests that need it, from the
     earlier runs of the run's commit or tree.
@@ -361,7 +356,7 @@ def _same_code(
         for tid, env, obs in keyed
         if tid in failed_before
         or any(status in queries.FAILING for status in obs.statuses)
-        or _in_streak(raw.get((tid, env)))
+        or _in_streak(stored.get(tid, {}).get(env))
     }
     if not wanted:
         return {}

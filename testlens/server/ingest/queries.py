@@ -169,18 +169,17 @@ def claim_tests(database: Database, session: Session, rows: Sequence[IdentityRow
     database.claim_rows(session, table_of(TestCase), IdentityRow._fields, rows)
 
 
-def load_states(session: Session, test_ids: list[str]) -> dict[str, dict[str, StoredState]]:
+def load_states(
+    database: Database, session: Session, test_ids: list[str]
+) -> dict[str, dict[str, StoredState]]:
     """The stored state of every environment of the given tests, by test id and environment."""
     found: dict[str, dict[str, StoredState]] = {}
-    for start in range(0, len(test_ids), _LOAD_CHUNK):
-        chunk = test_ids[start : start + _LOAD_CHUNK]
-        rows = session.execute(
-            select(
-                TestState.test_id, TestState.environment, TestState.data, TestState.durations
-            ).where(TestState.test_id.in_(chunk))
-        )
-        for test_id, env, data, durations in rows:
-            found.setdefault(test_id, {})[env] = StoredState(data, durations)
+    columns = ("test_id", "environment", "data", "durations")
+    rows = database.select_many(
+        session.connection(), table_of(TestState), columns, "test_id", test_ids
+    )
+    for test_id, env, data, durations in rows:
+        found.setdefault(test_id, {})[env] = StoredState(data, durations)
     return found
 
 
