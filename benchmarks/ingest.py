@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from server import fresh_server, memory_mb, scratch_postgres
+from server import fresh_server, memory_mb, reset_peak, scratch_postgres
 
 from testlens.core.parsers import parse_report
 from testlens.server.app import settle_heap
@@ -223,13 +223,15 @@ def in_process(backend: str, tests: int, uploads: int) -> tuple[Figures, Figures
 
 def over_http(backend: str, tests: int, uploads: int) -> tuple[Figures, float]:
     """Seconds of every upload through a real server, and its peak memory growth (MB)
-    during the last upload."""
+    during the last upload: its peak resident size while the upload ran, less its resident
+    size before."""
     http = Figures()
     growth = 0.0
     with fresh_server(backend) as fresh, fresh.client(timeout=600) as client:
         for upload in range(uploads):
             data, _ = report(tests, upload)
             info = meta(upload)
+            reset_peak(fresh.served.pid)
             before = memory_mb(fresh.served.pid)
             start = time.perf_counter()
             response = client.post(

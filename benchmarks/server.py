@@ -73,6 +73,11 @@ def memory_mb(pid: int, field: str = "VmRSS") -> float:
     raise RuntimeError(f"no {field} for process {pid}")
 
 
+def reset_peak(pid: int) -> None:
+    """Start measuring a process's peak memory (``VmHWM``) afresh from now (Linux)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 @dataclass(frozen=True, slots=True)
 class Served:
     url: str

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from bisect import insort
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
@@ -213,7 +213,9 @@ class TestState:
     clean_runs_since_flaky: int = 0
     first_flaky_at: datetime | None = None
     last_flaky_at: datetime | None = None
-    recent_flaky: list[tuple[datetime, str]] = field(default_factory=list)
+    recent_flaky: list[tuple[int, str]] = field(default_factory=list)
+    """Recent flaky occurrences, oldest first: (µs since the epoch, run id). Kept as stored,
+    as a flaky test carries dozens and most runs only append to them."""
     streak: Streak | None = None
 
     @property
@@ -261,7 +263,7 @@ class TestState:
                 self.clean_runs_since_flaky,
                 _micros(self.first_flaky_at),
                 _micros(self.last_flaky_at),
-                [[_micros(at), run] for at, run in self.recent_flaky],
+                self.recent_flaky,
                 None
                 if streak is None
                 else [
@@ -322,9 +324,7 @@ class TestState:
             clean_runs_since_flaky=clean_runs,
             first_flaky_at=_optfrom_micros(first_flaky_at),
             last_flaky_at=_optfrom_micros(last_flaky_at),
-            recent_flaky=[(from_micros(at), run) for at, run in recent_flaky]
-            if recent_flaky
-            else [],
+            recent_flaky=[(at, run) for at, run in recent_flaky] if recent_flaky else [],
             streak=None
             if streak is None
             else Streak(
@@ -435,7 +435,7 @@ def observe_routine(
         return None
     if obs.at.tzinfo is None:
         raise ValueError("observation time must be timezone-aware (UTC)")
-    at = (obs.at - _EPOCH) // _MICROSECOND
+    at = _at_micros(obs.at)
     new = stored.copy()
     new[Stored.FIRST_SEEN] = min(new[Stored.FIRST_SEEN], at)
     new[Stored.LAST_SEEN] = max(new[Stored.LAST_SEEN], at)
@@ -530,8 +530,9 @@ def unquarantine(state: TestState, at: datetime) -> tuple[TestState, Transition 
 
 def last_24_hours_count(state: TestState, now: datetime) -> int:
     """Flaky occurrences in the 24 hours before ``now`` (at most ``recent_flaky_limit``)."""
-    start = now - timedelta(hours=24)
-    return sum(1 for at, _ in state.recent_flaky if start < at <= now)
+    end = _at_micros(now)
+    start = end - 24 * 3600 * 1_000_000
+    return sum(1 for at, _ in state.recent_flaky if start < at <= end)
 
 
 def credible_interval(
@@ -608,13 +609,13 @@ def combine(states: Sequence[TestState]) -> Combined:
             only.flaky_runs,
             only.first_flaky_at,
             only.last_flaky_at,
-            tuple(round(at.timestamp()) for at, _run in only.recent_flaky[-RECENT_FLAKY_KEPT:])
+            tuple(round(at / 1e6) for at, _run in only.recent_flaky[-RECENT_FLAKY_KEPT:])
             if only.recent_flaky
             else (),
         )
     worst = max(states, key=lambda s: (_VERDICT_RANK[s.verdict], s.flake_score))
     low, high = flake_interval(worst)
-    recent = sorted(at.timestamp() for s in states for at, _run in s.recent_flaky)
+    recent = sorted(at / 1e6 for s in states for at, _run in s.recent_flaky)
     return Combined(
         worst.verdict,
         worst.flake_score,
@@ -655,43 +656,70 @@ def observations(
     tree_sha: str | None = None,
     environment: str | None = None,
     mainline: bool = True,
+    shares: Mapping[str | None, tuple[float, int]] | None = None,
 ) -> list[tuple[tuple[str, str, str, str], Observation]]:
     """Split one uploaded report into one observation per test and environment.
 
     Attempts carry their own environment when the report has several (a merged matrix);
     ``environment`` names the others. The failure share that marks an outage is computed per
-    environment, because an outage usually takes down one job, not the whole matrix.
+    environment, because an outage usually takes down one job, not the whole matrix: from
+    ``report`` itself, or given as ``shares`` (:func:`failure_shares` of the whole run) when
+    ``report`` holds only some of the run's tests.
     """
     code_id = tree_sha or commit
-    per_env: dict[str | None, list[tuple[tuple[str, str, str, str], tuple[str, ...]]]] = {}
+    if shares is None:
+        shares = failure_shares(report, environment)
+    result = []
+    for identity, env, statuses in _statuses(report, environment):
+        share, ran = shares.get(env, (0.0, 0))
+        result.append(
+            (
+                identity,
+                Observation(
+                    run_id=run_id,
+                    at=at,
+                    code_id=code_id,
+                    environment=env,
+                    statuses=statuses,
+                    run_failure_share=share,
+                    run_tests=ran,
+                    mainline=mainline,
+                ),
+            )
+        )
+    return result
+
+
+def failure_shares(
+    report: Report, environment: str | None = None
+) -> dict[str | None, tuple[float, int]]:
+    """Per environment: the share of the tests that ran which failed at least once, and how
+    many ran (see :func:`is_outage`)."""
+    counts: dict[str | None, list[int]] = {}
+    for _, env, statuses in _statuses(report, environment):
+        if all(status == "skipped" for status in statuses):
+            counts.setdefault(env, [0, 0])
+            continue
+        count = counts.setdefault(env, [0, 0])
+        count[1] += 1
+        count[0] += any(status in ("failed", "error") for status in statuses)
+    return {env: (failing / ran if ran else 0.0, ran) for env, (failing, ran) in counts.items()}
+
+
+def _statuses(
+    report: Report, environment: str | None
+) -> Iterator[tuple[tuple[str, str, str, str], str | None, tuple[str, ...]]]:
+    """Each test's attempt statuses per environment, in attempt order."""
     for test in report.tests:
-        by_env: dict[str | None, list[str]] = {}  # statuses, in attempt order
-        for attempt in test.attempts:
+        attempts = test.attempts
+        if len(attempts) == 1:  # most tests: one attempt, in the run's environment
+            yield test.identity, attempts[0].environment or environment, (attempts[0].status,)
+            continue
+        by_env: dict[str | None, list[str]] = {}
+        for attempt in attempts:
             by_env.setdefault(attempt.environment or environment, []).append(attempt.status)
         for env, listed in by_env.items():
-            per_env.setdefault(env, []).append((test.identity, tuple(listed)))
-    result = []
-    for env, tests in per_env.items():
-        ran = [statuses for _, statuses in tests if any(s != "skipped" for s in statuses)]
-        failing = sum(1 for statuses in ran if any(s in ("failed", "error") for s in statuses))
-        share = failing / len(ran) if ran else 0.0
-        for identity, statuses in tests:
-            result.append(
-                (
-                    identity,
-                    Observation(
-                        run_id=run_id,
-                        at=at,
-                        code_id=code_id,
-                        environment=env,
-                        statuses=statuses,
-                        run_failure_share=share,
-                        run_tests=len(ran),
-                        mainline=mainline,
-                    ),
-                )
-            )
-    return result
+            yield test.identity, env, tuple(listed)
 
 
 class _Update:
@@ -791,7 +819,7 @@ class _Update:
         s.clean_runs_since_flaky = 0
         s.first_flaky_at = at if s.first_flaky_at is None else min(s.first_flaky_at, at)
         s.last_flaky_at = at if s.last_flaky_at is None else max(s.last_flaky_at, at)
-        insort(s.recent_flaky, (at, run_id))
+        insort(s.recent_flaky, (_at_micros(at), run_id))
         del s.recent_flaky[: -self.cfg.recent_flaky_limit]
 
     def _extend_streak(self) -> None:
@@ -1020,7 +1048,11 @@ def _copy(state: TestState) -> TestState:
 
 def _micros(at: datetime | None) -> int | None:
     """A time as whole microseconds since the epoch: exact, and cheap to store and read."""
-    return None if at is None else (at - _EPOCH) // _MICROSECOND
+    return None if at is None else _at_micros(at)
+
+
+def _at_micros(at: datetime) -> int:
+    return (at - _EPOCH) // _MICROSECOND
 
 
 def from_micros(micros: int) -> datetime:

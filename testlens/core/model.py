@@ -158,6 +158,11 @@ class Summary:
 class Report:
     format: str
     tests: list[TestCase]
+    recovered: bool = False
+    """Read by the recovering XML parser: the file is not well-formed, so what it holds was
+    partly guessed (see ``parsers/xml.py``)."""
+    recovered_reason: str | None = None
+    """The first syntax error of a recovered report, as the XML parser reported it."""
 
     def summary(self) -> Summary:
         s = Summary(tests=len(self.tests))
@@ -181,6 +186,8 @@ class Report:
         s = self.summary()
         return {
             "format": self.format,
+            "recovered": self.recovered,
+            "recovered_reason": self.recovered_reason,
             "summary": {
                 "tests": s.tests,
                 "passed": s.passed,

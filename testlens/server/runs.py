@@ -43,6 +43,13 @@ class RunOut(BaseModel):
         "'I/K local' split without the server, 'all' every test (no plan could be had)."
     )
     created_at: str | None
+    recovered: bool = Field(
+        description="The report was not well-formed XML and was read by the recovering "
+        "parser: part of it may have been read by guesswork (see recovered_reason)."
+    )
+    recovered_reason: str | None = Field(
+        description="The first XML error of a recovered report, else null."
+    )
     summary: RunTotals
 
 
@@ -69,6 +76,8 @@ def run_body(database: Database, tenant_id: str, run_id: str) -> RunBody:
             workflow_run_id=run.workflow_run_id,
             shard=run.shard,
             created_at=iso(run.created_at),
+            recovered=run.recovered_reason is not None,
+            recovered_reason=run.recovered_reason,
             summary=RunTotals(
                 tests=run.tests,
                 passed=run.passed,

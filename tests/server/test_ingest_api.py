@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 
 import pytest
-from builders import RERUN_XML, corpus_file, make_tenant, stored, upload
+from builders import RERUN_XML, corpus_file, junit, make_tenant, stored, upload
 from sqlalchemy import select
 
 from testlens.server.models import TestCase, TestResult
@@ -247,3 +247,46 @@ def test_unexpected_errors_are_500_with_a_request_id_and_no_internals(tenant, mo
         headers={"X-Request-ID": "ci-42"},
     )
     assert again.json()["details"]["request_id"] == "ci-42"
+
+
+def test_a_report_is_evaluated_and_written_in_chunks_with_the_same_outcome(tenant, monkeypatch):
+    from testlens.server.ingest import detection
+
+    def history(repo: str) -> dict[str, tuple]:
+        uploads = [
+            {**{f"test_{i:02d}": ["pass"] for i in range(20)}, "test_03": ["fail", "pass"]},
+            {**{f"test_{i:02d}": ["pass"] for i in range(20)}, "test_07": ["fail"]},
+            {
+                **{f"test_{i:02d}": ["pass"] for i in range(20)},
+                "test_07": ["fail"],
+                "new": ["skip"],
+            },
+        ]
+        for n, cases in enumerate(uploads):
+            response = upload(tenant.client, junit(cases), repo=repo, commit=f"{n:040x}")
+            assert response.status_code == 201, response.text
+        repo_id = next(
+            r["id"] for r in tenant.client.get("/api/repos").json()["repos"] if r["name"] == repo
+        )
+        tests = tenant.client.get(f"/api/repos/{repo_id}").json()["tests"]
+        return {
+            t["name"]: (t["state"], t["flake_score"], t["total_runs"], t["pass_rate"])
+            for t in tests
+        }
+
+    whole = history("acme/whole")
+    monkeypatch.setattr(detection, "CHUNK_TESTS", 3)
+    chunked = history("acme/chunked")
+    assert chunked == whole
+    assert len(whole) == 21
+    assert whole["test_03"][0] == "flaky"
+    trends = [
+        tenant.client.get(
+            "/api/v1/analytics/flakiness-trends", params={"project": repo, "days": 1}
+        ).json()["data"]
+        for repo in ("acme/whole", "acme/chunked")
+    ]
+    assert trends[0] == trends[1]
+    today = trends[0][-1]
+    counts = (today["flakyTestCount"], today["testRuns"], today["failedTestRuns"])
+    assert counts == (1, 61, 3)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -63,6 +63,14 @@ class Rollup:
     flaky_test_runs: int = 0
     flaky_tests: int = 0  # distinct tests whose first flake of the day this is
     flake_score_sum: float = 0.0  # over those tests
+
+    def absorb(self, chunk: Rollup) -> None:
+        """Add the test counts of one chunk of the run (its ``runs`` is the same run)."""
+        self.test_runs += chunk.test_runs
+        self.failed_test_runs += chunk.failed_test_runs
+        self.flaky_test_runs += chunk.flaky_test_runs
+        self.flaky_tests += chunk.flaky_tests
+        self.flake_score_sum += chunk.flake_score_sum
 
 
 @dataclass(slots=True)
@@ -144,35 +152,59 @@ def _count(
             rollup.flake_score_sum += state.flake_score
 
 
+CHUNK_TESTS = 5000
+"""Tests evaluated and written at a time: what one upload holds in memory at once of the
+stored states it reads and the rows it writes, however large the report."""
+
+
 def evaluate(
     database: Database,
     session: Session,
     ctx: RunContext,
     report: Report,
     test_ids: Mapping[tuple[str, str, str, str], str],
-) -> Evaluation:
-    """Apply the run to the stored state of every test it touched (reads only).
+) -> Iterator[Evaluation]:
+    """Apply the run to the stored state of every test it touched, :data:`CHUNK_TESTS` tests
+    at a time (reads only): each chunk's evaluation is to be written before the next is read.
 
     Most tests of most runs pass as they always did: :func:`detection.observe_routine`
     updates their stored state without building it. The others, and tests with several
     environments (whose figures combine), go through the full model.
     """
+    shares = detection.failure_shares(report, ctx.environment)
+    code = _CodeRuns(session, ctx)
+    rows = _Rows(ctx, database.to_driver(table_of(TestStateRow).c.last_run_at))
+    for start in range(0, len(report.tests), CHUNK_TESTS):
+        part = Report(report.format, report.tests[start : start + CHUNK_TESTS])
+        yield _evaluate_part(database, session, ctx, part, test_ids, shares, code, rows)
+
+
+def _evaluate_part(
+    database: Database,
+    session: Session,
+    ctx: RunContext,
+    part: Report,
+    test_ids: Mapping[tuple[str, str, str, str], str],
+    shares: Mapping[str | None, tuple[float, int]],
+    code: _CodeRuns,
+    rows: _Rows,
+) -> Evaluation:
     observed = detection.observations(
-        report,
+        part,
         run_id=ctx.run_id,
         at=ctx.at,
         commit=ctx.commit,
         tree_sha=ctx.tree_sha,
         environment=ctx.environment,
         mainline=ctx.mainline,
+        shares=shares,
     )
-    samples = _durations_by_key(report, test_ids, ctx.environment)
-    stored = queries.load_states(database, session, list(dict.fromkeys(test_ids.values())))
+    samples = _durations_by_key(part, test_ids, ctx.environment)
+    wanted = list(dict.fromkeys(test_ids[test.identity] for test in part.tests))
+    stored = queries.load_states(database, session, wanted)
     keyed = [(test_ids[identity], obs.environment or "", obs) for identity, obs in observed]
     observed_envs = Counter(tid for tid, _, _ in keyed)
-    evidence = _same_code(session, ctx, keyed, stored)
-    stamp = database.to_driver(table_of(TestStateRow).c.last_run_at)
-    rows = _Rows(ctx, stamp)
+    evidence = code.evidence(keyed, stored)
     result = Evaluation()
     full: dict[str, dict[str, detection.TestState]] = {}
     for tid, env, obs in keyed:
@@ -205,7 +237,7 @@ def evaluate(
                     env,
                     transition.from_state,
                     transition.to_state,
-                    stamp(transition.at),
+                    rows.stamp(transition.at),
                     transition.reason,
                     json.dumps(list(transition.run_ids)),
                     ctx.commit,
@@ -220,7 +252,7 @@ def evaluate(
             if env not in envs
         ]
         combined = detection.combine([*envs.values(), *others])
-        result.summaries[tid] = _summary_row(combined, ctx.run_id, stamp)
+        result.summaries[tid] = _summary_row(combined, ctx.run_id, rows.stamp)
         if any(s.verdict == "flaky" for s in envs.values()):
             result.flaky_tests += 1
     return result
@@ -329,14 +361,9 @@ def _in_streak(stored: queries.StoredState | None) -> bool:
     return not (data.endswith(",null]") or '"streak":null' in data)
 
 
-def _same_code(
-    session: Session,
-    ctx: RunContext,
-    keyed: list[tuple[str, str, detection.Observation]],
-    stored: Mapping[str, Mapping[str, queries.StoredState]],
-) -> dict[tuple[str, str], detection.CodeSeen]:
-    """Same-code evidence (``Observation.same_code``) of the tests that need it, from the
-    earlier runs of the run's commit or tree.
+class _CodeRuns:
+    """Same-code evidence (``Observation.same_code``) from the earlier runs of the run's
+    commit or tree, for the tests that need it.
 
     Only three kinds of test can gain anything from it: one that failed now (a pass on the
     same code proves the failure a flake), one that failed in an earlier run of the code (a
@@ -344,44 +371,63 @@ def _same_code(
     than the streak does not end it). For every other test, the run's evidence is the same as
     a first run of the code, so most uploads look up a handful of rows or none.
     """
-    earlier = queries.earlier_runs_of_code(
-        session, ctx.repo_id, ctx.run_id, ctx.commit, ctx.tree_sha
-    )
-    if not earlier:
-        return {}
-    run_ids = list(earlier)
-    failed_before = queries.failed_in_runs(session, run_ids)
-    wanted = {
-        tid
-        for tid, env, obs in keyed
-        if tid in failed_before
-        or any(status in queries.FAILING for status in obs.statuses)
-        or _in_streak(stored.get(tid, {}).get(env))
-    }
-    if not wanted:
-        return {}
-    outcomes: dict[tuple[str, str, str], tuple[bool, bool]] = {}
-    for tid, env, run_id, status in queries.outcomes_in_runs(session, run_ids, sorted(wanted)):
-        passed, failed = outcomes.get((tid, env, run_id), (False, False))
-        outcomes[tid, env, run_id] = (
-            passed or status == "passed",
-            failed or status in queries.FAILING,
+
+    def __init__(self, session: Session, ctx: RunContext) -> None:
+        self.session = session
+        self.earlier = queries.earlier_runs_of_code(
+            session, ctx.repo_id, ctx.run_id, ctx.commit, ctx.tree_sha
         )
-    runs: dict[tuple[str, str], list[detection.CodeRun]] = {}
-    for (tid, env, run_id), (passed, failed) in outcomes.items():
-        runs.setdefault((tid, env), []).append(
-            detection.CodeRun(earlier[run_id], run_id, passed, failed)
+        self.run_ids = list(self.earlier)
+        self.failed_before = (
+            queries.failed_in_runs(session, self.run_ids) if self.run_ids else set[str]()
         )
-    found: dict[tuple[str, str], detection.CodeSeen] = {}
-    for key, listed in runs.items():
-        seen = detection.same_code(listed)
-        if seen is not None:
-            found[key] = seen
-    return found
+
+    def evidence(
+        self,
+        keyed: list[tuple[str, str, detection.Observation]],
+        stored: Mapping[str, Mapping[str, queries.StoredState]],
+    ) -> dict[tuple[str, str], detection.CodeSeen]:
+        """The evidence of the given tests that have any, by test id and environment."""
+        if not self.run_ids:
+            return {}
+        wanted = {
+            tid
+            for tid, env, obs in keyed
+            if tid in self.failed_before
+            or any(status in queries.FAILING for status in obs.statuses)
+            or _in_streak(stored.get(tid, {}).get(env))
+        }
+        if not wanted:
+            return {}
+        outcomes: dict[tuple[str, str, str], tuple[bool, bool]] = {}
+        for tid, env, run_id, status in queries.outcomes_in_runs(
+            self.session, self.run_ids, sorted(wanted)
+        ):
+            passed, failed = outcomes.get((tid, env, run_id), (False, False))
+            outcomes[tid, env, run_id] = (
+                passed or status == "passed",
+                failed or status in queries.FAILING,
+            )
+        runs: dict[tuple[str, str], list[detection.CodeRun]] = {}
+        for (tid, env, run_id), (passed, failed) in outcomes.items():
+            runs.setdefault((tid, env), []).append(
+                detection.CodeRun(self.earlier[run_id], run_id, passed, failed)
+            )
+        found: dict[tuple[str, str], detection.CodeSeen] = {}
+        for key, listed in runs.items():
+            seen = detection.same_code(listed)
+            if seen is not None:
+                found[key] = seen
+        return found
 
 
-def write(database: Database, session: Session, ctx: RunContext, result: Evaluation) -> None:
-    """Store what :func:`evaluate` computed (after the run's test_cases rows exist)."""
+def write(database: Database, session: Session, result: Evaluation) -> None:
+    """Store the states and events of one chunk :func:`evaluate` computed (after the
+    chunk's test_cases rows exist)."""
     queries.write_states(database, session, result.states)
     queries.write_events(database, session, result.events)
-    queries.add_rollup(database, session, ctx.repo_id, ctx.at.date(), asdict(result.rollup))
+
+
+def add_rollup(database: Database, session: Session, ctx: RunContext, rollup: Rollup) -> None:
+    """Add the run's counts to its repository's rollup of the day."""
+    queries.add_rollup(database, session, ctx.repo_id, ctx.at.date(), asdict(rollup))

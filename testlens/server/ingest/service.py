@@ -200,17 +200,23 @@ def store_report(
             mainline=meta.pr_number is None
             and (meta.branch is None or meta.branch in mainline_branches),
         )
-        evaluation = detection.evaluate(database, session, context, report, test_ids)
-        queries.write_tests(
-            database,
-            session,
-            [identities[tid] + evaluation.summaries[tid] for tid in identities],
-        )
-        queries.write_results(database, session, _result_rows(run_id, meta, report, test_ids))
-        detection.write(database, session, context, evaluation)
-        _announce(session, tenant_id, meta, evaluation, report, test_ids, now)
-        queries.finish_run(session, run_id, repo_id, evaluation.flaky_tests, evaluation.outage, now)
-    return IngestResult(run_id, len(report.tests), evaluation.flaky_tests, duplicate=False)
+        rollup, flaky, outage, changes = detection.Rollup(), 0, False, []
+        for part in detection.evaluate(database, session, context, report, test_ids):
+            queries.write_tests(
+                database, session, [identities[tid] + row for tid, row in part.summaries.items()]
+            )
+            detection.write(database, session, part)
+            rollup.absorb(part.rollup)
+            flaky += part.flaky_tests
+            outage = outage or part.outage
+            changes.extend(part.changes)
+        for start in range(0, len(report.tests), detection.CHUNK_TESTS):
+            tests = report.tests[start : start + detection.CHUNK_TESTS]
+            queries.write_results(database, session, _result_rows(run_id, meta, tests, test_ids))
+        detection.add_rollup(database, session, context, rollup)
+        _announce(session, tenant_id, meta, changes, report, test_ids, now)
+        queries.finish_run(session, run_id, repo_id, flaky, outage, now)
+    return IngestResult(run_id, len(report.tests), flaky, duplicate=False)
 
 
 def _run_values(
@@ -241,6 +247,9 @@ def _run_values(
         "flaky": summary.flaky,
         "attempts": summary.attempts,
         "duration_ms": summary.duration_ms,
+        "recovered_reason": (report.recovered_reason or "not well-formed XML")
+        if report.recovered
+        else None,
     }
 
 
@@ -270,7 +279,7 @@ def _identity_rows(
 
 
 def _result_rows(
-    run_id: str, meta: RunMetadata, report: Report, test_ids: Mapping[Identity, str]
+    run_id: str, meta: RunMetadata, tests: list[ReportedTest], test_ids: Mapping[Identity, str]
 ) -> list[ResultRow]:
     """One row per attempt, numbered in the order the report gives them."""
     return [
@@ -288,7 +297,7 @@ def _result_rows(
             _text(attempt.stdout),
             _text(attempt.stderr),
         )
-        for test in report.tests
+        for test in tests
         for number, attempt in enumerate(test.attempts)
     ]
 
@@ -297,19 +306,22 @@ def _announce(
     session: Session,
     tenant_id: str,
     meta: RunMetadata,
-    evaluation: detection.Evaluation,
+    changes: list[detection.Change],
     report: Report,
     test_ids: Mapping[Identity, str],
     now: datetime,
 ) -> None:
     """Queue the webhooks of the run's state changes, in the run's transaction."""
+    if not changes:
+        return
+    changed = {change.test_id for change in changes}
     payloads.queue_flaky_events(
         session,
         tenant_id,
         meta.repo,
         {"name": meta.check_name or meta.framework, "provider": meta.provider or "github"},
         meta.commit,
-        evaluation.changes,
-        {test_ids[test.identity]: test for test in report.tests},
+        changes,
+        {tid: test for test in report.tests if (tid := test_ids[test.identity]) in changed},
         now,
     )

@@ -84,6 +84,8 @@ class Run(Base):
     # Failed too much of its tests to be evidence (see core.flakiness.is_outage): its
     # results are left out when a rerun of its commit looks for proof.
     outage: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The first XML error of a report read by the recovering parser (not well-formed).
+    recovered_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class TestCase(Base):

@@ -1,4 +1,5 @@
-"""proof across reruns from the runs of a commit: runs.outage and a (repo_id, tree_sha) index
+"""proof across reruns from the runs of a commit: runs.outage and a (repo_id, tree_sha) index;
+runs.recovered_reason
 
 Revision ID: 0008
 Revises: 0007
@@ -8,7 +9,9 @@ Detection no longer keeps the recent commits of every test in its state: a failu
 on the same code are found among the earlier runs of that commit or git tree, by index, only
 for the tests that need it. ``runs.outage`` marks runs that failed too much of their tests to
 count as evidence (they are left out of that lookup); runs stored before this revision are
-taken as no outage. Commits already had an index; trees get one.
+taken as no outage. Commits already had an index; trees get one. ``runs.recovered_reason``
+holds the first XML error of a report that was read by the recovering parser (not
+well-formed), so whoever looks at the run knows part of it was read by guesswork.
 """
 
 import sqlalchemy as sa
@@ -25,10 +28,12 @@ def upgrade() -> None:
     op.add_column(
         "runs", sa.Column("outage", sa.Boolean(), nullable=False, server_default=sa.false())
     )
+    op.add_column("runs", sa.Column("recovered_reason", sa.Text(), nullable=True))
     op.create_index("ix_runs_repo_tree", "runs", ["repo_id", "tree_sha"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_runs_repo_tree", table_name="runs")
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("recovered_reason")
         batch.drop_column("outage")
