@@ -54,7 +54,11 @@ err = Console(stderr=True, soft_wrap=True)  # CI logs: never wrap a message mid-
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "format_", type=click.Choice(format_names()), help="Skip detection.")
 def parse(file: Path, format_: str | None) -> None:
-    """Parse a report and print the normalized JSON."""
+    """Parse a report and print the normalized JSON.
+
+    A report that is not well-formed XML but could be recovered is printed with
+    ``"recovered": true``, and a warning on stderr says what was wrong with it.
+    """
     data = file.read_bytes()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
@@ -62,6 +66,11 @@ def parse(file: Path, format_: str | None) -> None:
         report = parse_report(data, format_)
     except ReportError as exc:
         raise click.ClickException(f"{file}: {exc}") from None
+    if report.recovered:
+        _warn(
+            f"{file} is not well-formed XML; what its damaged parts hold was read by guesswork "
+            f"({report.recovered_reason})"
+        )
     json.dump(report.to_dict(), sys.stdout, indent=2)
     sys.stdout.write("\n")
 

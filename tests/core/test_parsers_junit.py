@@ -244,17 +244,23 @@ def test_mikepenz_web_test_runner_placeholder() -> None:
     """The two web-test-runner fixtures are not well-formed XML.
 
     They hold ``time="<<computed>>"``, an unescaped ``<`` in an attribute value, which the
-    action's lenient parser accepts and an XML parser must reject. With the placeholder
-    written as a number, they read as upstream expects.
+    action's lenient parser accepts and a strict XML parser rejects. They are read through
+    the recovering parser, flagged as recovered, and read the same as with the placeholder
+    written as a number (a duration that is not a number reads as 0): as upstream expects.
     """
     placeholder = b'time="<<computed>>"'
     fixed: dict[str, Report] = {}
     for name in ("expected.xml", "expectedRetries.xml"):
         data = (MIKEPENZ / WEB_TEST_RUNNER / name).read_bytes()
         assert placeholder in data
-        with pytest.raises(ReportError, match="invalid XML"):
-            parse_report(data)
+        recovered = parse_report(data)
+        assert recovered.recovered
+        assert recovered.recovered_reason == (
+            "Unescaped '<' not allowed in attributes values, line 9, column 59"
+        )
         fixed[name] = parse_report(data.replace(placeholder, b'time="0"'))
+        assert not fixed[name].recovered
+        assert recovered.tests == fixed[name].tests
 
     # should parse junit web test results: 6 tests, 1 skipped, 1 failure.
     assert mikepenz_counts(fixed["expected.xml"]) == {

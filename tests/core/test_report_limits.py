@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from lxml import etree
 
 from testlens.core.model import ReportTooLarge
 from testlens.core.parsers import MARKUP_PER_RESULT, parse_report
@@ -40,13 +41,24 @@ def test_retries_count_as_results():
         parse_report(report, max_results=49)
 
 
+def test_a_damaged_report_counts_each_result_once():
+    """Its strict reading stops at the damage, after counting what it read; the recovered
+    reading that follows counts afresh."""
+    closing = len(b"</testsuite>")
+    report = parse_report(junit(50)[:-closing], max_results=50)
+    assert report.recovered
+    assert len(report.tests) == 50
+    with pytest.raises(ReportTooLarge):
+        parse_report(junit(51)[:-closing], max_results=50)
+
+
 def test_xml_with_too_many_test_cases_is_refused_before_it_is_loaded(monkeypatch):
-    import testlens.core.parsers as parsers
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the document was parsed")
 
-    def never(_data: bytes) -> None:
-        raise AssertionError("the document was loaded")
-
-    monkeypatch.setattr(parsers, "load_xml", never)
+    # Every way a document is read: as a tree, from parser events, or recovered.
+    monkeypatch.setattr(etree, "fromstring", never)
+    monkeypatch.setattr(etree, "XMLPullParser", never)
     with pytest.raises(ReportTooLarge):
         parse_report(junit(101), max_results=100)
 

@@ -148,6 +148,29 @@ def test_unparseable_report_is_422_with_reason(tenant, database):
     assert stored(database, tenant.name)["runs"] == 0
 
 
+def test_a_report_read_by_recovery_is_stored_and_marked_as_recovered(tenant):
+    well_formed = (
+        b'<testsuites><testsuite name="shop"><testcase classname="t.Cart" name="adds"/>'
+        b'<testcase classname="t.Cart" name="pays"><failure message="a &amp; b">x &lt; y'
+        b"</failure></testcase></testsuite></testsuites>"
+    )
+    # An unescaped & and <, and the closing </testsuites> never written.
+    damaged = well_formed.replace(b"&amp;", b"&").replace(b"&lt;", b"<")[: -len("</testsuites>")]
+    runs = {}
+    for name, report in (("damaged", damaged), ("well-formed", well_formed)):
+        response = upload(tenant.client, report, repo=f"acme/{name}")
+        assert response.status_code == 201, response.text
+        assert response.json()["tests_processed"] == 2
+        runs[name] = tenant.client.get(f"/api/runs/{response.json()['run_id']}").json()["run"]
+    assert runs["damaged"]["recovered"] is True
+    assert runs["damaged"]["recovered_reason"]
+    assert runs["damaged"]["summary"] == runs["well-formed"]["summary"]
+    assert (runs["well-formed"]["recovered"], runs["well-formed"]["recovered_reason"]) == (
+        False,
+        None,
+    )
+
+
 def test_auth_is_required_and_checked(anonymous, tenant, database, server):
     assert anonymous.get("/healthz").json() == {"status": "ok"}
     assert anonymous.get("/readyz").status_code == 200

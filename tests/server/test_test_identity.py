@@ -140,10 +140,14 @@ def test_merging_two_entries_of_one_test_leaves_the_parsed_report_as_it_was():
             Entry("test_a", "tests.test_x", file="tests/test_x.py", attempts=[Attempt("failed")]),
             Entry("test_a", "tests.test_x", attempts=[Attempt("passed")]),
         ],
+        recovered=True,
+        recovered_reason="Premature end of data",
     )
     for _ in range(2):
         merged, _keys = keyed_tests(report, "pytest")
         assert [[a.status for a in t.attempts] for t in merged.tests] == [["failed", "passed"]]
+        # what the run records of the file is kept
+        assert (merged.recovered, merged.recovered_reason) == (True, "Premature end of data")
     assert [len(t.attempts) for t in report.tests] == [1, 1]
 
 

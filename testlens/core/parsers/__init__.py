@@ -4,15 +4,24 @@ Each format module exposes a module-level ``FORMATS`` tuple of :class:`Format`. 
 says what it reads (``xml``, ``json`` or ``ndjson`` document), how to recognise it from the
 loaded document, and how to turn that document into test cases. Loading happens once here,
 so detection and parsing never read the bytes twice.
+
+An XML format may also read its documents straight from the bytes (``stream``), from the
+parser's events, without the element tree the others are handed: JUnit, the format of most
+reports and of the largest ones, does. It is tried first; a document whose root is another
+format's, or that is not well-formed, is then loaded as a tree, recovering it if need be
+(``xml.py``), and a recovered report says so (``Report.recovered``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
+
+from lxml import etree
 
 from ..model import (
     Report,
@@ -23,7 +32,7 @@ from ..model import (
     merge_tests,
     too_many_results,
 )
-from .xml import load_xml
+from .xml import TEST_ELEMENTS, check_xml, read_xml
 
 Kind = Literal["xml", "json", "ndjson"]
 T = TypeVar("T")
@@ -35,6 +44,9 @@ class Format:
     kind: Kind
     matches: Callable[[Any], bool]
     parse: Callable[[Any], list[TestCase]]
+    stream: Callable[[bytes], list[TestCase] | None] | None = None
+    """Reads a well-formed document of the format from its bytes, or returns None when it
+    is not of the format; raises ``etree.XMLSyntaxError`` when it is not well-formed."""
 
 
 def _registry() -> tuple[Format, ...]:
@@ -63,16 +75,17 @@ def format_names() -> list[str]:
 
 def load_json(data: bytes) -> Any:
     """A JSON report's document, or :class:`ReportError` saying why it cannot be read."""
-    return _load(data, "json")
+    return _load(data, "json")[0]
 
 
-def _load(data: bytes, kind: Kind) -> Any:
+def _load(data: bytes, kind: Kind) -> tuple[Any, str | None]:
+    """The document, and why the strict parse failed when it had to be recovered (XML)."""
     if kind == "xml":
-        return load_xml(data)
+        return read_xml(data)
     text = _decode(data)
     if kind == "json":
         try:
-            return json.loads(text)
+            return json.loads(text), None
         except ValueError as exc:  # also integers past Python's 4,300-digit limit
             raise ReportError(f"invalid JSON: {exc}") from None
         except RecursionError:
@@ -88,7 +101,7 @@ def _load(data: bytes, kind: Kind) -> Any:
             raise ReportError(f"invalid JSON on line {number}: {exc}") from None
         except RecursionError:
             raise ReportError(f"invalid JSON on line {number}: nested too deeply") from None
-    return lines
+    return lines, None
 
 
 def _decode(data: bytes) -> str:
@@ -100,16 +113,29 @@ def _decode(data: bytes) -> str:
         raise ReportError(f"the report is not UTF-8 text: {exc}") from None
 
 
+_LEADING = re.compile(rb"[\xef\xbb\xbf \t\r\n]*")
+_CONTENT = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what bytes.strip() keeps
+
+
 def _kind_of(data: bytes) -> Kind:
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    """XML, one JSON document, or newline-delimited JSON events (go test -json, dart).
+
+    Found by searching the bytes, not by stripping or splitting them: those copy the whole
+    report, and a report written on one line is one line of many megabytes.
+    """
+    leading = _LEADING.match(data)
+    start = leading.end() if leading else 0
+    head = data[start : start + 1]
     if head == b"<":
         return "xml"
     if head in (b"{", b"["):
-        # One JSON document, or newline-delimited JSON events (go test -json, dart).
-        stripped = data.strip()
-        first_line = stripped.split(b"\n", 1)[0].strip()
-        if b"\n" in stripped and first_line.endswith(b"}") and _is_json(first_line):
-            return "ndjson"
+        content = _CONTENT.search(data)
+        start = content.start() if content else start
+        newline = data.find(b"\n", start)
+        if newline != -1 and _CONTENT.search(data, newline):  # more than one line
+            first_line = data[start:newline].strip()
+            if first_line.endswith(b"}") and _is_json(first_line):
+                return "ndjson"
         return "json"
     if not data.strip():
         raise ReportError("the report is empty")
@@ -128,9 +154,12 @@ MARKUP_PER_RESULT = 20
 """How many XML tags, or JSON objects and arrays, a report may hold per result it may hold:
 far more than any writer spends on one test (a JUnit test case with its failure, output and
 a few properties takes under 15), so only documents built to be large in memory meet it."""
-_XML_TEST_TAGS = (b"<testcase", b"<test-case", b"<UnitTestResult", b"<test ")
+_XML_TEST_TAGS = tuple(
+    f"<{name} ".encode() if name == "test" else f"<{name}".encode() for name in TEST_ELEMENTS
+)
 """How each XML format's test (JUnit, NUnit, TRX, xUnit.net) opens: each is at least one
-result."""
+result. xUnit.net's is counted with the space its attributes follow, as ``<test`` alone would
+also count every ``<testcase`` and ``<testsuite``."""
 
 
 def check_markup(data: bytes, kind: Kind, max_results: int) -> None:
@@ -169,22 +198,55 @@ def parse_report(data: bytes, format: str | None = None, max_results: int | None
     kind = _kind_of(data) if chosen is None else chosen.kind
     if max_results is not None:
         check_markup(data, kind, max_results)
+    if kind == "xml":
+        # A budget of its own: a stream stopped by a syntax error has made attempts that the
+        # tree it falls back to makes again.
+        with attempt_budget(max_results):
+            report = _stream(data, chosen)
+        if report is not None:
+            return report
     with attempt_budget(max_results):
         return _parse(data, kind, chosen)
 
 
+def _stream(data: bytes, chosen: Format | None) -> Report | None:
+    """The report read by the first format able to read it straight from its bytes, or None
+    when the document must be loaded as a tree: another format's, or not well-formed."""
+    check_xml(data)
+    for candidate in formats() if chosen is None else (chosen,):
+        if candidate.stream is None:
+            continue
+        try:
+            tests = guarded(candidate.name, candidate.stream, data)
+        except etree.XMLSyntaxError:
+            return None
+        if tests is not None:
+            return _report(candidate, tests, None)
+    return None
+
+
 def _parse(data: bytes, kind: Kind, chosen: Format | None) -> Report:
-    document = _load(data, kind)
+    document, recovered_reason = _load(data, kind)
     if chosen is not None:
         if not chosen.matches(document):
             raise ReportError(f"the report is not in the {chosen.name} format")
     else:
         chosen = next((f for f in formats() if f.kind == kind and f.matches(document)), None)
         if chosen is None:
-            raise ReportError(f"unrecognised {kind.upper()} report: {_describe(document)}")
-    tests = merge_tests(guarded(chosen.name, chosen.parse, document))
+            damage = f" (not well-formed: {recovered_reason})" if recovered_reason else ""
+            raise ReportError(f"unrecognised {kind.upper()} report: {_describe(document)}{damage}")
+    return _report(chosen, guarded(chosen.name, chosen.parse, document), recovered_reason)
+
+
+def _report(chosen: Format, tests: list[TestCase], recovered_reason: str | None) -> Report:
+    tests = merge_tests(tests)
     check_tests(tests)
-    return Report(format=chosen.name, tests=tests)
+    return Report(
+        format=chosen.name,
+        tests=tests,
+        recovered=recovered_reason is not None,
+        recovered_reason=recovered_reason,
+    )
 
 
 MAX_FILE_BYTES = 2000

@@ -24,6 +24,13 @@ attempts without details so that the flakiness stays visible.
 
 A test's ``browser`` is the environment of its attempts: Playwright reports a test once per
 browser project, and runs in two browsers are not retries of each other.
+
+Speed: a report holds tens of thousands of tests, and a call of :func:`field` for each of a
+test's fields cost more than ``json.loads`` spent on the whole test. So ``_test`` and
+``_attempt`` read each field and check its type in place, and call :func:`field` only for a
+value that is not of the expected JSON type, to raise the error that names it; the checks
+run in the same order either way, so a report with several faults is refused for the same
+one.
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ def field(
         if required:
             raise ReportError(f"{where}: required field {key!r} is missing")
         return None
+    kind = type(value)  # JSON's values are of these exact types, bool being its own
+    if kind is types or (type(types) is tuple and kind in types):
+        return value
     allowed = types if isinstance(types, tuple) else (types,)
     if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
         expected = " or ".join(_JSON_TYPE_NAMES.get(t, t.__name__) for t in allowed)
@@ -113,38 +123,50 @@ def _parse(document: dict[str, Any]) -> list[TestCase]:
 
 
 def _test(test: dict[str, Any], where: str) -> TestCase:
-    name = field(test, "name", str, where, required=True)
+    name = test.get("name")
+    if type(name) is not str:
+        name = field(test, "name", str, where, required=True)
     if not name:
         raise ReportError(f"{where}: 'name' must not be empty")
     final = _attempt(test, where, duration_required=True)
-    final.environment = field(test, "browser", str, where)
+    browser = test.get("browser")
+    if browser is not None and type(browser) is not str:
+        browser = field(test, "browser", str, where)
+    final.environment = browser
     numbered = []
-    for index, entry in enumerate(objects(test, "retryAttempts", where)):
-        entry_where = f"{where}.retryAttempts[{index}]"
-        attempt = _attempt(entry, entry_where)
-        attempt.environment = final.environment
-        numbered.append((_attempt_number(entry, entry_where), entry["status"], attempt))
-    numbered.sort(key=lambda item: item[0])
-    attempts = [attempt for _, _, attempt in numbered]
-    retries = field(test, "retries", int, where)
+    if test.get("retryAttempts") is not None:
+        for index, entry in enumerate(objects(test, "retryAttempts", where)):
+            entry_where = f"{where}.retryAttempts[{index}]"
+            attempt = _attempt(entry, entry_where)
+            attempt.environment = browser
+            numbered.append((_attempt_number(entry, entry_where), entry["status"], attempt))
+        numbered.sort(key=lambda item: item[0])
+    retries = test.get("retries")
+    if retries is not None and type(retries) is not int:
+        retries = field(test, "retries", int, where)
     if retries is not None and retries < 0:
         raise ReportError(f"{where}: 'retries' must not be negative")
-    if not attempts:
-        attempts = [
-            Attempt(status="failed", message=_UNRECORDED_RETRY, environment=final.environment)
-            for _ in range(retries or 0)
-        ]
+    if not numbered:
+        attempts = (
+            [
+                Attempt(status="failed", message=_UNRECORDED_RETRY, environment=browser)
+                for _ in range(retries)
+            ]
+            if retries
+            else []
+        )
         attempts.append(final)
-    elif _lists_final_attempt(len(attempts), retries, numbered[-1][1], test["status"]):
-        _fill_from(attempts[-1], final)
     else:
-        attempts.append(final)
-    return TestCase(
-        name=name,
-        suite=_suite(test, where),
-        file=field(test, "filePath", str, where) or "",
-        attempts=attempts,
-    )
+        attempts = [attempt for _, _, attempt in numbered]
+        if _lists_final_attempt(len(attempts), retries, numbered[-1][1], test["status"]):
+            _fill_from(attempts[-1], final)
+        else:
+            attempts.append(final)
+    suite = _suite(test, where)
+    file = test.get("filePath")
+    if file is not None and type(file) is not str:
+        file = field(test, "filePath", str, where)
+    return TestCase(name, "", suite, file or "", attempts)
 
 
 def _lists_final_attempt(count: int, retries: int | None, last_status: str, status: str) -> bool:
@@ -155,16 +177,26 @@ def _lists_final_attempt(count: int, retries: int | None, last_status: str, stat
 
 
 def _attempt(entry: dict[str, Any], where: str, *, duration_required: bool = False) -> Attempt:
-    message = field(entry, "message", str, where)
-    trace = field(entry, "trace", str, where)
-    return Attempt(
-        status=_status(field(entry, "status", str, where, required=True), message or trace, where),
-        duration_ms=duration(entry, "duration", where, required=duration_required),
-        message=message,
-        stack=trace,
-        stdout=_lines(entry, "stdout", where),
-        stderr=_lines(entry, "stderr", where),
-    )
+    message = entry.get("message")
+    if message is not None and type(message) is not str:
+        message = field(entry, "message", str, where)
+    trace = entry.get("trace")
+    if trace is not None and type(trace) is not str:
+        trace = field(entry, "trace", str, where)
+    status = entry.get("status")
+    if type(status) is not str:
+        status = field(entry, "status", str, where, required=True)
+    known = _STATUSES.get(status)
+    if known is None:
+        known = _status(status, message or trace, where)
+    spent = entry.get("duration")
+    if (type(spent) is int or type(spent) is float) and spent >= 0:
+        spent = float(spent or 0)  # as duration() reads it: -0.0 is 0
+    else:
+        spent = duration(entry, "duration", where, required=duration_required)
+    stdout = None if entry.get("stdout") is None else _lines(entry, "stdout", where)
+    stderr = None if entry.get("stderr") is None else _lines(entry, "stderr", where)
+    return Attempt(known, spent, message, None, trace, stdout, stderr)
 
 
 def _attempt_number(entry: dict[str, Any], where: str) -> int:
@@ -189,17 +221,19 @@ def _lines(entry: dict[str, Any], key: str, where: str) -> str | None:
     lines = field(entry, key, list, where)
     if not lines:
         return None
-    if not all(isinstance(line, str) for line in lines):
-        raise ReportError(f"{where}: {key!r} must be an array of strings")
-    return truncate_output("\n".join(lines))
+    try:
+        return truncate_output("\n".join(lines))
+    except TypeError:  # join takes strings only
+        raise ReportError(f"{where}: {key!r} must be an array of strings") from None
 
 
 def _suite(test: dict[str, Any], where: str) -> str:
     suite = field(test, "suite", (list, str), where)
     if isinstance(suite, list):
-        if not all(isinstance(part, str) for part in suite):
-            raise ReportError(f"{where}: 'suite' must be an array of strings")
-        return " > ".join(suite)
+        try:
+            return " > ".join(suite)
+        except TypeError:  # join takes strings only
+            raise ReportError(f"{where}: 'suite' must be an array of strings") from None
     return suite or ""
 
 

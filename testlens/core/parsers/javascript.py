@@ -133,16 +133,23 @@ def _jest_matches(document: Any) -> bool:
 
 def _jest_test(result: dict[str, Any], file: str) -> TestCase:
     status = _lookup(_JEST_STATUS, result["status"], "jest")
-    failures = [_plain(m) for m in result.get("failureMessages") or []]
-    message, error_type, stack = _split_error(failures[0] if failures else None)
-    if len(failures) > 1:  # e.g. the test's assertion and its afterEach hook both failed
-        stack = "\n\n".join(m for m in failures if m)
-    reasons = result.get("retryReasons") or []
-    earlier = _retry_count((result.get("invocations") or 1) - 1, "invocations")
-    attempts = [_retried(reasons[i] if i < len(reasons) else None) for i in range(earlier)]
+    # Most tests passed at their first run: what they lack is skipped, not read as empty.
+    messages = result.get("failureMessages")
+    message = error_type = stack = None
+    if messages:
+        failures = [_plain(m) for m in messages]
+        message, error_type, stack = _split_error(failures[0])
+        if len(failures) > 1:  # e.g. the test's assertion and its afterEach hook both failed
+            stack = "\n\n".join(m for m in failures if m)
+    attempts = []
+    invocations = result.get("invocations")
+    if invocations and invocations != 1:
+        reasons = result.get("retryReasons") or []
+        earlier = _retry_count((invocations or 1) - 1, "invocations")
+        attempts = [_retried(reasons[i] if i < len(reasons) else None) for i in range(earlier)]
     attempts.append(Attempt(status, float(result.get("duration") or 0), message, error_type, stack))
     ancestors = result.get("ancestorTitles") or []
-    return TestCase(name=result["title"], suite=" > ".join(ancestors), file=file, attempts=attempts)
+    return TestCase(result["title"], "", " > ".join(ancestors), file, attempts)
 
 
 def _jest_file_error(file: str, text: str | None) -> TestCase:
@@ -195,23 +202,31 @@ def _output(chunks: list[dict[str, Any]] | None) -> str | None:
 def _playwright_attempt(result: dict[str, Any], expected: str, env: str | None) -> Attempt:
     raw = result["status"]
     status, censored = _lookup(_PLAYWRIGHT_STATUS, raw, "playwright")
-    error = result.get("error") or next(iter(result.get("errors") or []), None) or {}
-    message, error_type, stack = _split_error(error.get("stack") or error.get("message"))
+    # Most results passed: what they lack is skipped, not read as empty.
+    error = result.get("error")
+    if not error:
+        errors = result.get("errors")
+        error = next(iter(errors), None) if errors else None
+    message = error_type = stack = None
+    if error:
+        message, error_type, stack = _split_error(error.get("stack") or error.get("message"))
     if raw == expected and raw != "skipped":
         # test.fail() and the failure came as declared: the outcome Playwright calls expected.
         status, message, error_type, stack = "passed", None, None, None
     elif expected == "failed" and raw == "passed":
         status, message = "failed", UNEXPECTED_PASS
+    stdout = result.get("stdout")
+    stderr = result.get("stderr")
     return Attempt(
         status,
         float(result.get("duration") or 0),
         message,
         error_type,
         stack,
-        stdout=_output(result.get("stdout")),
-        stderr=_output(result.get("stderr")),
-        environment=env,
-        censored=censored,
+        _output(stdout) if stdout else None,
+        _output(stderr) if stderr else None,
+        env,
+        censored,
     )
 
 
@@ -290,15 +305,20 @@ def _mocha_test(entry: dict[str, Any], status: AttemptStatus) -> TestCase:
     title, full = entry["title"], entry["fullTitle"]
     # fullTitle is the describe titles and the test title joined by spaces.
     suite = full[: -len(title)].rstrip() if title and full.endswith(title) else ""
-    err = entry.get("err") or {}
-    message = _plain(err.get("message"))
-    stack = _plain(err.get("stack"))
-    typed = _ERROR_TYPE.match(stack or "")
-    error_type = err.get("name") or (typed.group(1) if typed else None)
-    timed_out = err.get("code") == "ERR_MOCHA_TIMEOUT" or bool(
-        message and _MOCHA_TIMEOUT.match(message)
-    )
-    attempts = [_retried() for _ in range(_retry_count(entry.get("currentRetry"), "currentRetry"))]
+    # Most tests passed at their first run: what they lack is skipped, not read as empty.
+    err = entry.get("err")
+    message = stack = error_type = None
+    timed_out = False
+    if err:
+        message = _plain(err.get("message"))
+        stack = _plain(err.get("stack"))
+        typed = _ERROR_TYPE.match(stack or "")
+        error_type = err.get("name") or (typed.group(1) if typed else None)
+        timed_out = err.get("code") == "ERR_MOCHA_TIMEOUT" or bool(
+            message and _MOCHA_TIMEOUT.match(message)
+        )
+    retried = entry.get("currentRetry")
+    attempts = [_retried() for _ in range(_retry_count(retried, "currentRetry"))] if retried else []
     attempts.append(
         Attempt(
             status,
@@ -309,7 +329,7 @@ def _mocha_test(entry: dict[str, Any], status: AttemptStatus) -> TestCase:
             censored=timed_out,
         )
     )
-    return TestCase(name=title, suite=suite, file=entry.get("file") or "", attempts=attempts)
+    return TestCase(title, "", suite, entry.get("file") or "", attempts)
 
 
 def _parse_mocha(document: dict[str, Any]) -> list[TestCase]:

@@ -47,20 +47,38 @@ an entry is read as a failed attempt whose details the report did not record
 The last entry of a test keeps its meaning, and so does every entry with a result child, so
 reports where each attempt records its own result read as before.
 
-Reports can hold hundreds of thousands of testcases, so the per-testcase path only reads
-attributes; whatever depends on the enclosing suites is worked out once per suite.
+Reading. Reports can hold hundreds of thousands of testcases, and a server reads them on
+worker threads, so a JUnit document is read from the XML parser's events (lxml's
+parser-target interface: ``start``, ``data``, ``end``) as the parser goes, and no element
+tree is built. The tree of a large report takes about four times the memory of the test
+cases read from it, and more time to build and free than the parser's events take to hand
+over; reading it goes through a Python proxy object for each element and a call for each
+attribute, where the parser hands a target each element's attributes as one dictionary.
+Text reaches the reader only where a testcase's attempts need it. A testcase without
+children, nearly every one, costs no object beyond those of the model (its TestCase, that
+TestCase's list of attempts and its one Attempt): the garbage collector's passes over them
+make up much of the time of a large report, and are left alone, as the collector's settings
+are the whole process's, not this thread's.
+Whatever depends on the enclosing suites is worked out once per suite.
+
+A document that is not well-formed, or that names an external DTD, is loaded as a tree
+instead (``xml.py``, which recovers what it can), and the tree is replayed through the same
+reader: there is one reading of JUnit, not two.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import NamedTuple
+import threading
+from collections.abc import Mapping
+from typing import ClassVar, NamedTuple
 
 from lxml import etree
 
 from ..model import SUITE_SEPARATOR, Attempt, AttemptStatus, TestCase, truncate_output
 from . import Format
+from .xml import xml_parser
 
 _ROOT_TAGS = frozenset({"testsuites", "testsuite"})
 # testcase status attributes meaning "never ran", whatever result children say.
@@ -68,6 +86,10 @@ _NOT_RUN = frozenset({"disabled", "notrun"})
 _RESULTS: dict[str, AttemptStatus] = {"failure": "failed", "error": "error"}
 _RERUNS_BEFORE: dict[str, AttemptStatus] = {"flakyFailure": "failed", "flakyError": "error"}
 _RERUNS_AFTER: dict[str, AttemptStatus] = {"rerunFailure": "failed", "rerunError": "error"}
+_OUTPUTS = frozenset({"system-out", "system-err"})
+# The children of a testcase, and of a rerun element, that its attempts are read from.
+_CASE_CHILDREN = frozenset({*_RESULTS, "skipped", *_OUTPUTS, *_RERUNS_BEFORE, *_RERUNS_AFTER})
+_RERUN_CHILDREN = frozenset({"stackTrace", *_OUTPUTS})
 RERUN_NOT_RECORDED = "rerun: failure details not recorded in the report"
 """Message of a failed attempt known only from a bare rerun entry (pytest-rerunfailures)."""
 
@@ -105,88 +127,355 @@ def seconds_to_ms(value: str | None) -> float:
     return ms if 0.0 <= ms < math.inf else 0.0  # NaN, infinities and negatives mean nothing
 
 
+def _attribute(attrib: Mapping[str, str], name: str) -> str | None:
+    """An attribute's value as the parser target is handed it, read back as written.
+
+    Without entity substitution (never wanted here: see ``xml.py``), libxml2 hands a target
+    every ``&`` of an attribute value as the character reference ``&#38;``; it writes no
+    other reference into the value, so replacing each one undoes exactly that.
+    """
+    value = attrib.get(name)
+    if value and "&" in value:
+        return value.replace("&#38;", "&")
+    return value
+
+
 def _posix(path: str) -> str:
     """Windows runners write backslashes; one spelling keeps a test's identity across OSes."""
     return path.replace("\\", "/")
+
+
+def _enter(outer: _Suite, suite: Mapping[str, str]) -> _Suite:
+    """Extend the context by one ``<testsuite>``: its name joins the path, its file wins."""
+    name = _attribute(suite, "name") or ""
+    own_file = _attribute(suite, "file") or _attribute(suite, "filepath")
+    file = _posix(own_file) if own_file else outer.file
+    if own_file and name == own_file:
+        name = file  # bun names each suite after its file: spell both the same way
+    if not name:
+        return _Suite(outer.path, file)
+    return _Suite(outer.path + SUITE_SEPARATOR + name if outer.path else name, file)
+
+
+# --- the reader ------------------------------------------------------------------------------
+#
+# The reader keeps a stack of the open elements. Nearly every testcase is a plain pass (or a
+# test that never ran) and has no child: its TestCase, whole with its one attempt, is made
+# as it opens, and stands on the stack for itself, so such a testcase costs no other object.
+# A testcase becomes a _Case frame when a child opens in it. Elements that mean nothing to
+# the reader (properties, unknown children) share their parent's plain frame.
+
+
+class _TreeNeeded(Exception):
+    """Stops reading from parser events as soon as it is clear the document must be loaded
+    as a tree: its root is another format's, or it names an external DTD. Entities such a
+    DTD could declare are unknown to the parser, which leaves them in the tree as references
+    where a target is handed no event for them at all, so a tree is what keeps the reading
+    of such a document the same as ever (an element's text stops at the reference)."""
+
+
+class _Frame:
+    """An open element: the suite context it passes on to testcases within it."""
+
+    __slots__ = ("_plain", "cases", "suite")
+
+    keeps: ClassVar[frozenset[str]] = frozenset()
+    """Child tags kept for an attempt (see _Case and _Rerun)."""
+
+    def __init__(self, suite: _Suite) -> None:
+        self.suite = suite
+        self.cases: list[TestCase] | None = None
+        self._plain: _Frame | None = None
+
+    def plain(self, tag: str) -> _Frame:
+        """The frame of a child ``tag`` that means nothing to the reader: it passes on the
+        same suite, and testcases within it are not this element's own."""
+        if self._plain is None:
+            self._plain = _Frame(self.suite)
+        return self._plain
+
+
+class _Document(_Frame):
+    """Outside the root element."""
+
+    __slots__ = ()
+
+    def plain(self, tag: str) -> _Frame:
+        if tag != "testsuites":  # <testsuite>, the other root, has a frame of its own
+            raise _TreeNeeded
+        return super().plain(tag)
+
+
+class _Testsuite(_Frame):
+    """A ``<testsuite>`` element, keeping its own testcases when it declares how many tests
+    it holds: the count bare reruns are told apart by (_reread_suite)."""
+
+    __slots__ = ("declared",)
+
+    def __init__(self, suite: _Suite, declared: str | None) -> None:
+        self.suite = suite
+        self.cases = [] if declared and declared.isdigit() else None
+        self._plain = None
+        self.declared = declared
+
+
+class _Kept(_Frame):
+    """A child of a testcase (or of a rerun element) that an attempt is read from."""
+
+    __slots__ = ("attrib", "chunks", "tag")
+
+    def __init__(self, suite: _Suite, tag: str, attrib: Mapping[str, str]) -> None:
+        super().__init__(suite)
+        self.tag = tag
+        self.attrib = attrib
+        self.chunks: list[str] = []  # the text before its first child, as the parser gave it
+
+    @property
+    def text(self) -> str | None:
+        return "".join(self.chunks) if self.chunks else None
+
+
+class _Rerun(_Kept):
+    """A Surefire rerun element, whose own children hold its stack trace and output."""
+
+    __slots__ = ("kept",)
+    keeps = _RERUN_CHILDREN
+
+    def __init__(self, suite: _Suite, tag: str, attrib: Mapping[str, str]) -> None:
+        super().__init__(suite, tag, attrib)
+        self.kept: list[_Kept] = []
+
+
+class _Case(_Frame):
+    """A testcase that has children: its attempts are completed from them when it closes."""
+
+    __slots__ = ("case", "kept", "not_run")
+    keeps = _CASE_CHILDREN
+
+    def __init__(self, suite: _Suite, case: TestCase) -> None:
+        super().__init__(suite)
+        self.case = case
+        # Its one attempt so far is skipped only where the testcase says it never ran.
+        self.not_run = case.attempts[0].status == "skipped"
+        self.kept: list[_Kept] = []
+
+
+class _Reader:
+    """Reads a JUnit document from parser events (a parser target) into test cases.
+
+    Test cases come out in document order, one per testcase element, wherever it sits: what
+    walking the tree for every ``<testcase>`` would give.
+    """
+
+    tests: list[TestCase]
+    _open: list[_Frame | TestCase]
+    _text: list[str] | None
+    """Where text goes: the chunks of the element just opened, while its text is wanted and
+    until its first child opens or it closes."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def start(self, tag: str, attrib: Mapping[str, str]) -> None:
+        opened = self._open
+        parent = opened[-1]
+        self._text = None  # a child ends its parent's text
+        if isinstance(parent, TestCase):  # the first child of a testcase
+            outer = opened[-2]
+            assert isinstance(outer, _Frame)  # one testcase in another made the outer a frame
+            parent = opened[-1] = _Case(outer.suite, parent)
+        if tag == "testcase":
+            if type(parent) is _Document:
+                raise _TreeNeeded
+            # The testcase's TestCase, with the attempt its attributes say. This runs once
+            # per testcase, so _attribute and seconds_to_ms's common cases are inlined.
+            suite = parent.suite
+            name = attrib.get("name") or ""
+            if "&" in name:
+                name = name.replace("&#38;", "&")
+            classname = attrib.get("classname") or ""
+            if "&" in classname:
+                classname = classname.replace("&#38;", "&")
+            file = attrib.get("file")
+            if file:
+                file = _posix(file.replace("&#38;", "&") if "&" in file else file)
+            time = attrib.get("time") or ""
+            try:
+                ms = float(time) * 1000.0
+            except ValueError:
+                ms = seconds_to_ms(time)
+            if not 0.0 <= ms < math.inf:
+                ms = 0.0
+            status: AttemptStatus = "skipped" if attrib.get("status") in _NOT_RUN else "passed"
+            case = TestCase(name, classname, suite.path, file or suite.file, [Attempt(status, ms)])
+            self.tests.append(case)
+            if parent.cases is not None:
+                parent.cases.append(case)
+            opened.append(case)
+        elif tag in parent.keeps:
+            assert isinstance(parent, _Case | _Rerun)  # the frames that keep children
+            kept = (_Rerun if tag in _RERUNS_BEFORE or tag in _RERUNS_AFTER else _Kept)(
+                parent.suite, tag, attrib
+            )
+            parent.kept.append(kept)
+            opened.append(kept)
+            self._text = kept.chunks
+        elif tag == "testsuite":
+            opened.append(_Testsuite(_enter(parent.suite, attrib), attrib.get("tests")))
+        else:
+            opened.append(parent.plain(tag))
+
+    def data(self, text: str) -> None:
+        if self._text is not None:
+            self._text.append(text)
+
+    def doctype(self, name: str | None, public_id: str | None, system_id: str | None) -> None:
+        if public_id or system_id:
+            raise _TreeNeeded
+
+    def end(self, tag: str) -> None:
+        frame = self._open.pop()
+        self._text = None  # text after a child is not its parent's text
+        if type(frame) is TestCase:
+            return  # a testcase without children: made whole when it opened
+        if type(frame) is _Case:
+            _complete(frame)
+        elif type(frame) is _Testsuite and frame.cases:
+            declared = frame.declared
+            assert declared is not None
+            if int(declared) < len(frame.cases):
+                _reread_suite(frame.cases, int(declared))
+
+    def close(self) -> list[TestCase]:
+        return self.tests
+
+    def reset(self) -> None:
+        """Forget the document read, or given up on, to read the next one."""
+        self.tests = []
+        self._open = [_Document(_OUTSIDE)]
+        self._text = None
 
 
 def _matches(root: etree._Element) -> bool:
     return root.tag in _ROOT_TAGS
 
 
-def _parse(root: etree._Element) -> list[TestCase]:
-    suites: dict[etree._Element, _Suite] = {}
+_THREAD = threading.local()
 
-    def suite_of(element: etree._Element | None) -> _Suite:
-        """The context ``element`` gives its testcases, worked out once per element."""
-        if element is None:
-            return _OUTSIDE
-        found = suites.get(element)
-        if found is None:
-            outer = suite_of(element.getparent())
-            found = _enter(outer, element) if element.tag == "testsuite" else outer
-            suites[element] = found
-        return found
 
-    tests: list[TestCase] = []
-    append = tests.append
-    # (parent, index in tests of its first testcase) per run of sibling testcases
-    runs: list[tuple[etree._Element, int]] = []
-    parent = None
-    path = suite_file = ""
-    for case in root.iter("testcase"):
-        get = case.get
-        if case.getparent() is not parent:
-            # Testcases come in runs of siblings, and lxml hands back the same parent proxy
-            # while it is referenced, so an identity check spares most dictionary lookups.
-            parent = case.getparent()
-            path, suite_file = suite_of(parent)
-            runs.append((parent, len(tests)))
-        file = get("file")
-        file = _posix(file) if file else suite_file
-        if len(case):
-            attempts = _attempts(case)
-        else:
-            status: AttemptStatus = "skipped" if get("status") in _NOT_RUN else "passed"
-            time = get("time")
-            try:
-                ms = float(time) * 1000.0  # seconds_to_ms's fast path, inlined: hot loop
-            except (TypeError, ValueError):
-                ms = seconds_to_ms(time)
-            if not 0.0 <= ms < math.inf:
-                ms = 0.0
-            attempts = [Attempt(status, ms)]
-        append(TestCase(get("name") or "", get("classname") or "", path, file, attempts))
-    _reread_bare_reruns(tests, runs)
+def _stream(data: bytes) -> list[TestCase] | None:
+    """Read a JUnit document straight from its bytes; None when it must be loaded as a tree
+    (see _TreeNeeded).
+
+    Raises ``etree.XMLSyntaxError`` for a document that is not well-formed.
+
+    Each thread keeps one parser and its reader: an lxml parser is not thread-safe, but can
+    read one document after another, and a new target parser first inspects its target's
+    methods, which costs as much as reading a small report. The reader lets go of each
+    report once read, as lxml keeps a parser and its target alive together.
+    """
+    try:
+        parser, reader = _THREAD.parser, _THREAD.reader
+    except AttributeError:
+        reader = _THREAD.reader = _Reader()
+        parser = _THREAD.parser = xml_parser(target=reader)
+    try:
+        tests: list[TestCase] = etree.fromstring(data, parser)
+    except _TreeNeeded:
+        return None
+    finally:
+        reader.reset()  # lets go of the tests, or of what was read before a failure
     return tests
 
 
-def _reread_bare_reruns(tests: list[TestCase], runs: list[tuple[etree._Element, int]]) -> None:
-    """Read pytest-rerunfailures' bare rerun entries as the failed attempts they were.
+def _parse(root: etree._Element) -> list[TestCase]:
+    """Read a JUnit document already loaded as a tree (see _TreeNeeded; or one recovered, see
+    ``xml.py``), by replaying it through the reader as the parser's events, attribute values
+    written as the parser hands them to a target (see _attribute)."""
+    reader = _Reader()
+    for event, element in etree.iterwalk(root, events=("start", "end"), tag=etree.Element):
+        if event == "start":
+            attrib = {key: value.replace("&", "&#38;") for key, value in element.items()}
+            reader.start(element.tag, attrib)
+            if element.text:
+                reader.data(element.text)
+        else:
+            reader.end(element.tag)
+            if element.tail and element is not root:
+                reader.data(element.tail)
+    return reader.close()
 
-    ``tests`` holds one TestCase per testcase element, in document order; ``runs`` says
-    where each parent's runs of sibling testcases start in it. Only suites whose declared
-    ``tests`` falls short of the testcases they hold are looked at entry by entry, so a
-    report whose counts add up (nearly all of them) costs a pass over ``runs``, not over
-    its testcases.
+
+def _complete(frame: _Case) -> None:
+    """Complete a testcase's attempts from its children, oldest first.
+
+    Its attempt so far, made from its attributes, is the main one; reruns recorded before
+    or after it are attempts of their own. Several ``<failure>``/``<error>`` children are one
+    run reporting several problems (soft assertions, a teardown error after a failed
+    assertion), so they make one attempt whose status comes from the first problem, usually
+    the cause of the others.
     """
-    ends = [start for _, start in runs[1:]]
-    ends.append(len(tests))
-    held: dict[etree._Element, int] = {}
-    for (parent, start), end in zip(runs, ends, strict=False):
-        held[parent] = held.get(parent, 0) + end - start
-    for parent, count in held.items():
-        declared = parent.get("tests")
-        if not declared or not declared.isdigit() or int(declared) >= count:
-            continue  # no count, or one that covers every entry: nothing left uncounted
-        if parent.tag == "testsuite":
-            entries = [
-                test
-                for (other, start), end in zip(runs, ends, strict=False)
-                if other is parent
-                for test in tests[start:end]
-            ]
-            _reread_suite(entries, int(declared))
+    problems: list[_Kept] = []
+    skipped: _Kept | None = None
+    before: list[Attempt] = []
+    after: list[Attempt] = []
+    stdout = stderr = None
+    for child in frame.kept:
+        tag = child.tag
+        if tag in _RESULTS:
+            problems.append(child)
+        elif tag == "skipped":
+            skipped = child
+        elif tag == "system-out":
+            stdout = child.text
+        elif tag == "system-err":
+            stderr = child.text
+        elif isinstance(child, _Rerun):
+            if tag in _RERUNS_BEFORE:
+                before.append(_rerun(child, _RERUNS_BEFORE[tag]))
+            else:
+                after.append(_rerun(child, _RERUNS_AFTER[tag]))
+
+    attempts = frame.case.attempts
+    main = attempts[0]
+    main.stdout = _output(stdout)
+    main.stderr = _output(stderr)
+    if problems:
+        first = problems[0]
+        main.status = _RESULTS[first.tag]
+        main.error_type = _attribute(first.attrib, "type") or None
+        main.message = _joined([_message(p, p.text) for p in problems], "\n")
+        main.stack = _joined([_stripped(p.text) for p in problems], "\n\n")
+    elif skipped is not None:
+        main.status = "skipped"
+        main.message = _message(skipped, skipped.text)
+    if frame.not_run:
+        main.status = "skipped"  # the runner says it never ran; leftover children aside
+    if before or after:
+        attempts[:] = [*before, main, *after]
+
+
+def _rerun(element: _Rerun, status: AttemptStatus) -> Attempt:
+    """One flaky/rerun element: a failed attempt with its own stack trace and output."""
+    stack = stdout = stderr = None
+    for child in element.kept:
+        tag = child.tag
+        if tag == "stackTrace":
+            stack = child.text
+        elif tag == "system-out":
+            stdout = child.text
+        else:
+            stderr = child.text
+    stack = _stripped(stack if stack is not None else element.text)
+    return Attempt(
+        status,
+        seconds_to_ms(element.attrib.get("time")),
+        message=_message(element, stack),
+        error_type=_attribute(element.attrib, "type") or None,
+        stack=stack,
+        stdout=_output(stdout),
+        stderr=_output(stderr),
+    )
 
 
 def _reread_suite(entries: list[TestCase], declared: int) -> None:
@@ -209,88 +498,9 @@ def _reread_suite(entries: list[TestCase], declared: int) -> None:
             attempt.message = RERUN_NOT_RECORDED
 
 
-def _enter(outer: _Suite, suite: etree._Element) -> _Suite:
-    """Extend the context by one ``<testsuite>``: its name joins the path, its file wins."""
-    name = suite.get("name") or ""
-    own_file = suite.get("file") or suite.get("filepath")
-    file = _posix(own_file) if own_file else outer.file
-    if own_file and name == own_file:
-        name = file  # bun names each suite after its file: spell both the same way
-    if not name:
-        return _Suite(outer.path, file)
-    return _Suite(outer.path + SUITE_SEPARATOR + name if outer.path else name, file)
-
-
-def _attempts(case: etree._Element) -> list[Attempt]:
-    """Every attempt one testcase element records, oldest first.
-
-    Several ``<failure>``/``<error>`` children are one run reporting several problems (soft
-    assertions, a teardown error after a failed assertion), so they make one attempt whose
-    status comes from the first problem, usually the cause of the others.
-    """
-    problems: list[etree._Element] = []
-    skipped: etree._Element | None = None
-    before: list[Attempt] = []
-    after: list[Attempt] = []
-    stdout = stderr = None
-    for child in case:
-        tag = child.tag
-        if tag in _RESULTS:
-            problems.append(child)
-        elif tag == "skipped":
-            skipped = child
-        elif tag == "system-out":
-            stdout = child.text
-        elif tag == "system-err":
-            stderr = child.text
-        elif tag in _RERUNS_BEFORE:
-            before.append(_rerun(child, _RERUNS_BEFORE[tag]))
-        elif tag in _RERUNS_AFTER:
-            after.append(_rerun(child, _RERUNS_AFTER[tag]))
-
-    main = Attempt(
-        "passed", seconds_to_ms(case.get("time")), stdout=_output(stdout), stderr=_output(stderr)
-    )
-    if problems:
-        first = problems[0]
-        main.status = _RESULTS[first.tag]
-        main.error_type = first.get("type") or None
-        main.message = _joined([_message(p, p.text) for p in problems], "\n")
-        main.stack = _joined([_stripped(p.text) for p in problems], "\n\n")
-    elif skipped is not None:
-        main.status = "skipped"
-        main.message = _message(skipped, skipped.text)
-    if case.get("status") in _NOT_RUN:
-        main.status = "skipped"  # the runner says it never ran; leftover children aside
-    return [*before, main, *after]
-
-
-def _rerun(element: etree._Element, status: AttemptStatus) -> Attempt:
-    """One flaky/rerun element: a failed attempt with its own stack trace and output."""
-    stack = stdout = stderr = None
-    for child in element:
-        tag = child.tag
-        if tag == "stackTrace":
-            stack = child.text
-        elif tag == "system-out":
-            stdout = child.text
-        elif tag == "system-err":
-            stderr = child.text
-    stack = _stripped(stack if stack is not None else element.text)
-    return Attempt(
-        status,
-        seconds_to_ms(element.get("time")),
-        message=_message(element, stack),
-        error_type=element.get("type") or None,
-        stack=stack,
-        stdout=_output(stdout),
-        stderr=_output(stderr),
-    )
-
-
-def _message(element: etree._Element, text: str | None) -> str | None:
+def _message(element: _Kept, text: str | None) -> str | None:
     """The ``message`` attribute, else the first line of the element's text."""
-    message = _stripped(element.get("message"))
+    message = _stripped(_attribute(element.attrib, "message"))
     if message is None and text:
         message = _stripped(text.lstrip().partition("\n")[0])
     return message
@@ -311,4 +521,4 @@ def _joined(parts: list[str | None], separator: str) -> str | None:
     return separator.join(kept) if kept else None
 
 
-FORMATS: tuple[Format, ...] = (Format("junit", "xml", _matches, _parse),)
+FORMATS: tuple[Format, ...] = (Format("junit", "xml", _matches, _parse, stream=_stream),)

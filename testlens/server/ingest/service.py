@@ -86,7 +86,7 @@ def keyed_tests(report: Report, framework: str) -> tuple[Report, dict[Identity, 
         keys[test.identity] = hashed
     if len(kept) == len(report.tests):
         return report, keys
-    return Report(report.format, list(kept.values())), keys
+    return dataclasses.replace(report, tests=list(kept.values())), keys
 
 
 def ingest_key(meta: RunMetadata, data: bytes) -> str:
