@@ -338,32 +338,12 @@ class TestState:
 
 
 def _from_version_2(d: dict[str, Any]) -> list[Any]:
-    """A version 2 state (a keyed object) as the fields of the current list."""
+    """A version 2 state (a keyed object) as the fields of the current list: its keys are
+    the names of :class:`Stored`'s fields."""
     s = d["streak"]
     return [
         _STATE_VERSION,
-        *(
-            d[name]
-            for name in (
-                "environment",
-                "first_seen",
-                "last_seen",
-                "verdict",
-                "verdict_since",
-                "flaky_since",
-                "quarantined_since",
-                "total_runs",
-                "failed_runs",
-                "flaky_runs",
-                "outage_runs",
-                "alpha",
-                "beta",
-                "clean_runs_since_flaky",
-                "first_flaky_at",
-                "last_flaky_at",
-                "recent_flaky",
-            )
-        ),
+        *(d[field.name.lower()] for field in Stored if Stored.VERSION < field < Stored.STREAK),
         None
         if s is None
         else [s["started_at"], s["last_at"], s["count"], s["attempts"], s["runs"]],
