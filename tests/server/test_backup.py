@@ -29,7 +29,7 @@ def post(client: httpx.Client, commit: str) -> str:
     response = client.post(
         "/api/test-results",
         files={"file": ("r.xml", junit({f"test_{i}": ["pass"] for i in range(200)}))},
-        data={"repo": "acme/shop", "framework": "pytest", "commit": commit * 40},
+        data={"repo": "acme/shop", "framework": "pytest", "commit": commit.rjust(40, "0")},
     )
     assert response.status_code == 201, response.text
     return response.json()["run_id"]
@@ -43,7 +43,7 @@ def test_a_backup_taken_during_uploads_restores_a_working_server(tmp_path: Path)
         key = run_cli(env, "keys", "create", "--tenant", "acme").stdout.strip()
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-            first = post(client, "a")
+            first = post(client, "a" * 40)
             stop, going = threading.Event(), threading.Event()
 
             def keep_uploading() -> None:
