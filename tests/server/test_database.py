@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from testlens.server.database import normalize_url, upgrade
-from testlens.server.models import Base, Tenant
+from testlens.server.models import Base, Tenant, table_of, utcnow
 
 
 def test_migrations_produce_exactly_the_models(database):
@@ -43,3 +43,17 @@ def test_postgres_urls_get_the_psycopg_driver():
     assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_select_many_finds_the_rows_of_more_keys_than_one_statement_binds(database):
+    """Ingest reads its tests' states by the tens of thousands: SQLite binds them in chunks."""
+    names = [f"select-many-{n:05d}" for n in range(12_000)]
+    stored = names[::997]  # a few, spread over every chunk
+    with database.transaction() as session:
+        for name in stored:
+            session.add(Tenant(id=name, name=name, created_at=utcnow()))
+    with database.read() as session:
+        found = database.select_many(
+            session.connection(), table_of(Tenant), ("id", "name"), "id", names
+        )
+    assert sorted(found) == [(name, name) for name in stored]
