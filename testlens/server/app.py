@@ -82,7 +82,9 @@ def settle_heap() -> None:
     garbage collector's sight: it lives as long as the process, yet every full collection
     would walk it again, and an upload of 10,000 tests triggers several (about a tenth of
     its ingest time without this). Collection itself is unchanged for everything made
-    later, on every thread."""
+    later, on every thread. ``testlens serve`` calls it once, after building its app; an app
+    does not, since a process that builds many (the test suite) would keep every frozen
+    app's reference cycles for good."""
     gc.collect()
     gc.freeze()
 
@@ -103,7 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             delivery_worker(served),
             retention_sweeper(served),
         ):
-            settle_heap()
             yield
         database.dispose()
 

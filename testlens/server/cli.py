@@ -100,7 +100,7 @@ def serve(host: str, port: int) -> None:
     """Start the server (SQLite in the per-user data directory unless TESTLENS_DATA_DIR or
     TESTLENS_DATABASE_URL says otherwise); creates and migrates the database."""
 
-    from .app import create_app
+    from .app import create_app, settle_heap
 
     settings = _settings()
     note = _old_database(settings)
@@ -110,6 +110,7 @@ def serve(host: str, port: int) -> None:
     click.echo(f"testlens serving on http://{host}:{port}  (database: {settings.database_shown})")
     click.echo("Create an API key with:  testlens keys create --tenant <your-team>")
     click.echo(f"API docs: http://{host}:{port}/docs")
+    settle_heap()
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
