@@ -48,7 +48,6 @@ Runtime: about a minute on two cores; every scored version is simulated.
 from __future__ import annotations
 
 import math
-import os
 import random
 import statistics
 import sys
@@ -61,7 +60,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
-from sharding import Durations, load_runs
+from sharding import CORPUS, Durations, duration_datasets, load_runs
 
 from testlens.core.durations import Sample, calibrate, predict
 from testlens.core.identity import TestKey
@@ -76,8 +75,6 @@ from testlens.core.queue import (
 )
 from testlens.core.sharding import plan_shards
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("TESTLENS_CORPUS", ROOT.parent / "shared" / "corpus"))
 WORKERS = (4, 16, 64)
 OVERHEADS_MS = (50.0, 2000.0)
 SEEDS = 5
@@ -509,9 +506,7 @@ def verdicts(dataset: str, results: Results) -> list[str]:
 
 
 def main() -> int:
-    datasets = sorted(
-        path for path in (CORPUS / "durations").iterdir() if (path / "snapshots.tsv").is_file()
-    )
+    datasets = duration_datasets()
     if not datasets:
         print(f"no duration datasets under {CORPUS / 'durations'}; set TESTLENS_CORPUS")
         return 1

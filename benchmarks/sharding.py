@@ -336,10 +336,15 @@ def verdicts(dataset: str, results: Results) -> list[str]:
     return missed
 
 
-def main() -> int:
-    datasets = sorted(
+def duration_datasets() -> list[Path]:
+    """The corpus' duration histories: every folder of ``durations/`` with a snapshot list."""
+    return sorted(
         path for path in (CORPUS / "durations").iterdir() if (path / "snapshots.tsv").is_file()
     )
+
+
+def main() -> int:
+    datasets = duration_datasets()
     if not datasets:
         print(f"no duration datasets under {CORPUS / 'durations'}; set TESTLENS_CORPUS")
         return 1

@@ -312,9 +312,9 @@ class TestState:
             first_seen=from_micros(first_seen),
             last_seen=from_micros(last_seen),
             verdict=verdict,
-            verdict_since=_optfrom_micros(verdict_since),
-            flaky_since=_optfrom_micros(flaky_since),
-            quarantined_since=_optfrom_micros(quarantined_since),
+            verdict_since=_opt_from_micros(verdict_since),
+            flaky_since=_opt_from_micros(flaky_since),
+            quarantined_since=_opt_from_micros(quarantined_since),
             total_runs=total_runs,
             failed_runs=failed_runs,
             flaky_runs=flaky_runs,
@@ -322,8 +322,8 @@ class TestState:
             alpha=alpha,
             beta=beta,
             clean_runs_since_flaky=clean_runs,
-            first_flaky_at=_optfrom_micros(first_flaky_at),
-            last_flaky_at=_optfrom_micros(last_flaky_at),
+            first_flaky_at=_opt_from_micros(first_flaky_at),
+            last_flaky_at=_opt_from_micros(last_flaky_at),
             recent_flaky=[(at, run) for at, run in recent_flaky] if recent_flaky else [],
             streak=None
             if streak is None
@@ -1039,5 +1039,5 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
-def _optfrom_micros(micros: int | None) -> datetime | None:
+def _opt_from_micros(micros: int | None) -> datetime | None:
     return None if micros is None else from_micros(micros)
