@@ -27,7 +27,6 @@ from . import (
     keys,
     logredact,
     metrics,
-    orchestrate,
     quarantine,
     ratelimit,
     repos,
@@ -38,6 +37,9 @@ from .auth import KeyUsage, KeyUsageWriter
 from .database import Database, upgrade
 from .durations import endpoints as durations
 from .ingest import endpoints as ingest
+from .orchestration import endpoints as orchestration
+from .orchestration import shard_plans
+from .orchestration.tasks import queue_sweeper
 from .retention import endpoints as retention
 from .retention.tasks import retention_sweeper
 from .settings import Settings
@@ -61,7 +63,8 @@ ROUTERS = (
     quarantine.router,
     webhooks.router,
     durations.router,
-    orchestrate.router,
+    shard_plans.router,
+    orchestration.router,
     keys.router,
     retention.router,
     client_dist.router,
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             running(KeyUsageWriter(key_usage, database, KEY_USAGE_WRITE_SECONDS)),
             delivery_worker(served),
             retention_sweeper(served),
+            queue_sweeper(served),
         ):
             yield
         database.dispose()

@@ -34,6 +34,7 @@ class ErrorCode(Enum):
     BAD_REQUEST = 400, "the request is malformed in a way no other code names"
     MISSING_FIELD = 400, "a required field is missing"
     INVALID_FIELD = 400, "a field is malformed"
+    INVALID_PARAMETERS = 400, "a malformed request on /api/v1/orchestrate or /api/v1/runs"
     INVALID_JSON = 400, "a JSON body is not valid JSON"
     INVALID_REPORT = 400, "an uploaded Flakiness report is invalid (Durations API)"
     REPORT_NOT_UPLOADED = 400, "a Durations API job was submitted before its report"
@@ -48,10 +49,13 @@ class ErrorCode(Enum):
     INSUFFICIENT_SCOPE = 403, "the key lacks the scope the endpoint needs"
     INVALID_SIGNATURE = 403, "a presigned URL's signature is invalid"
     NOT_FOUND = 404, "an unknown id or path, or one of another tenant"
+    RUN_NOT_FOUND = 404, "an unknown orchestrated run or build, or one of another tenant"
     NOT_READY = 404, "a Durations API result is still being computed"
     METRICS_DISABLED = 404, "GET /metrics while TESTLENS_METRICS_TOKEN is unset"
     METHOD_NOT_ALLOWED = 405, "the path does not take this method"
     PLAN_CONFLICT = 409, "a node's test list differs from the one its CI run's plan splits"
+    RUN_CANCELLED = 409, "a claim on a cancelled run: the worker stops"
+    RUN_FINISHED = 409, "a claim on a run whose work is all done: the worker stops"
     PAYLOAD_TOO_LARGE = 413, "an upload, or its decompressed content, exceeds the limit"
     TOO_MANY_RESULTS = 413, "a report holds more results (test attempts) than one may"
     UNSUPPORTED_MEDIA_TYPE = 415, "the body is not in a media type the endpoint reads"
@@ -62,6 +66,7 @@ class ErrorCode(Enum):
     INTERNAL_ERROR = 500, "a bug; details.request_id finds it in the log"
     COMPUTATION_FAILED = 500, "a Durations API computation failed"
     DATABASE_UNAVAILABLE = 503, "the database does not answer"
+    QUEUE_FULL = 503, "the tenant's waiting work or active runs are at their cap; Retry-After"
 
     def __init__(self, status: int, when: str) -> None:
         self.status = status
@@ -198,6 +203,18 @@ def validation_error(problems: list[dict[str, str]]) -> ApiError:
     )
 
 
+SHIFTY_PATHS = ("/api/v1/orchestrate", "/api/v1/runs")
+"""Paths of the Shifty dialect, which answers every validation failure with 400
+``INVALID_PARAMETERS``; everywhere else it is 422 ``VALIDATION_ERROR``."""
+
+
+def validation_code(path: str) -> ErrorCode:
+    """The code a malformed request to ``path`` answers."""
+    if path.startswith(SHIFTY_PATHS):
+        return ErrorCode.INVALID_PARAMETERS
+    return ErrorCode.VALIDATION_ERROR
+
+
 def validation_problems(errors: list[Any]) -> list[dict[str, str]]:
     """Pydantic's errors as ``{"field", "problem"}``, the field a dotted path without the
     location prefix (``query``, ``body``) that FastAPI adds."""
@@ -235,8 +252,11 @@ def install(app: FastAPI) -> None:
         return database_unavailable()
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(validation_problems(list(exc.errors()))))
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        error = validation_error(validation_problems(list(exc.errors())))
+        error.code = validation_code(request.url.path)
+        error.status = error.code.status
+        return error_response(error)
 
 
 def database_unavailable() -> JSONResponse:
@@ -332,7 +352,7 @@ def with_errors(spec: dict[str, Any]) -> dict[str, Any]:
         schemas.pop(unused, None)
     schemas[ErrorBody.__name__] = ErrorBody.model_json_schema()
     order = {code: index for index, code in enumerate(ErrorCode)}
-    for operations in spec.get("paths", {}).values():
+    for path, operations in spec.get("paths", {}).items():
         for operation in operations.values():
             answers: dict[str, Any] = operation.setdefault("responses", {})
             codes: set[ErrorCode] = set()
@@ -341,7 +361,7 @@ def with_errors(spec: dict[str, Any]) -> dict[str, Any]:
             if any(API_KEY_SCHEME in need for need in operation.get("security", ())):
                 codes.update(AUTHENTICATION_ERRORS)
             if operation.get("parameters") or "requestBody" in operation:
-                codes.add(ErrorCode.VALIDATION_ERROR)
+                codes.add(validation_code(path))
             if "requestBody" in operation:
                 codes.add(ErrorCode.BAD_REQUEST)
             by_status: dict[str, list[ErrorCode]] = {}

@@ -288,6 +288,38 @@ DECLARED: tuple[Setting, ...] = (
         "requests a minute per tenant to the rest of /api",
     ),
     Setting(
+        "TESTLENS_LEASE_SECONDS",
+        "lease_seconds",
+        _positive_seconds,
+        "how long an orchestrated run's batch stays with a worker that stops heartbeating "
+        "before it goes back to the queue",
+    ),
+    Setting(
+        "TESTLENS_HEARTBEAT_SECONDS",
+        "heartbeat_seconds",
+        _positive_seconds,
+        "how often workers are told to heartbeat (keep it well under the lease)",
+    ),
+    Setting(
+        "TESTLENS_RUN_INACTIVITY_SECONDS",
+        "run_inactivity_seconds",
+        _positive_seconds,
+        "an orchestrated run with no call from any worker for this long fails",
+    ),
+    Setting(
+        "TESTLENS_QUEUE_MAX_WAITING_ITEMS",
+        "queue_max_waiting_items",
+        _positive,
+        "items (files) a tenant's orchestrated runs may have waiting; a new run beyond it "
+        "answers 503 QUEUE_FULL",
+    ),
+    Setting(
+        "TESTLENS_QUEUE_MAX_ACTIVE_RUNS",
+        "queue_max_active_runs",
+        _positive,
+        "orchestrated runs a tenant may have pending or running at once",
+    ),
+    Setting(
         "TESTLENS_SECRET_KEY",
         "secret_key",
         str,
@@ -335,6 +367,11 @@ class Settings:
     rate_limit_v1_per_minute: int = 500
     rate_limit_v1_burst: int = 1000
     rate_limit_api_per_minute: int = 300
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 10.0
+    run_inactivity_seconds: float = 1800.0
+    queue_max_waiting_items: int = 500_000
+    queue_max_active_runs: int = 200
     secret_key: str | None = field(default=None, repr=False)
     metrics_token: str | None = field(default=None, repr=False)
 

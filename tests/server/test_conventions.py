@@ -32,6 +32,7 @@ NO_BODY = {
     ("PUT", "/api/testDurations/jobs/{job_id}/report"),
     ("GET", "/api/testDurations/jobs/{job_id}/durations"),  # Brotli-compressed bytes
     ("GET", "/client/testlens.whl"),  # the client wheel, binary
+    ("GET", "/api/v1/orchestrate/{runId}/progress"),  # Server-Sent Events
     ("GET", "/client/{filename}"),
     ("GET", "/metrics"),  # the Prometheus text format
 }

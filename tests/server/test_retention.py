@@ -22,6 +22,7 @@ from testlens.server.database import Database, upgrade
 from testlens.server.models import (
     ApiKey,
     Base,
+    Build,
     Repository,
     Run,
     TestEvent,
@@ -80,12 +81,20 @@ def uploaded(client, cases: dict[str, list[str]], repo: str, commit: str) -> str
 
 
 def backdate(database, days: float, runs: Sequence[str] = (), events_of: str | None = None) -> None:
-    """Move runs (and so their results), or a repository's state changes, ``days`` back."""
+    """Move runs (and so their results and builds), or a repository's state changes,
+    ``days`` back."""
     with database.transaction() as session:
         for run_id in runs:
-            at = session.scalar(select(Run.created_at).where(Run.id == run_id))
+            at, build_id = session.execute(
+                select(Run.created_at, Run.build_id).where(Run.id == run_id)
+            ).one()
             session.execute(
                 update(Run).where(Run.id == run_id).values(created_at=at - timedelta(days=days))
+            )
+            session.execute(
+                update(Build)
+                .where(Build.id == build_id)
+                .values(created_at=at - timedelta(days=days))
             )
         if events_of is not None:
             events = select(TestEvent.id, TestEvent.at).where(TestEvent.repo_id == events_of)
@@ -253,7 +262,10 @@ def test_a_sweep_deletes_exactly_what_is_older_than_the_retention(database, admi
     )
 
     assert (swept.results, swept.runs, swept.events, swept.deliveries) == (3, 1, 1, 2)
+    assert swept.builds == 1  # the old run's; the new run's build has its run
     assert admin.client.get(f"/api/runs/{old_run}").status_code == 404
+    builds = admin.client.get("/api/v1/runs", params={"project": repo}).json()["runs"]
+    assert len(builds) == 1
     assert admin.client.get(f"/api/runs/{new_run}").status_code == 200
     assert results_of(database, new_run) == 3
     assert events_left(database, repo_id) == 1  # test_c's, today

@@ -27,6 +27,7 @@ router = APIRouter(tags=["results"])
             ErrorCode.TOO_MANY_RESULTS,
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             ErrorCode.UNPARSEABLE_REPORT,
+            ErrorCode.RUN_NOT_FOUND,
         ),
     },
     openapi_extra={"requestBody": UPLOAD_FORM},

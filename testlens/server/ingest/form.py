@@ -48,6 +48,8 @@ _TEXT_FIELDS = {
     "format": 40,
     "shard": 40,
     "root": 1000,
+    "orchestration_run": 36,
+    "batch_id": 100,
 }
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
@@ -69,6 +71,10 @@ class RunMetadata:
     root: str | None = None
     """The repository's directory on the machine that ran the tests: absolute test file paths
     below it are stored relative to it (:func:`testlens.core.identity.relative_to_root`)."""
+    orchestration_run: str | None = None
+    """The orchestrated run (``runId``) whose batch this report holds (docs/orchestration.md)."""
+    batch_id: str | None = None
+    """The batch (the worker's ``batchId``) of ``orchestration_run`` this report holds."""
 
 
 def check_request(content_type: str, content_length: str | None, limit: int) -> None:

@@ -29,6 +29,8 @@ from ..database import Database
 from ..errors import too_many_results, unparseable_report
 from ..models import TestCase, table_of, utcnow
 from ..models.results import name_key
+from ..orchestration import builds
+from ..orchestration import service as queue
 from ..settings import DEFAULT_MAINLINE_BRANCHES, DEFAULT_MAX_REPORT_RESULTS
 from ..webhooks import payloads
 from . import detection, queries
@@ -90,10 +92,17 @@ def keyed_tests(report: Report, framework: str) -> tuple[Report, dict[Identity, 
 
 
 def ingest_key(meta: RunMetadata, data: bytes) -> str:
-    """What makes two uploads the same: repository (in any case), commit, workflow run and
-    content."""
+    """What makes two uploads the same: repository (in any case), commit, workflow run,
+    orchestrated batch and content (a batch run again elsewhere may report the very same
+    results, and must still be told done)."""
     digest = hashlib.sha256()
-    for part in (name_key(meta.repo), meta.commit or "", meta.workflow_run_id or ""):
+    for part in (
+        name_key(meta.repo),
+        meta.commit or "",
+        meta.workflow_run_id or "",
+        meta.orchestration_run or "",
+        meta.batch_id or "",
+    ):
         digest.update(part.encode() + b"\x1f")
     digest.update(hashlib.sha256(data).digest())
     return digest.hexdigest()
@@ -184,7 +193,22 @@ def store_report(
                 existing.id, existing.tests, existing.flaky_detected, duplicate=True
             )
         run_id = str(uuid.uuid4())
-        queries.insert_run(session, _run_values(run_id, repo_id, ingest_key, meta, report, now))
+        joined = builds.attach(
+            database,
+            session,
+            tenant_id,
+            repo_id,
+            orchestration_run=meta.orchestration_run,
+            batch_id=meta.batch_id,
+            workflow_run_id=meta.workflow_run_id,
+            branch=meta.branch,
+            commit=meta.commit,
+            environment=meta.environment,
+            now=now,
+        )
+        values = _run_values(run_id, repo_id, ingest_key, meta, report, now)
+        values.update(build_id=joined.build_id, lease_id=joined.lease_id)
+        queries.insert_run(session, values)
         report, keys = keyed_tests(report, meta.framework)
         test_ids = {identity: test_id(repo_id, key) for identity, key in keys.items()}
         identities = _identity_rows(database, repo_id, report, test_ids, now)
@@ -216,6 +240,11 @@ def store_report(
         detection.add_rollup(database, session, context, rollup)
         _announce(session, tenant_id, meta, changes, report, test_ids, now)
         queries.finish_run(session, run_id, repo_id, flaky, outage, now)
+        if joined.lease_id is not None:
+            queue.complete_batch(
+                session, joined.build_id, joined.lease_id, run_id, values["duration_ms"], now
+            )
+        builds.settle(session, joined.build_id, now)
     return IngestResult(run_id, len(report.tests), flaky, duplicate=False)
 
 

@@ -5,6 +5,7 @@ One module per area; importing this package registers every table on ``Base.meta
 """
 
 from .base import Base, iso, table_of, utcnow
+from .builds import Build, Lease, WorkItem
 from .detection import DailyRollup, TestEvent, TestState
 from .durations import DurationJob, ShardPlanRecord
 from .quarantine import Quarantine
@@ -17,8 +18,10 @@ from .webhooks import Webhook, WebhookDelivery
 __all__ = [
     "ApiKey",
     "Base",
+    "Build",
     "DailyRollup",
     "DurationJob",
+    "Lease",
     "Quarantine",
     "RateLimitBucket",
     "Repository",
@@ -33,6 +36,7 @@ __all__ = [
     "TestState",
     "Webhook",
     "WebhookDelivery",
+    "WorkItem",
     "iso",
     "table_of",
     "utcnow",

@@ -56,6 +56,7 @@ class Run(Base):
         Index("ix_runs_repo_created", "repo_id", "created_at"),
         Index("ix_runs_repo_commit", "repo_id", "commit_sha"),
         Index("ix_runs_repo_tree", "repo_id", "tree_sha"),
+        Index("ix_runs_build", "build_id"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     repo_id: Mapped[str] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
@@ -86,6 +87,12 @@ class Run(Base):
     outage: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The first XML error of a report read by the recovering parser (not well-formed).
     recovered_reason: Mapped[str | None] = mapped_column(Text)
+    # The CI build the upload belongs to (models.builds), and for a batch of an orchestrated
+    # build its lease. A speculative upload reported only items another lease had reported
+    # first: it is kept as evidence, but the build's totals leave it out.
+    build_id: Mapped[str | None] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"))
+    lease_id: Mapped[str | None] = mapped_column(String(36))
+    speculative: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class TestCase(Base):

@@ -17,6 +17,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ..database import Database
 from ..models import (
+    Build,
     DailyRollup,
     Quarantine,
     Repository,
@@ -33,6 +34,7 @@ from ..models import (
     table_of,
     utcnow,
 )
+from ..models.builds import FINISHED as BUILD_FINISHED
 from .schemas import RetentionOverrides
 
 FINISHED = ("delivered", "dead")
@@ -139,6 +141,22 @@ def delete_emptied_runs(session: Session, repo_id: str, before: datetime, batch:
     return delete_rows(session, table_of(Run), condition, batch, Run.created_at)
 
 
+def oldest_build(session: Session, tenant_id: str) -> datetime | None:
+    return session.scalar(select(func.min(Build.created_at)).where(Build.tenant_id == tenant_id))
+
+
+def delete_emptied_builds(session: Session, tenant_id: str, before: datetime, batch: int) -> int:
+    """Finished builds created before ``before`` whose runs are all gone (their work items
+    and leases go with them)."""
+    condition = and_(
+        Build.tenant_id == tenant_id,
+        Build.created_at < before,
+        Build.status.in_(BUILD_FINISHED),
+        ~exists().where(Run.build_id == Build.id),
+    )
+    return delete_rows(session, table_of(Build), condition, batch, Build.created_at)
+
+
 def delete_events(session: Session, repo_id: str, before: datetime, batch: int) -> int:
     condition = and_(TestEvent.repo_id == repo_id, TestEvent.at < before)
     return delete_rows(session, table_of(TestEvent), condition, batch, TestEvent.at)
@@ -158,7 +176,16 @@ def delete_finished_deliveries(
 
 REPOSITORY_TABLES = tuple(
     table_of(model)
-    for model in (TestEvent, TestState, Quarantine, TestCase, Run, DailyRollup, ShardPlanRecord)
+    for model in (
+        TestEvent,
+        TestState,
+        Quarantine,
+        TestCase,
+        Run,
+        Build,
+        DailyRollup,
+        ShardPlanRecord,
+    )
 )
 """Every table with a ``repo_id``, in an order that deletes each row before any it refers to
 (results, which have none, go first, run by run)."""

@@ -40,12 +40,14 @@ class Swept:
     runs: int = 0
     events: int = 0
     deliveries: int = 0
+    builds: int = 0
 
     def add(self, other: Swept) -> None:
         self.results += other.results
         self.runs += other.runs
         self.events += other.events
         self.deliveries += other.deliveries
+        self.builds += other.builds
 
     def __bool__(self) -> bool:
         return any(astuple(self))
@@ -154,12 +156,14 @@ def sweep_tenant(
     stop: threading.Event | None = None,
 ) -> Swept:
     """Delete what the tenant keeps no longer under ``policy``, as of ``now``: results, then
-    the runs left without any, state changes, finished webhook deliveries. Only what holds
+    the runs left without any, then the finished builds left without runs, state changes,
+    finished webhook deliveries. Only what holds
     rows older than a retention is written to, so a sweep with nothing to delete takes no
     write lock."""
     with database.read() as session:
         repos = queries.repositories_oldest(session, tenant_id)
         hooks = queries.webhooks_oldest(session, tenant_id)
+        oldest_build = queries.oldest_build(session, tenant_id)
     results_before = now - timedelta(days=policy.results_days)
     runs_before = now - timedelta(days=policy.runs_days)
     events_before = now - timedelta(days=policy.events_days)
@@ -178,6 +182,11 @@ def sweep_tenant(
                 queries.delete_events, repo_id=repo_id, before=events_before, batch=batch
             )
             swept.events += _drain(database, events, batch, stop)
+    if _older(oldest_build, runs_before):
+        emptied_builds = partial(
+            queries.delete_emptied_builds, tenant_id=tenant_id, before=runs_before, batch=batch
+        )
+        swept.builds += _drain(database, emptied_builds, batch, stop)
     for webhook_id, oldest_delivery in hooks:
         if not _older(oldest_delivery, deliveries_before):
             continue

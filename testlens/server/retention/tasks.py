@@ -47,10 +47,11 @@ class RetentionSweeper(Worker):
                 outage.answered()
                 if swept:
                     log.info(
-                        "retention sweep deleted %d results, %d runs, %d state changes and "
-                        "%d webhook deliveries",
+                        "retention sweep deleted %d results, %d runs, %d builds, %d state "
+                        "changes and %d webhook deliveries",
                         swept.results,
                         swept.runs,
+                        swept.builds,
                         swept.events,
                         swept.deliveries,
                     )

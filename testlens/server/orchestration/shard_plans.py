@@ -27,16 +27,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..core.durations import Source
-from ..core.identity import TestKey, match_tests
-from ..core.sharding import GroupBy, plan_shards
-from .database import Database
-from .deps import DatabaseDep, ReadPrincipal
-from .durations.service import history, predictions
-from .errors import ApiError, ErrorCode, error_responses, not_found
-from .ingest.form import REPO_PATTERN
-from .ingest.queries import repository_id
-from .models import Run, ShardPlanRecord, TestCase, TestResult, utcnow
+from ...core.durations import Source
+from ...core.identity import TestKey, match_tests
+from ...core.sharding import GroupBy, plan_shards
+from ..database import Database
+from ..deps import DatabaseDep, ReadPrincipal
+from ..durations.service import history, predictions
+from ..errors import ApiError, ErrorCode, error_responses, not_found
+from ..ingest.form import REPO_PATTERN
+from ..ingest.queries import repository_id
+from ..models import Run, ShardPlanRecord, TestCase, TestResult, utcnow
 
 router = APIRouter(tags=["orchestration"])
 

@@ -1,0 +1,1 @@
+"""Orchestration: shard plans, builds (CI executions) and the work queue of orchestrated runs."""

@@ -1,0 +1,95 @@
+"""Two ``testlens serve`` processes on one database share one queue: every item goes out
+once, and a lease that lapses on one is handed out by either."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from types import SimpleNamespace
+
+import httpx
+from builders import junit_from_durations, make_tenant, served, upload
+
+from testlens.server.database import Database
+
+FILES = [f"tests/test_{i:03}.py" for i in range(80)]
+
+
+def test_two_server_processes_hand_out_each_item_once(scratch_database_url, tmp_path):
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TESTLENS_")},
+        "TESTLENS_DATA_DIR": str(tmp_path),
+        "TESTLENS_DATABASE_URL": scratch_database_url,
+        "TESTLENS_LEASE_SECONDS": "1",
+        "TESTLENS_RATE_LIMITS_ENABLED": "false",
+    }
+    with (
+        served(env, tmp_path / "first.log") as (_first, first_url),
+        served(env, tmp_path / "second.log") as (_second, second_url),
+    ):
+        database = Database(scratch_database_url)
+        try:
+            tenant = make_tenant(database, SimpleNamespace(url=first_url))
+        finally:
+            database.dispose()
+        tenant.client.close()
+        clients = [
+            httpx.Client(base_url=url, headers=tenant.headers, timeout=30)
+            for url in (first_url, second_url)
+        ]
+        try:
+            repo = f"acme/two-{uuid.uuid4().hex[:6]}"
+            created = clients[0].post(
+                "/api/v1/orchestrate",
+                json={"testFiles": FILES, "workerCount": 8, "project": repo},
+            )
+            run = created.json()["runId"]
+            # A worker that dies with its batch: its items must run elsewhere.
+            dead = clients[1].post(f"/api/v1/orchestrate/{run}/claims", json={"batchId": "dead"})
+            lost_with_it = {item["file"] for item in dead.json()["items"]}
+            ran: list[str] = []
+            lock = threading.Lock()
+
+            def worker(number: int) -> None:
+                client = clients[number % 2]
+                while True:
+                    batch = uuid.uuid4().hex
+                    answer = client.post(
+                        f"/api/v1/orchestrate/{run}/claims",
+                        json={"batchId": batch, "worker": f"w{number}"},
+                    )
+                    if answer.status_code == 409:
+                        return
+                    body = answer.json()
+                    if body["status"] == "wait":
+                        threading.Event().wait(body["retryAfter"])
+                        continue
+                    files = [item["file"] for item in body["items"]]
+                    xml = junit_from_durations({f"{file}::test_ok": 0.01 for file in files})
+                    # Reported through the other process than the one that handed it out.
+                    stored = upload(
+                        clients[(number + 1) % 2],
+                        xml,
+                        repo=repo,
+                        orchestration_run=run,
+                        batch_id=batch,
+                    )
+                    assert stored.status_code == 201, stored.text
+                    with lock:
+                        ran.extend(files)
+
+            threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+            detail = clients[0].get(f"/api/v1/runs/{run}").json()
+        finally:
+            for client in clients:
+                client.close()
+    assert sorted(ran) == sorted(FILES), "every file once, the dead worker's too"
+    assert lost_with_it and lost_with_it <= set(ran)
+    assert detail["run"]["status"] == "completed"
+    assert detail["run"]["totalTests"] == len(FILES) == detail["run"]["passedTests"]
+    assert all(result["retryCount"] == 0 for result in detail["results"])
