@@ -212,6 +212,59 @@ def run_key(env: Mapping[str, str]) -> str | None:
     return "/".join(part for part in parts if part)
 
 
+@dataclass(frozen=True, slots=True)
+class CiNode:
+    """Where this job stands among the parallel copies of one CI job, and which attempt it is.
+
+    ``index`` counts from 0 whatever the CI counts from; ``attempt`` counts from 1. Each is
+    None where the CI does not say: GitHub Actions has no variable for a matrix leg's index
+    (workflows pass ``strategy.job-index``), and only some CIs count retried jobs.
+    """
+
+    index: int | None = None
+    total: int | None = None
+    attempt: int | None = None
+
+    @property
+    def retried(self) -> bool:
+        return self.attempt is not None and self.attempt > 1
+
+
+def _number(text: str | None, offset: int = 0) -> int | None:
+    try:
+        return int(text) + offset if text else None
+    except ValueError:
+        return None
+
+
+def node(env: Mapping[str, str]) -> CiNode:
+    """This job's node index, node count and attempt, from the CI's own variables.
+
+    A retried job keeps its CI run's identity (see :func:`run_key`) and its node index, which
+    is how an orchestrated run recognises it and hands it back its own work.
+    """
+    g = env.get
+    if g("GITHUB_ACTIONS") == "true":
+        return CiNode(attempt=_number(g("GITHUB_RUN_ATTEMPT")))
+    if g("GITLAB_CI") == "true":
+        # CI_NODE_INDEX counts from 1 and is set only for parallel jobs; retries are counted
+        # from 0 by the GitLab versions that have CI_JOB_RETRY_COUNT.
+        return CiNode(
+            _number(g("CI_NODE_INDEX"), -1),
+            _number(g("CI_NODE_TOTAL")),
+            _number(g("CI_JOB_RETRY_COUNT"), 1),
+        )
+    if g("CIRCLECI") == "true":
+        return CiNode(_number(g("CIRCLE_NODE_INDEX")), _number(g("CIRCLE_NODE_TOTAL")))
+    if g("BUILDKITE") == "true":
+        return CiNode(
+            _number(g("BUILDKITE_PARALLEL_JOB")),
+            _number(g("BUILDKITE_PARALLEL_JOB_COUNT")),
+            _number(g("BUILDKITE_RETRY_COUNT"), 1),
+        )
+    return CiNode()
+
+
 def _job_name(env: Mapping[str, str]) -> str | None:
     """The CI job's name, the same for every parallel node of the job."""
     name = detect(env).check_name

@@ -1,6 +1,6 @@
-"""The CI-side commands of ``testlens``: parse and upload reports, shard tests, list flaky
-tests, export durations. They talk to the server only over HTTP (``testlens.cli`` assembles
-them with the server's own commands)."""
+"""The CI-side commands of ``testlens``: parse and upload reports, shard tests, run the
+workers of orchestrated runs, list flaky tests, export durations. They talk to the server
+only over HTTP (``testlens.cli`` assembles them with the server's own commands)."""
 
 from __future__ import annotations
 
@@ -30,12 +30,15 @@ from . import ci_env
 from .http import Budget, Client, ServerError
 from .sharding import (
     FALLBACKS,
+    SERVER_FAILURES,
     Fallback,
     ServerTarget,
     ShardingError,
+    describe_failure,
     parse_shard_spec,
     split_tests,
 )
+from .worker import CALL_BUDGET, DEFAULT_REPORT, Api, Worker, WorkerOptions, run_request
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 REPORT_SUFFIXES = (".xml", ".json", ".trx", ".jsonl", ".ndjson", ".gz")
@@ -465,3 +468,319 @@ def durations_export(
     else:
         Path(output).write_text(text, encoding="utf-8")
         click.echo(f"{output}: {len(predicted)} tests", err=True)
+
+
+# --- orchestrated runs --------------------------------------------------------------------
+
+
+class _FileListCommand(click.Command):
+    """A command whose ``--files`` takes several values, as a shell glob expands them:
+    ``--files a.py b.py`` is read as ``--files a.py --files b.py``, up to the next option
+    or ``--``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _spread_files(args))
+
+
+def _spread_files(args: list[str]) -> list[str]:
+    spread: list[str] = []
+    taking = False
+    for position, argument in enumerate(args):
+        if argument == "--":
+            return spread + args[position:]
+        if taking and not argument.startswith("-"):
+            spread += ["--files", argument]
+        elif argument == "--files":
+            taking = True
+        else:
+            taking = False
+            spread.append(argument)
+    return spread
+
+
+def _run_list(files: tuple[str, ...], tests_from: str | None) -> list[str]:
+    """The run's list: files (globs expanded, ``**`` too), or the files and test ids
+    (``file::name``) of ``--tests-from``, in the order given."""
+    if files and tests_from:
+        raise click.UsageError("give the run's list with --files or with --tests-from, not both")
+    if tests_from:
+        entries = read_tests(("-",) if tests_from == "-" else (f"@{tests_from}",))
+    else:
+        entries = []
+        for pattern in files:
+            if glob.has_magic(pattern):
+                entries.extend(sorted(glob.glob(pattern, recursive=True)))
+            else:
+                entries.append(pattern)
+    if not entries:
+        raise click.UsageError("the run's list is empty (--files or --tests-from)")
+    return list(dict.fromkeys(entries))
+
+
+def _ci_build_id() -> str | None:
+    """The default ``ciBuildId``: the CI run and job, as ``testlens shard`` keys its plans (the
+    same for every node and for a retried attempt). The server keeps the runs of one
+    ``ciBuildId`` apart by environment, so the legs of a matrix on different platforms get
+    runs of their own."""
+    return ci_env.run_key(os.environ)
+
+
+def _run_options(func: Any) -> Any:
+    """The options that describe a run to create, shared by ``orchestrate`` and ``worker``."""
+    options = [
+        click.option(
+            "--files",
+            multiple=True,
+            metavar="FILE...",
+            help="The run's test files, relative to the repository root (globs allowed).",
+        ),
+        click.option(
+            "--tests-from",
+            metavar="FILE|-",
+            help="Read the run's files or test ids (file::name) from FILE, one a line, or -.",
+        ),
+        click.option("--repo", help="owner/repo (default: from the CI environment)"),
+        click.option(
+            "--ci-build-id",
+            help="The CI build's identity, the same for every worker and for a retried "
+            "attempt (default: the CI run and job; runs are kept apart by environment).",
+        ),
+        click.option(
+            "--strategy",
+            type=click.Choice(["queue", "static"]),
+            default="queue",
+            show_default=True,
+            help="queue: workers take the next batch when free; static: node I gets shard I.",
+        ),
+        click.option(
+            "--environment",
+            help="Whose durations predict the run, and where its tests run (default: the "
+            "runner's OS, architecture and CI job, as testlens upload says).",
+        ),
+        click.option("--branch"),
+        click.option("--commit"),
+        click.option(
+            "--server", envvar="TESTLENS_SERVER", default=DEFAULT_SERVER, show_default=True
+        ),
+        click.option("--token", envvar="TESTLENS_TOKEN", help="API key (or TESTLENS_TOKEN)"),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=1),
+            default=CALL_BUDGET,
+            show_default=True,
+            envvar="TESTLENS_TIMEOUT",
+            help="Seconds one call to the server (an upload too) may take, retries "
+            "included (or TESTLENS_TIMEOUT).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.command(cls=_FileListCommand)
+@_run_options
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 20),
+    default=5,
+    show_default=True,
+    help="Machines the run expects.",
+)
+def orchestrate(
+    files: tuple[str, ...],
+    tests_from: str | None,
+    workers: int,
+    repo: str | None,
+    ci_build_id: str | None,
+    strategy: str,
+    environment: str | None,
+    branch: str | None,
+    commit: str | None,
+    server: str,
+    token: str | None,
+    timeout: float,
+) -> None:
+    """Create an orchestrated run (or join the CI build's) and print its id alone on stdout.
+
+    For RUN_ID=$(testlens orchestrate ...) in a step before the workers'; the plan goes to
+    stderr. Workers that create or join the run themselves (testlens worker --files ...)
+    need no such step.
+    """
+    context = ci_env.detect(os.environ)
+    environment = environment or ci_env.runner_environment(os.environ)
+    body = run_request(
+        _run_list(files, tests_from),
+        workers=workers,
+        project=repo or context.repo,
+        ci_build_id=ci_build_id or _ci_build_id(),
+        strategy=strategy,
+        environment=environment,
+        branch=branch or context.branch,
+        commit=commit or context.commit,
+    )
+    with Api(server, token, timeout) as api:
+        try:
+            answer, created = api.create(body)
+            run_id = str(answer["runId"])
+        except SERVER_FAILURES as exc:
+            raise click.ClickException(describe_failure(exc, server)) from None
+    click.echo(run_id)
+    click.echo(
+        f"testlens: {'created' if created else 'joined'} run {run_id} ({strategy}): "
+        f"{answer.get('totalTests')} tests in {len(body['testFiles'])} files for "
+        f"{answer.get('workerCount')} workers",
+        err=True,
+    )
+    for shard in answer.get("shards") or []:
+        seconds = float(shard.get("estimatedDuration") or 0) / 1000
+        click.echo(
+            f"testlens:   shard {shard.get('index')}: {shard.get('testCount')} tests, "
+            f"~{seconds:.1f} s",
+            err=True,
+        )
+
+
+@click.command(
+    cls=_FileListCommand,
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--run", "run_id", help="The run to work for (default: create or join the CI's).")
+@_run_options
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 20),
+    help="Machines the run expects, when this worker creates it (default: the CI's node "
+    "count, else 5).",
+)
+@click.option(
+    "--report",
+    default=DEFAULT_REPORT,
+    show_default=True,
+    help="Glob of the report files the command writes, {batch} being the batch id (** allowed).",
+)
+@click.option(
+    "--node-index",
+    type=click.IntRange(min=0),
+    envvar="TESTLENS_NODE_INDEX",
+    help="This machine's CI node index, from 0 (default: from the CI environment).",
+)
+@click.option(
+    "--node-total",
+    type=click.IntRange(min=1),
+    envvar="TESTLENS_NODE_TOTAL",
+    help="The CI's node count, for the split without a server (default: from the CI).",
+)
+@click.option(
+    "--fixed",
+    is_flag=True,
+    help="A retried CI job reruns everything its node ran, not only what failed.",
+)
+def worker(
+    command: tuple[str, ...],
+    run_id: str | None,
+    files: tuple[str, ...],
+    tests_from: str | None,
+    workers: int | None,
+    report: str,
+    node_index: int | None,
+    node_total: int | None,
+    fixed: bool,
+    repo: str | None,
+    ci_build_id: str | None,
+    strategy: str,
+    environment: str | None,
+    branch: str | None,
+    commit: str | None,
+    server: str,
+    token: str | None,
+    timeout: float,
+) -> None:
+    """Run batches of an orchestrated run with COMMAND until its queue is empty.
+
+    COMMAND gets each batch's files or tests in place of an argument {files} (or appended),
+    {batch} becomes the batch id and {retries} the retries the server allows; it must write
+    a report matching --report, which is uploaded. For example:
+
+    \b
+        testlens worker --files 'tests/**/test_*.py' \\
+            -- pytest {files} --junitxml=testlens-batch-{batch}.xml
+
+    The exit status is 1 when a test failed or a batch could not be confirmed. Without the
+    server, the worker runs this node's share of a local split of the list (see
+    docs/orchestration.md).
+    """
+    entries = _run_list(files, tests_from) if files or tests_from else []
+    node = ci_env.node(os.environ)
+    index = node.index if node_index is None else node_index
+    total = node.total if node_total is None else node_total
+    if index is not None and total is not None and index >= total:
+        raise click.UsageError(f"node index {index} is not below the node count {total}")
+    if strategy == "static" and index is None:
+        raise click.UsageError("a static run hands out work by node: give --node-index")
+    context = ci_env.detect(os.environ)
+    environment = environment or ci_env.runner_environment(os.environ)
+    create = None
+    if run_id is None:
+        if not entries:
+            raise click.UsageError("give --run, or the run's list (--files or --tests-from)")
+        build = ci_build_id or _ci_build_id()
+        if build is None:
+            raise click.UsageError(
+                "outside a recognised CI, give --ci-build-id (the same for every worker of "
+                "the build) or --run"
+            )
+        create = run_request(
+            entries,
+            workers=workers or total or 5,
+            project=repo or context.repo,
+            ci_build_id=build,
+            strategy=strategy,
+            environment=environment,
+            branch=branch or context.branch,
+            commit=commit or context.commit,
+        )
+    options = WorkerOptions(
+        command=command,
+        uploader=_upload_one,
+        entries=tuple(entries),
+        run_id=run_id,
+        create=create,
+        report=report,
+        node_index=index,
+        node_total=total,
+        rerun=("all" if fixed else "failed") if node.retried else None,
+        attempt=node.attempt,
+        repo=repo,
+        fields=ci_env.run_fields({"branch": branch, "commit": commit, "environment": environment}),
+    )
+    with Api(server, token, timeout) as api:
+        status = Worker(api, options).run()
+    sys.exit(status)
+
+
+@click.group()
+def runs() -> None:
+    """Builds and orchestrated runs."""
+
+
+@runs.command("failed")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the server's JSON.")
+@click.option("--server", envvar="TESTLENS_SERVER", default=DEFAULT_SERVER, show_default=True)
+@click.option("--token", envvar="TESTLENS_TOKEN", help="API key (or TESTLENS_TOKEN)")
+def runs_failed(run_id: str, as_json: bool, server: str, token: str | None) -> None:
+    """Print the failed tests of RUN_ID, one test id (file::name) a line.
+
+    For rerunning what failed on any machine: pytest $(testlens runs failed $RUN_ID).
+    """
+    with Client(server, token, budget=Budget(STEP_BUDGET)) as client:
+        body = _get_json(client, server, f"/api/v1/runs/{run_id}/failed-tests", {}).json()
+    if as_json:
+        json.dump(body, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    ids = dict.fromkeys(f"{test['testFile']}::{test['testName']}" for test in body["failedTests"])
+    if ids:
+        sys.stdout.write("\n".join(ids) + "\n")

@@ -1,4 +1,5 @@
-"""The pytest plugin: run this node's shard, upload every attempt, let quarantined tests fail.
+"""The pytest plugin: run this node's shard or take batches from an orchestrated run's queue,
+upload every attempt, let quarantined tests fail.
 
 Installing testlens installs the plugin, so it does nothing unless a run asks for it
 (``--testlens``, ``testlens = true`` in the ini file, or ``TESTLENS_PYTEST=1``): a plain
@@ -6,6 +7,9 @@ pytest run must not change because a package is installed. Once enabled, nothing
 fail the build. A server that is down or refuses costs balance (the shard falls back to a
 durations file, then to equal counts), leniency (quarantined tests fail as usual) or history
 (the upload is skipped), and says so in the terminal; the exit code stays pytest's own.
+
+Queue mode (``--testlens-queue``) lives in :mod:`.pytest_queue`; this module gives it its
+options, pytest's hooks, the fallback split and the uploads.
 
 Uploads are JUnit XML with one ``<testcase>`` per attempt, pytest-rerunfailures' reruns
 included, and identities taken from node ids (``file``, ``classname`` = the classes between
@@ -17,6 +21,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +33,12 @@ from ..core.identity import TestKey
 from ..core.sharding import GROUP_BY
 from . import ci_env
 from .http import Budget, Client
+from .pytest_queue import QueueOptions, QueueRun, QueueUnavailable
 from .sharding import (
     CLIENT_OPTIONS,
     FALLBACKS,
     SERVER_FAILURES,
+    Fallback,
     ServerTarget,
     ShardingError,
     describe_failure,
@@ -101,9 +108,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--testlens-fallback",
         choices=FALLBACKS,
-        default="all",
-        help="Without the run's plan: run every test (all, the default: none is skipped), "
-        "split locally (split), or stop (fail).",
+        help="Without the run's plan or queue: run every test (all, the default for "
+        "--testlens-shard: none is skipped), split locally (split, the default for "
+        "--testlens-queue, where the machines that reach the queue run all it holds), or stop "
+        "(fail).",
+    )
+    group.addoption(
+        "--testlens-queue",
+        action="store_true",
+        help="Take this machine's tests batch by batch from the CI build's orchestrated run; "
+        "run it on every machine of the build.",
+    )
+    group.addoption(
+        "--testlens-ci-build-id",
+        metavar="ID",
+        help="The CI build's identity, the same on every machine of the build, that joins them "
+        "in one orchestrated run (default: from the CI environment, e.g. github/<run id>/<job>).",
+    )
+    group.addoption(
+        "--testlens-workers",
+        metavar="N",
+        type=int,
+        help="Machines of the orchestrated run (default: the CI's parallel node count).",
+    )
+    group.addoption(
+        "--testlens-node-index",
+        metavar="I",
+        type=int,
+        help="This machine's CI node index, from 0 (default: the CI's, where it has one): "
+        "how a retried CI job finds its work, and its share of the fallback split.",
+    )
+    group.addoption(
+        "--testlens-fixed",
+        action="store_true",
+        help="In a retried CI job, run all of the node's work again, not only what failed.",
     )
     group.addoption(
         "--testlens-quarantine",
@@ -131,12 +169,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if enabled:
         config.pluginmanager.register(TestlensPlugin(config), "testlens-plugin")
-    elif config.getoption("testlens_shard"):
-        # Ignoring it would run every test on every node, which nobody asks for.
-        raise pytest.UsageError(
-            f"--testlens-shard needs --testlens (or 'testlens = true' in "
-            f"the ini file, or {ENABLE_VARIABLE}=1)"
-        )
+    else:
+        # Ignoring them would run every test on every node, which nobody asks for.
+        for name in ("shard", "queue"):
+            if config.getoption(f"testlens_{name}"):
+                raise pytest.UsageError(
+                    f"--testlens-{name} needs --testlens (or 'testlens = true' in "
+                    f"the ini file, or {ENABLE_VARIABLE}=1)"
+                )
 
 
 class TestlensPlugin:
@@ -168,10 +208,25 @@ class TestlensPlugin:
         self._durations: Path | None = option("testlens_durations")
         self._plan_id: str | None = option("testlens_plan_id")
         self._plan_key: str | None = option("testlens_plan_key") or ci_env.run_key(os.environ)
-        self._fallback = option("testlens_fallback")
         self._shard_label: str | None = None  # how this node chose its tests, for the upload
         self._quarantine: bool = option("testlens_quarantine")
         self._upload: bool = not option("testlens_no_upload")
+        self._queue_options: QueueOptions | None = None
+        if option("testlens_queue"):
+            if self._shard is not None:
+                raise pytest.UsageError(
+                    "--testlens-queue and --testlens-shard exclude each other: a machine either "
+                    "takes work from the queue or runs a fixed shard"
+                )
+            if not self._upload:
+                raise pytest.UsageError(
+                    "--testlens-queue cannot go with --testlens-no-upload: uploading a batch "
+                    "is how the orchestrated run learns it is done"
+                )
+            self._queue_options = QueueOptions.from_config(config, os.environ)
+        self._queue: QueueRun | None = None
+        queue = self._queue_options is not None
+        self._fallback: Fallback = option("testlens_fallback") or ("split" if queue else "all")
         self._quarantined: dict[str, str] = {}  # node id -> the xfail reason given to it
         self._attempts: dict[str, list[_Attempt]] = {}
         self._collection_notes: list[str] = []
@@ -181,12 +236,14 @@ class TestlensPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(
-        self, config: pytest.Config, items: list[pytest.Item]
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
     ) -> None:
-        """Runs last, so that the shard is cut from what ``-k``, ``-m`` and other plugins
-        left: every node then splits the same list."""
+        """Runs last, so that the shard is cut, and the queue's list sent, from what ``-k``,
+        ``-m`` and other plugins left: every node then has the same list."""
         if self._shard is not None:
             self._select_shard(config, items, *self._shard)
+        elif self._queue_options is not None and items and _tests_will_run(session):
+            self._join_queue(config, items, self._queue_options)
         if self._quarantine:
             self._mark_quarantined(items)
 
@@ -247,6 +304,53 @@ class TestlensPlugin:
             f" tests ({split.source}{run})"
         )
 
+    def _join_queue(
+        self, config: pytest.Config, items: list[pytest.Item], options: QueueOptions
+    ) -> None:
+        """Join the CI build's orchestrated run; without it, fall back as ``--testlens-shard``
+        does when its plan cannot be had (by default a local split, see
+        ``--testlens-fallback``)."""
+        target = self._target()
+        try:
+            if target is None:
+                raise QueueUnavailable(str(self._missing()))
+            self._queue, note = QueueRun.join(
+                options,
+                target,
+                [item.nodeid for item in items],
+                self._budget,
+                upload=self._upload_batch,
+                group_by=self._group_by,
+                durations=self._durations,
+            )
+        except QueueUnavailable as exc:
+            reason = f"no orchestrated run ({exc})"
+            if self._fallback == "fail":
+                raise pytest.UsageError(f"testlens: {reason} (--testlens-fallback fail)") from None
+            self._warn(reason)
+            if self._fallback == "split" and options.share is not None:
+                self._select_shard(config, items, *options.share)
+            else:
+                how = "" if self._fallback == "all" else ": its node index or count is unknown"
+                self._warn(f"running ALL {len(items)} tests on this machine{how}")
+            return
+        self._collection_notes.append(note)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        return None if self._queue is None else self._queue.runtestloop(session)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> bool | None:
+        return None if self._queue is None else self._queue.runtest_protocol(item, nextitem)
+
+    def pytest_report_teststatus(
+        self, report: pytest.TestReport
+    ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+        return None if self._queue is None else self._queue.report_teststatus(report)
+
     def _mark_quarantined(self, items: list[pytest.Item]) -> None:
         target = self._target()
         if target is None:
@@ -290,49 +394,106 @@ class TestlensPlugin:
         attempts[-1].add(report, self._quarantined.get(report.nodeid))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        attempts = self._attempts
+        if self._queue is not None:
+            # Batches were uploaded as they finished. Of what is left, a released batch's
+            # tests run again elsewhere and are not uploaded here; those run after the
+            # server was lost are.
+            attempts = {
+                test: runs for test, runs in attempts.items() if test in self._queue.outside
+            }
         # Under xdist the controller sees every worker's reports and uploads them once.
-        if self._upload and self._attempts and not hasattr(session.config, "workerinput"):
-            self._upload_note = self._upload_results()
+        if self._upload and attempts and not hasattr(session.config, "workerinput"):
+            self._upload_note = self._upload_results(attempts)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        lines = [] if self._queue is None else self._queue.summary()
         if self._upload_note is not None:
             line, is_warning = self._upload_note
+            lines.append((line, {"yellow": is_warning}))
+        if lines:
             terminalreporter.write_sep("-", "testlens")
-            terminalreporter.write_line(line, yellow=is_warning)
+        for line, markup in lines:
+            terminalreporter.write_line(line, **markup)
 
-    def _upload_results(self) -> tuple[str, bool]:
+    def _upload_results(self, attempts: dict[str, list[_Attempt]]) -> tuple[str, bool]:
+        """Upload the session's ``attempts`` and say how that went."""
         target = self._target()
         if target is None:
             return f"testlens: warning: results not uploaded: {self._missing()}", True
+        try:
+            return self._post_results(target, attempts, {}, self._budget), False
+        except Exception as exc:  # whatever it is, an upload must not fail the run
+            return (
+                f"testlens: warning: results not uploaded: {describe_failure(exc, target.url)}",
+                True,
+            )
+
+    def _upload_batch(
+        self,
+        run_id: str,
+        batch_id: str,
+        ran: Sequence[str],
+        uncollected: Sequence[str],
+        budget: Budget,
+    ) -> None:
+        """Upload one batch of an orchestrated run, which marks its items done: the
+        attempts of the tests that ran, taken out of what the session's end uploads, and an
+        error for each handed-out test this machine did not collect, so that the run does
+        not pass for complete. Raises as the upload fails."""
+        target = self._target()
+        assert target is not None, "a queue is only joined with a server"
+        attempts = {
+            nodeid: self._attempts.pop(nodeid) for nodeid in ran if nodeid in self._attempts
+        }
+        for nodeid in uncollected:
+            message = "testlens: handed to a machine that did not collect it, so it did not run"
+            attempts[nodeid] = [_Attempt(status="error", message=message)]
+        extra = {"orchestration_run": run_id, "batch_id": batch_id}
+        self._post_results(target, attempts, extra, budget)
+
+    def _post_results(
+        self,
+        target: ServerTarget,
+        attempts: dict[str, list[_Attempt]],
+        extra: dict[str, str],
+        budget: Budget,
+    ) -> str:
+        """POST ``attempts`` as a report with the run's metadata and the ``extra`` fields;
+        a line for the terminal, or the exception."""
         fields = ci_env.run_fields(
             {"repo": target.repo, "environment": target.environment, "root": self._root}
         )
         fields["framework"] = "pytest"
         if self._shard_label is not None:
             fields["shard"] = self._shard_label
-        attempts = sum(len(runs) for runs in self._attempts.values())
-        try:
-            report = gzip.compress(junit_xml(self._attempts), 6)
-            # Storing a large report takes the server a while: only the budget bounds this one.
-            options = {**CLIENT_OPTIONS, "timeout": self._budget.seconds}
-            with Client(target.url, target.token, budget=self._budget, **options) as client:
-                answer = client.request(
-                    "POST",
-                    "/api/test-results",
-                    data=fields,
-                    files={"file": ("pytest-testlens.xml.gz", report)},
-                )
-            run = answer.json()
-            return (
-                f"testlens: uploaded {run['tests_processed']} tests ({attempts} attempts, "
-                f"{run['flaky_detected']} flaky) as run {run['run_id']}",
-                False,
+        fields.update(extra)
+        count = sum(len(runs) for runs in attempts.values())
+        report = gzip.compress(junit_xml(attempts), 6)
+        # Storing a large report takes the server a while: only the budget bounds this one.
+        options = {**CLIENT_OPTIONS, "timeout": budget.seconds}
+        with Client(target.url, target.token, budget=budget, **options) as client:
+            answer = client.request(
+                "POST",
+                "/api/test-results",
+                data=fields,
+                files={"file": ("pytest-testlens.xml.gz", report)},
             )
-        except Exception as exc:  # whatever it is, an upload must not fail the run
-            return (
-                f"testlens: warning: results not uploaded: {describe_failure(exc, target.url)}",
-                True,
-            )
+        run = answer.json()
+        return (
+            f"testlens: uploaded {run['tests_processed']} tests ({count} attempts, "
+            f"{run['flaky_detected']} flaky) as run {run['run_id']}"
+        )
+
+
+def _tests_will_run(session: pytest.Session) -> bool:
+    """Whether pytest goes on to run what it collected: not with ``--collect-only``, nor
+    after collection errors (unless told to go on), when an orchestrated run created now
+    would wait for machines that never come."""
+    option = session.config.option
+    if option.collectonly:
+        return False
+    return not session.testsfailed or bool(option.continue_on_collection_errors)
 
 
 @dataclass(slots=True)

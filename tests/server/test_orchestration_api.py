@@ -510,3 +510,19 @@ def test_flaky_and_broken_files_go_first_and_flaky_ones_carry_retries(tenant):
     assert items[0]["file"] == "tests/test_shop.py"
     assert items[0]["retries"] >= 1
     assert all(item["retries"] == 0 for item in items[1:])
+
+
+def test_listed_tests_find_their_state_whatever_format_reported_them(tenant):
+    """History from pytest's JUnit XML (classname tests.test_shop.TestShop) and a run that
+    lists node ids (tests/test_shop.py::TestShop::test_pay) name the same tests."""
+    repo = new_repo()
+    ingest_history(tenant.client, repo=repo)
+    listed = ["tests/test_shop.py::TestShop::test_pay", "tests/test_other.py::test_x"]
+    run = create(
+        tenant.client, files=["tests/test_other.py"], tests=listed, project=repo, workerCount=1
+    )
+    items = claim(tenant.client, run.json()["runId"]).json()["items"]
+    by_file = {item["file"]: item for item in items}
+    assert by_file["tests/test_shop.py"]["tests"] == listed[:1]
+    assert by_file["tests/test_shop.py"]["retries"] >= 1
+    assert by_file["tests/test_other.py"]["retries"] == 0

@@ -23,13 +23,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ...core.identity import TestKey, pytest_nodeid
+from ...core.identity import TestKey, match_tests, pytest_nodeid
 from ...core.queue import (
     QueueItem,
     allocate_retries,
@@ -41,7 +41,7 @@ from ...core.queue import (
 )
 from ...core.sharding import plan_shards
 from ..database import Database
-from ..durations.service import History, history, predictions
+from ..durations.service import history, predictions
 from ..errors import ApiError, ErrorCode
 from ..ingest.queries import repository_id
 from ..models import Build, Lease, Repository, TestCase, WorkItem, utcnow
@@ -55,6 +55,9 @@ MAX_REQUEUES = 2
 OVERHEAD_WEIGHT = 0.3
 """Weight of the newest batch in the run's measured per-batch overhead (a moving average)."""
 _EXAMPLES = 10
+MIN_RETRY_BUDGET_MS = 60_000.0
+"""Retries a run may spend at least, whatever its size: a share of a small run's predicted
+time would not cover one retry of one flaky test."""
 
 
 def invalid(message: str, details: dict[str, Any] | None = None) -> ApiError:
@@ -102,6 +105,7 @@ class _Planned:
     p90_ms: float
     flake_rate: float
     recently_failed: bool
+    retry_ms: float | None
 
 
 def _requested(body: OrchestrateRequest) -> dict[str, list[str] | None]:
@@ -135,53 +139,74 @@ def _tests_hash(files: dict[str, list[str] | None]) -> str:
 def _plan_items(
     session: Session, repo_id: str | None, environment: str, files: dict[str, list[str] | None]
 ) -> list[_Planned]:
-    """Each file's (or its listed tests') predicted duration, flakiness and test count."""
+    """Each file's (or its listed tests') predicted duration, flakiness and test count.
+
+    Listed tests find their history and their state however the stored tests were reported
+    (:func:`~testlens.core.identity.match_tests`: a node id matches pytest's own JUnit XML);
+    a whole file gets the states of every stored test in it."""
     _, known = history(session, repo_id, environment)
     by_file: dict[str, list[TestKey]] = {}
     for key in known:
         by_file.setdefault(key.location, []).append(key)
     states = _unhealthy(session, repo_id)
+    states_by_file: dict[str, list[State]] = {}
+    for key, state in states.items():
+        states_by_file.setdefault(key.location, []).append(state)
     planned = []
     for file, tests in files.items():
-        keys = (
-            [TestKey.from_nodeid(test) for test in tests]
-            if tests is not None
-            else by_file.get(file) or [TestKey.from_nodeid(file)]
-        )
+        if tests is None:
+            keys = by_file.get(file) or [TestKey.from_nodeid(file)]
+            found = states_by_file.get(file, [])
+            flaky = [key for key in keys if key in states and states[key].flake_rate > 0]
+        else:
+            keys = [TestKey.from_nodeid(test) for test in tests]
+            matched = match_tests(keys, states.keys())
+            found = [states[stored] for stored in matched.values()]
+            flaky = [key for key, stored in matched.items() if states[stored].flake_rate > 0]
         estimates = predictions(known, keys)
-        ids = [_test_id(known, key) for key in keys]
-        rates = [states[tid][0] for tid in ids if tid in states]
         planned.append(
             _Planned(
                 file,
                 tests,
                 len(tests) if tests is not None else len(by_file.get(file, ())) or 1,
-                sum(found.p50_ms for found in estimates.values()),
-                sum(found.p90_ms for found in estimates.values()),
-                max(rates, default=0.0),
-                any(states[tid][1] for tid in ids if tid in states),
+                sum(estimate.p50_ms for estimate in estimates.values()),
+                sum(estimate.p90_ms for estimate in estimates.values()),
+                max((state.flake_rate for state in found), default=0.0),
+                any(state.broken for state in found),
+                # A retry reruns the flaky tests; of a whole file whose flaky tests have no
+                # duration history here, all of it.
+                sum(estimates[key].p50_ms for key in flaky) if flaky else None,
             )
         )
     return planned
 
 
-def _test_id(known: dict[TestKey, History], key: TestKey) -> str | None:
-    found = known.get(key)
-    return found.test_id if found is not None else None
+class State(NamedTuple):
+    """What queue order and retries need of a test that is not healthy."""
+
+    flake_rate: float  # the chance that one attempt fails on good code, if flaky
+    broken: bool
 
 
-def _unhealthy(session: Session, repo_id: str | None) -> dict[str | None, tuple[float, bool]]:
-    """(flake rate if flaky, broken) of the repository's tests that are not healthy."""
+def _unhealthy(session: Session, repo_id: str | None) -> dict[TestKey, State]:
+    """The states of the repository's tests that are not healthy, by identity."""
     if repo_id is None:
         return {}
     rows = session.execute(
-        select(TestCase.id, TestCase.state, TestCase.flake_score).where(
-            TestCase.repo_id == repo_id, TestCase.state != "healthy"
-        )
+        select(
+            TestCase.file,
+            TestCase.suite,
+            TestCase.classname,
+            TestCase.name,
+            TestCase.state,
+            TestCase.flake_score,
+        ).where(TestCase.repo_id == repo_id, TestCase.state != "healthy")
     )
     return {
-        tid: (min(1.0, score) if state in ("flaky", "quarantined") else 0.0, state == "broken")
-        for tid, state, score in rows
+        TestKey(file, suite, classname, name): State(
+            min(1.0, score) if state in ("flaky", "quarantined") else 0.0, state == "broken"
+        )
+        for file, suite, classname, name, state, score in rows
     }
 
 
@@ -232,8 +257,11 @@ def _check_same_list(
     raise ApiError(
         ErrorCode.PLAN_CONFLICT,
         f"This machine lists {len(here)} files or tests, but run {build.id} of this "
-        f"ciBuildId has {len(there)}: {len(only_here)} only here, {len(only_there)} only in "
-        "the run. Every machine of a CI build must list the same tests.",
+        f"ciBuildId has {len(there)}: {len(only_here)} only here"
+        + (f" (e.g. {only_here[0]})" if only_here else "")
+        + f", {len(only_there)} only in the run"
+        + (f" (e.g. {only_there[0]})" if only_there else "")
+        + ". Every machine of a CI build must list the same tests.",
         {
             "runId": build.id,
             "only_here": only_here[:_EXAMPLES],
@@ -335,10 +363,11 @@ def _create(
                 max(plan.p90_ms, plan.p50_ms),
                 flake_rate=plan.flake_rate,
                 recently_failed=plan.recently_failed,
+                retry_ms=plan.retry_ms,
             )
             for index, plan in enumerate(planned)
         ]
-        retries = allocate_retries(queue, retry_budget_ms(queue))
+        retries = allocate_retries(queue, max(MIN_RETRY_BUDGET_MS, retry_budget_ms(queue)))
         shards = plan_shards(
             {TestKey(item.id, "", "", ""): item.predicted_ms for item in queue}, body.workerCount
         )
