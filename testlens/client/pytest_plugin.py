@@ -34,6 +34,7 @@ from ..core.sharding import GROUP_BY
 from . import ci_env
 from .http import Budget, Client
 from .pytest_queue import QueueOptions, QueueRun, QueueUnavailable
+from .queue_api import upload_fields
 from .sharding import (
     CLIENT_OPTIONS,
     FALLBACKS,
@@ -449,7 +450,7 @@ class TestlensPlugin:
         for nodeid in uncollected:
             message = "testlens: handed to a machine that did not collect it, so it did not run"
             attempts[nodeid] = [_Attempt(status="error", message=message)]
-        extra = {"orchestration_run": run_id, "batch_id": batch_id}
+        extra = upload_fields(run_id, batch_id)
         self._post_results(target, attempts, extra, budget)
 
     def _post_results(

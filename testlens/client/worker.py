@@ -61,7 +61,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
 import click
 import httpx
@@ -69,7 +69,9 @@ import httpx
 from ..core.identity import TestKey
 from ..core.model import Report, ReportError
 from ..core.parsers import parse_report
+from . import queue_api
 from .http import RETRY_STATUSES, Budget, Client, ServerError
+from .queue_api import RUN_CANCELLED, Batch, Heartbeat, Rerun, RunOver
 from .sharding import SERVER_FAILURES, describe_failure, split_tests
 
 FILES = "{files}"
@@ -91,9 +93,7 @@ RELEASE_BUDGET = 5.0
 """Seconds a stopping worker spends handing its batch back: the CI is about to kill it."""
 STOP_GRACE = 10.0
 """Seconds the command has to stop after SIGTERM before it is killed."""
-DEFAULT_HEARTBEAT = 10.0
 
-Rerun = Literal["failed", "all"]
 Uploader = Callable[[Client, Path, dict[str, str]], dict[str, Any]]
 """Sends one report file with its form fields and returns the server's answer."""
 
@@ -231,62 +231,13 @@ def local_share(
     return list(split.shards[index]), f"local shard {index}/{total} ({split.source})"
 
 
-# --- the protocol ---------------------------------------------------------------------------
-
-
-class RunOver(Exception):
-    """The run hands out no more work: 409 ``RUN_FINISHED`` or ``RUN_CANCELLED``."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    file: str
-    tests: tuple[str, ...] | None
-    retries: int = 0
-
-    @property
-    def entries(self) -> tuple[str, ...]:
-        """What the command gets for this item: its tests, else its file."""
-        return self.tests if self.tests is not None else (self.file,)
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    batch_id: str
-    items: tuple[Item, ...]
-    project: str | None
-    environment: str | None
-    heartbeat_seconds: float
-
-    @classmethod
-    def from_answer(cls, answer: dict[str, Any]) -> Batch:
-        items = tuple(
-            Item(
-                str(item["file"]),
-                None if item.get("tests") is None else tuple(map(str, item["tests"])),
-                int(item.get("retries") or 0),
-            )
-            for item in answer["items"]
-        )
-        return cls(
-            str(answer["batchId"]),
-            items,
-            answer.get("project"),
-            answer.get("environment"),
-            float(answer.get("heartbeatSeconds") or DEFAULT_HEARTBEAT),
-        )
-
-    @property
-    def entries(self) -> list[str]:
-        return [entry for item in self.items for entry in item.entries]
+# --- the server ------------------------------------------------------------------------------
 
 
 class Api:
-    """The orchestration calls of one worker, each bounded by a budget of its own."""
+    """The worker's side of the connection to the orchestration server: one client, whose
+    every call gets a time budget of its own (``timeout``), so that a long run's many calls
+    never find the budget spent by the ones before."""
 
     def __init__(self, server: str, token: str | None, timeout: float = CALL_BUDGET) -> None:
         self.server = server
@@ -300,103 +251,21 @@ class Api:
     def __exit__(self, *_exc: object) -> None:
         self._client.__exit__()
 
-    def call(
-        self, method: str, path: str, budget: float | None = None, **kwargs: Any
-    ) -> httpx.Response:
+    def client(self, budget: float | None = None) -> Client:
+        """The client, for one call of at most ``budget`` seconds (by default ``timeout``)."""
         self._client.budget = Budget(self.timeout if budget is None else budget)
-        return self._client.request(method, path, **kwargs)
+        return self._client
+
+    def heartbeat_client(self, every: float) -> Client:
+        """A client for one heartbeat of a batch renewed every ``every`` seconds: a client of
+        its own, since the heartbeat's thread beats while the main thread uploads, and a beat
+        that takes longer than the interval is made up by the next."""
+        budget = Budget(min(every, self.timeout))
+        return Client(self.server, self.token, budget=budget, **CLIENT_OPTIONS)
 
     def create(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The run for ``body``, and whether this call created it (else it existed)."""
-        response = self.call("POST", "/api/v1/orchestrate", json=body)
-        return response.json(), response.status_code == 201
-
-    def claim(
-        self,
-        run_id: str,
-        batch_id: str,
-        worker: str,
-        node_index: int | None,
-        rerun: Rerun | None = None,
-        attempt: int | None = None,
-    ) -> Batch | float:
-        """A batch to run, or the seconds to wait before asking again; :class:`RunOver` when
-        the run hands out no more. The client retries a failed call with the same body, so
-        a batch claimed by a call whose answer was lost is the one answered again."""
-        body: dict[str, Any] = {"batchId": batch_id, "worker": worker}
-        if node_index is not None:
-            body["nodeIndex"] = node_index
-        if rerun:
-            body["rerun"] = rerun
-            if attempt is not None:
-                body["attempt"] = attempt
-        try:
-            response = self.call("POST", f"/api/v1/orchestrate/{run_id}/claims", json=body)
-        except ServerError as exc:
-            if exc.status == 409 and exc.code in ("RUN_FINISHED", "RUN_CANCELLED"):
-                raise RunOver(exc.code) from None
-            raise
-        answer = response.json()
-        if answer["status"] == "wait":
-            return max(0.0, float(answer["retryAfter"]))
-        if answer["status"] != "claimed":
-            raise ValueError(f"unknown claim status {answer['status']!r}")
-        return Batch.from_answer(answer)
-
-    def release(self, run_id: str, batch_id: str) -> None:
-        self.call("DELETE", f"/api/v1/orchestrate/{run_id}/claims/{batch_id}", RELEASE_BUDGET)
-
-    def upload(self, uploader: Uploader, path: Path, fields: dict[str, str]) -> dict[str, Any]:
-        self._client.budget = Budget(self.timeout)
-        return uploader(self._client, path, fields)
-
-
-class Heartbeat:
-    """Renews a batch's lease every ``heartbeatSeconds`` in a thread of its own while the
-    command runs, and keeps the last status the server gave (``cancelled`` stops the worker
-    once the batch is uploaded). A heartbeat that fails is only a warning: the batch's
-    results still count when it is uploaded, even after its lease lapsed."""
-
-    def __init__(self, api: Api, run_id: str, batch: Batch) -> None:
-        self.status = "active"
-        self._api = api
-        self._path = f"/api/v1/orchestrate/{run_id}/claims/{batch.batch_id}/heartbeat"
-        self._every = batch.heartbeat_seconds
-        self._batch = batch.batch_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="testlens-heartbeat", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        # A client of its own: the main thread's uploads while this one beats.
-        with Client(self._api.server, self._api.token, **CLIENT_OPTIONS) as client:
-            while not self._stop.wait(self._every):
-                client.budget = Budget(min(self._every, self._api.timeout))
-                try:
-                    status = str(client.request("POST", self._path).json()["status"])
-                except SERVER_FAILURES as exc:
-                    reason = describe_failure(exc, self._api.server)
-                    warn(f"heartbeat of batch {self._batch}: {reason}")
-                    continue
-                if status != self.status:
-                    self._changed(status)
-                self.status = status
-
-    def _changed(self, status: str) -> None:
-        if status == "expired":
-            warn(
-                f"the lease of batch {self._batch} lapsed and its items went back to the "
-                "queue; finishing and uploading it anyway (the first result of an item counts)"
-            )
-        elif status == "cancelled":
-            say("the run was cancelled: finishing this batch, then stopping")
+        return queue_api.create_run(self.client(), body)
 
 
 # --- the worker -------------------------------------------------------------------------------
@@ -535,11 +404,18 @@ class Worker:
 
     def _claim(self, run_id: str) -> Batch | float:
         o = self.options
-        batch_id = uuid.uuid4().hex
-        return self.api.claim(run_id, batch_id, o.name, o.node_index, o.rerun, o.attempt)
+        return queue_api.claim(
+            self.api.client(),
+            run_id,
+            uuid.uuid4().hex,
+            worker=o.name,
+            node_index=o.node_index,
+            rerun=o.rerun,
+            attempt=o.attempt,
+        )
 
     def _over(self, over: RunOver) -> int:
-        if over.code == "RUN_CANCELLED":
+        if over.code == RUN_CANCELLED:
             warn(
                 "the run was cancelled: this worker claims no more work, and tests not yet "
                 "run will not run"
@@ -556,8 +432,18 @@ class Worker:
         retries = max((item.retries for item in batch.items), default=0)
         say(f"batch {batch.batch_id}: {len(batch.items)} items ({_sample(entries)})")
         # The lease is renewed until the upload is done: a long upload must not hand the
-        # batch to another worker.
-        with Heartbeat(self.api, run_id, batch) as heartbeat:
+        # batch to another worker. Leaving waits for a beat in flight, so that a cancel it
+        # hears stops this worker after the batch.
+        with Heartbeat(
+            lambda: self.api.heartbeat_client(batch.heartbeat_seconds),
+            run_id,
+            batch,
+            on_change=lambda status: _lease_changed(batch.batch_id, status),
+            on_failure=lambda exc: warn(
+                f"heartbeat of batch {batch.batch_id}: {self._describe(exc)}"
+            ),
+            join_on_exit=True,
+        ) as heartbeat:
             code, reports = self._execute(
                 entries,
                 batch.batch_id,
@@ -645,8 +531,7 @@ class Worker:
         fields = {
             **self.options.fields,
             "framework": report.format,
-            "orchestration_run": run_id,
-            "batch_id": batch.batch_id,
+            **queue_api.upload_fields(run_id, batch.batch_id),
         }
         repo = self.options.repo or batch.project or fields.get("repo")
         if repo:
@@ -654,7 +539,7 @@ class Worker:
         if batch.environment:
             fields["environment"] = batch.environment
         try:
-            self.api.upload(self.options.uploader, path, fields)
+            self.options.uploader(self.api.client(), path, fields)
         except SERVER_FAILURES as exc:
             if unreachable(exc):
                 raise _Lost(f"uploading {path}: {self._describe(exc)}", batch.entries) from None
@@ -668,7 +553,7 @@ class Worker:
             return
         run_id, batch = self._held
         try:
-            self.api.release(run_id, batch.batch_id)
+            queue_api.release(self.api.client(RELEASE_BUDGET), run_id, batch.batch_id)
             say(f"released batch {batch.batch_id}: its items go to other workers")
         except SERVER_FAILURES as exc:
             warn(
@@ -725,6 +610,19 @@ class Worker:
                 + ", ".join(str(path) for path, _ in parsed)
             )
         return self.status
+
+
+def _lease_changed(batch_id: str, status: str) -> None:
+    """Say what a heartbeat's news means for the batch in hand: a lapsed lease is only a
+    warning (the first result of an item counts), a cancelled run stops the worker once the
+    batch is uploaded."""
+    if status == "expired":
+        warn(
+            f"the lease of batch {batch_id} lapsed and its items went back to the queue; "
+            "finishing and uploading it anyway (the first result of an item counts)"
+        )
+    elif status == "cancelled":
+        say("the run was cancelled: finishing this batch, then stopping")
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
