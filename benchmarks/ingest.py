@@ -6,8 +6,8 @@
 For each backend and report size (a generated JUnit report of N tests, every 20th failing
 once and passing on retry, under a new commit each upload) it prints three times:
 
-1. floor: the rows testlens stored for that upload (the run, its results, its tests' rows
-   and their states), read back and written again with the driver's bulk path, one
+1. floor: the rows testlens stored for that upload (its build, the run, its results, its
+   tests' rows and their states), read back and written again with the driver's bulk path, one
    ``executemany`` per table (``COPY`` for PostgreSQL's plain inserts, as testlens uses),
    in one transaction, with none of testlens' logic: what the database itself costs;
 2. store: testlens' ``store_report`` of the parsed report, in process (parsing is apart:
@@ -42,6 +42,7 @@ from testlens.server.database import Database, upgrade
 from testlens.server.ingest.form import RunMetadata
 from testlens.server.ingest.service import ingest_key, store_report
 from testlens.server.models import (
+    Build,
     Repository,
     Run,
     Tenant,
@@ -105,6 +106,7 @@ class StoredRows:
     """Everything one upload stored, as the driver returns it (so as it accepts it)."""
 
     repository: tuple[Any, ...]
+    build: tuple[Any, ...]
     run: tuple[Any, ...]
     results: list[tuple[Any, ...]]
     tests: list[tuple[Any, ...]]
@@ -130,9 +132,11 @@ def stored_rows(db: Database, run_id: str) -> StoredRows:
         (run,) = select(Run, f"id = {marker}", run_id)
         repo_id = run[_columns(Run).index("repo_id")]
         (repository,) = select(Repository, f"id = {marker}", repo_id)
+        (build,) = select(Build, f"id = {marker}", run[_columns(Run).index("build_id")])
         in_run = f"IN (SELECT test_id FROM test_results WHERE run_id = {marker})"
         return StoredRows(
             repository,
+            build,
             run,
             select(TestResult, f"run_id = {marker}", run_id),
             select(TestCase, f"id {in_run}", run_id),
@@ -145,9 +149,14 @@ def stored_rows(db: Database, run_id: str) -> StoredRows:
 def write_floor(db: Database, rows: StoredRows, first: bool) -> float:
     """Seconds to write ``rows`` again as a new run with the driver's bulk path, in one
     transaction: into the same tables (``first``: a new repository's empty ones)."""
+    build_columns = _columns(Build)
+    build = list(rows.build)
+    build[build_columns.index("id")] = new_build = str(uuid.uuid4())
+    build[build_columns.index("build_key")] = None
     run_columns = _columns(Run)
     run = list(rows.run)
     run[run_columns.index("id")] = new_run = str(uuid.uuid4())
+    run[run_columns.index("build_id")] = new_build
     run[run_columns.index("ingest_key")] = uuid.uuid4().hex
     result_columns = _columns(TestResult, ("id",))
     at = result_columns.index("run_id")
@@ -159,6 +168,7 @@ def write_floor(db: Database, rows: StoredRows, first: bool) -> float:
             db.insert_many(
                 connection, table_of(Repository), _columns(Repository), [rows.repository]
             )
+        db.insert_many(connection, table_of(Build), build_columns, [tuple(build)])
         db.insert_many(connection, table_of(Run), run_columns, [tuple(run)])
         db.insert_many(
             connection,

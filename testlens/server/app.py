@@ -38,7 +38,8 @@ from .database import Database, upgrade
 from .durations import endpoints as durations
 from .ingest import endpoints as ingest
 from .orchestration import endpoints as orchestration
-from .orchestration import shard_plans
+from .orchestration import shard_plans, stream
+from .orchestration.live import fan_out
 from .orchestration.tasks import queue_sweeper
 from .retention import endpoints as retention
 from .retention.tasks import retention_sweeper
@@ -65,6 +66,7 @@ ROUTERS = (
     durations.router,
     shard_plans.router,
     orchestration.router,
+    stream.router,
     keys.router,
     retention.router,
     client_dist.router,
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             delivery_worker(served),
             retention_sweeper(served),
             queue_sweeper(served),
+            fan_out(database.listen_url),
         ):
             yield
         database.dispose()

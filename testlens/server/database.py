@@ -162,6 +162,15 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def listen_url(self) -> str | None:
+        """A libpq URL of the database, for connections of its own outside the pool
+        (``LISTEN``, ``NOTIFY``); None on SQLite."""
+        if self.dialect != "postgresql":
+            return None
+        url = self.engine.url.set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session that commits on success and rolls back everything on any error.

@@ -320,6 +320,19 @@ DECLARED: tuple[Setting, ...] = (
         "orchestrated runs a tenant may have pending or running at once",
     ),
     Setting(
+        "TESTLENS_WS_MAX_CONNECTIONS",
+        "ws_max_connections_per_tenant",
+        _positive,
+        "live WebSocket connections (/api/v1/ws) one tenant may hold open on one server "
+        "process; the next is closed with 1013",
+    ),
+    Setting(
+        "TESTLENS_RETENTION_LIVE_EVENTS_DAYS",
+        "retention_live_events_days",
+        retention_days,
+        "days a run's live events (/api/v1/ws) are kept after the run ends",
+    ),
+    Setting(
         "TESTLENS_SECRET_KEY",
         "secret_key",
         str,
@@ -372,6 +385,8 @@ class Settings:
     run_inactivity_seconds: float = 1800.0
     queue_max_waiting_items: int = 500_000
     queue_max_active_runs: int = 200
+    ws_max_connections_per_tenant: int = 10
+    retention_live_events_days: int = 7
     secret_key: str | None = field(default=None, repr=False)
     metrics_token: str | None = field(default=None, repr=False)
 

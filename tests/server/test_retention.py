@@ -25,6 +25,7 @@ from testlens.server.models import (
     Build,
     Repository,
     Run,
+    RunEvent,
     TestEvent,
     TestResult,
     WebhookDelivery,
@@ -541,3 +542,33 @@ def test_a_sweep_with_nothing_old_runs_no_delete_at_all(database, admin):
 
     assert not swept
     assert transactions.deleted == {}
+
+
+def test_live_events_go_a_week_after_their_run_ends(database, admin):
+    def orchestrated() -> str:
+        body = {"testFiles": ["tests/test_a.py"], "workerCount": 1}
+        run = admin.client.post("/api/v1/orchestrate", json=body).json()["runId"]
+        admin.client.post(f"/api/v1/orchestrate/{run}/claims", json={"batchId": "b"})
+        assert admin.client.delete(f"/api/v1/orchestrate/{run}").status_code == 200  # ends it
+        return run
+
+    old, recent = orchestrated(), orchestrated()
+    with database.transaction() as session:
+        session.execute(
+            update(Build).where(Build.id == old).values(completed_at=utcnow() - timedelta(days=8))
+        )
+
+    def logged(run: str) -> int:
+        with database.read() as session:
+            return session.scalar(select(func.count()).where(RunEvent.build_id == run))
+
+    assert logged(old) == logged(recent) == 2  # run:start, run:end
+    swept = sweep_tenant(
+        database, tenant_id_of(database, admin), RetentionDays(**DEFAULTS), utcnow()
+    )
+    assert swept.live_events == 2
+    assert (logged(old), logged(recent)) == (0, 2)
+    again = sweep_tenant(
+        database, tenant_id_of(database, admin), RetentionDays(**DEFAULTS), utcnow()
+    )
+    assert again.live_events == 0

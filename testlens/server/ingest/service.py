@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ...core.identity import PYTEST_SUITE, pytest_key, relative_to_root
+from ...core.identity import PYTEST_SUITE, TestKey, pytest_key, relative_to_root
 from ...core.model import Report, ReportError, ReportTooLarge
 from ...core.model import TestCase as ReportedTest
 from ...core.parsers import parse_report
@@ -29,7 +29,7 @@ from ..database import Database
 from ..errors import too_many_results, unparseable_report
 from ..models import TestCase, table_of, utcnow
 from ..models.results import name_key
-from ..orchestration import builds
+from ..orchestration import builds, events
 from ..orchestration import service as queue
 from ..settings import DEFAULT_MAINLINE_BRANCHES, DEFAULT_MAX_REPORT_RESULTS
 from ..webhooks import payloads
@@ -244,6 +244,13 @@ def store_report(
             queue.complete_batch(
                 session, joined.build_id, joined.lease_id, run_id, values["duration_ms"], now
             )
+        results = [
+            events.result_payload(test_ids[test.identity], TestKey(*keys[test.identity]), test)
+            for test in report.tests
+        ]
+        events.append(
+            session, tenant_id, joined.build_id, events.test_batches(joined.build_id, results), now
+        )
         builds.settle(session, joined.build_id, now)
     return IngestResult(run_id, len(report.tests), flaky, duplicate=False)
 

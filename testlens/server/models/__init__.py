@@ -5,7 +5,7 @@ One module per area; importing this package registers every table on ``Base.meta
 """
 
 from .base import Base, iso, table_of, utcnow
-from .builds import Build, Lease, WorkItem
+from .builds import Build, Lease, RunEvent, WorkItem
 from .detection import DailyRollup, TestEvent, TestState
 from .durations import DurationJob, ShardPlanRecord
 from .quarantine import Quarantine
@@ -27,6 +27,7 @@ __all__ = [
     "Repository",
     "RetentionPolicy",
     "Run",
+    "RunEvent",
     "ServerSecret",
     "ShardPlanRecord",
     "Tenant",

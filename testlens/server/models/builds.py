@@ -73,6 +73,8 @@ class Build(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     active_at: Mapped[datetime] = mapped_column(UTCDateTime)  # a worker's last call
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The sequence number of the build's last event (``RunEvent.seq``)."""
 
 
 class WorkItem(Base):
@@ -126,3 +128,22 @@ class Lease(Base):
     items: Mapped[str] = mapped_column(Text, default="[]")  # a JSON list of work item ids
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RunEvent(Base):
+    """One event of a build's live stream, in the order ``seq`` (1, 2, ...) gives: the log
+    that the WebSocket and progress streams read, and that a client that reconnects resumes
+    from. ``tenant_id`` lets a tenant-wide stream read every build's events by ``id``."""
+
+    __tablename__ = "run_events"
+    __table_args__ = (
+        UniqueConstraint("build_id", "seq"),
+        Index("ix_run_events_tenant", "tenant_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(20))
+    payload: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

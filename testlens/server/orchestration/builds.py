@@ -22,13 +22,14 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from ...core.identity import TestKey, class_path
+from ...core.identity import TestKey
 from ...core.model import Attempt
 from ...core.model import TestCase as CombinedTest
 from ..database import Database
 from ..errors import ApiError, ErrorCode, invalid_field
 from ..models import Build, Lease, Run, TestCase, TestResult, WorkItem, table_of
 from ..models.builds import FINISHED
+from . import events
 
 UPLOADS = "uploads"
 """The kind of a build made of plain uploads (orchestrated ones are ``queue`` or ``static``)."""
@@ -234,7 +235,31 @@ def finish_if_drained(session: Session, build: Build, now: datetime) -> bool:
     build.status = "failed" if build.failed else "completed"
     build.completed_at = now
     build.duration_ms = (now - (build.started_at or build.created_at)).total_seconds() * 1000
+    announce_end(session, build, now)
     return True
+
+
+def announce_end(session: Session, build: Build, now: datetime) -> None:
+    """Log the ``run:end`` event of a build that has just finished."""
+    session.flush()
+    events.append(
+        session,
+        build.tenant_id,
+        build.id,
+        [
+            (
+                "run:end",
+                {
+                    "runId": build.id,
+                    "status": build.status,
+                    "totalTests": build.tests,
+                    "passedTests": build.passed,
+                    "failedTests": build.failed,
+                },
+            )
+        ],
+        now,
+    )
 
 
 def _open_items(session: Session, build_id: str) -> int:
@@ -264,7 +289,5 @@ def test_names(session: Session, test_ids: Iterable[str]) -> dict[str, tuple[str
             ).where(TestCase.id.in_(ids[start : start + 5000]))
         )
         for tid, *identity in rows:
-            key = TestKey(*identity)
-            name = "::".join(part for part in (class_path(key), key.name) if part)
-            names[tid] = (key.location, name)
+            names[tid] = events.shown_name(TestKey(*identity))
     return names

@@ -47,7 +47,7 @@ from ..ingest.queries import repository_id
 from ..models import Build, Lease, Repository, TestCase, WorkItem, utcnow
 from ..models.builds import FINISHED
 from ..settings import Settings
-from . import builds
+from . import builds, events
 from .schemas import ClaimRequest, OrchestrateRequest
 
 MAX_REQUEUES = 2
@@ -486,11 +486,49 @@ def _claim(
             else:
                 stop = _stop(build)
         else:
+            if not lease.rerun and not lease.speculative and _first_of_worker(session, lease):
+                _announce_start(session, build, lease, now)
             if build.status == "pending":
                 build.status, build.started_at = "running", now
             build.active_at = now
             return _claimed(session, build, lease, config)
     raise stop
+
+
+def _first_of_worker(session: Session, lease: Lease) -> bool:
+    """Whether ``lease`` is the first its worker (by name and node) claimed in its run."""
+    earlier = session.scalar(
+        select(func.count()).where(
+            Lease.build_id == lease.build_id,
+            Lease.id != lease.id,
+            Lease.worker == lease.worker,
+            Lease.node_index == lease.node_index
+            if lease.node_index is not None
+            else Lease.node_index.is_(None),
+        )
+    )
+    return not earlier
+
+
+def _announce_start(session: Session, build: Build, lease: Lease, now: datetime) -> None:
+    """Log ``run:start`` for a worker's first batch: the run has started on its shard."""
+    events.append(
+        session,
+        build.tenant_id,
+        build.id,
+        [
+            (
+                "run:start",
+                {
+                    "runId": build.id,
+                    "totalTests": build.planned_tests,
+                    "shardIndex": lease.node_index or 0,
+                    "totalShards": build.worker_count,
+                },
+            )
+        ],
+        now,
+    )
 
 
 def _lease(session: Session, build_id: str, batch_id: str) -> Lease | None:
@@ -881,6 +919,7 @@ def cancel(database: Database, tenant_id: str, run_id: str) -> None:
         )
         build.status, build.completed_at, build.reason = "cancelled", now, "cancelled"
         build.duration_ms = (now - (build.started_at or build.created_at)).total_seconds() * 1000
+        builds.announce_end(session, build, now)
 
 
 def queue_stats(database: Database, tenant_id: str) -> dict[str, int]:

@@ -23,6 +23,7 @@ from ..models import (
     Repository,
     RetentionPolicy,
     Run,
+    RunEvent,
     ShardPlanRecord,
     Tenant,
     TestCase,
@@ -155,6 +156,26 @@ def delete_emptied_builds(session: Session, tenant_id: str, before: datetime, ba
         ~exists().where(Run.build_id == Build.id),
     )
     return delete_rows(session, table_of(Build), condition, batch, Build.created_at)
+
+
+def oldest_live_end(session: Session, tenant_id: str) -> datetime | None:
+    """When the earliest-ended of the tenant's runs that still have live events ended."""
+    return session.scalar(
+        select(func.min(Build.completed_at)).where(
+            Build.tenant_id == tenant_id, exists().where(RunEvent.build_id == Build.id)
+        )
+    )
+
+
+def delete_live_events(session: Session, tenant_id: str, before: datetime, batch: int) -> int:
+    """Live events of the tenant's runs that ended before ``before``."""
+    ended = select(Build.id).where(
+        Build.tenant_id == tenant_id,
+        Build.completed_at.is_not(None),
+        Build.completed_at < before,
+    )
+    condition = and_(RunEvent.tenant_id == tenant_id, RunEvent.build_id.in_(ended))
+    return delete_rows(session, table_of(RunEvent), condition, batch)
 
 
 def delete_events(session: Session, repo_id: str, before: datetime, batch: int) -> int:

@@ -41,6 +41,7 @@ class Swept:
     events: int = 0
     deliveries: int = 0
     builds: int = 0
+    live_events: int = 0
 
     def add(self, other: Swept) -> None:
         self.results += other.results
@@ -48,6 +49,7 @@ class Swept:
         self.events += other.events
         self.deliveries += other.deliveries
         self.builds += other.builds
+        self.live_events += other.live_events
 
     def __bool__(self) -> bool:
         return any(astuple(self))
@@ -154,16 +156,18 @@ def sweep_tenant(
     now: datetime,
     batch: int = BATCH_ROWS,
     stop: threading.Event | None = None,
+    live_days: int = 7,
 ) -> Swept:
     """Delete what the tenant keeps no longer under ``policy``, as of ``now``: results, then
-    the runs left without any, then the finished builds left without runs, state changes,
-    finished webhook deliveries. Only what holds
-    rows older than a retention is written to, so a sweep with nothing to delete takes no
-    write lock."""
+    the runs left without any, then the finished builds left without runs, the live events
+    of runs that ended ``live_days`` ago, state changes, finished webhook deliveries. Only
+    what holds rows older than a retention is written to, so a sweep with nothing to delete
+    takes no write lock."""
     with database.read() as session:
         repos = queries.repositories_oldest(session, tenant_id)
         hooks = queries.webhooks_oldest(session, tenant_id)
         oldest_build = queries.oldest_build(session, tenant_id)
+        oldest_live = queries.oldest_live_end(session, tenant_id)
     results_before = now - timedelta(days=policy.results_days)
     runs_before = now - timedelta(days=policy.runs_days)
     events_before = now - timedelta(days=policy.events_days)
@@ -182,6 +186,12 @@ def sweep_tenant(
                 queries.delete_events, repo_id=repo_id, before=events_before, batch=batch
             )
             swept.events += _drain(database, events, batch, stop)
+    live_before = now - timedelta(days=live_days)
+    if _older(oldest_live, live_before):
+        live = partial(
+            queries.delete_live_events, tenant_id=tenant_id, before=live_before, batch=batch
+        )
+        swept.live_events += _drain(database, live, batch, stop)
     if _older(oldest_build, runs_before):
         emptied_builds = partial(
             queries.delete_emptied_builds, tenant_id=tenant_id, before=runs_before, batch=batch
@@ -219,7 +229,12 @@ def sweep(
     for tenant_id, own in tenants:
         if _stopped(stop):
             break
-        swept.add(sweep_tenant(database, tenant_id, _in_force(server, own), now, batch, stop))
+        policy = _in_force(server, own)
+        swept.add(
+            sweep_tenant(
+                database, tenant_id, policy, now, batch, stop, settings.retention_live_events_days
+            )
+        )
     return swept
 
 

@@ -47,11 +47,12 @@ class RetentionSweeper(Worker):
                 outage.answered()
                 if swept:
                     log.info(
-                        "retention sweep deleted %d results, %d runs, %d builds, %d state "
-                        "changes and %d webhook deliveries",
+                        "retention sweep deleted %d results, %d runs, %d builds, %d live "
+                        "events, %d state changes and %d webhook deliveries",
                         swept.results,
                         swept.runs,
                         swept.builds,
+                        swept.live_events,
                         swept.events,
                         swept.deliveries,
                     )

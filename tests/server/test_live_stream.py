@@ -1,0 +1,266 @@
+"""The live stream (/api/v1/ws) read by real WebSocket clients: events in order from the log,
+resuming without gap or duplicate, refusals (1008, 1013), a stalled client closed rather
+than buffered, and two server processes sharing one log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket as socketlib
+import time
+import uuid
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import websockets
+from builders import junit_from_durations, make_tenant, served, upload
+from websockets.exceptions import ConnectionClosed
+
+from testlens.server.database import Database
+from testlens.server.orchestration import stream
+
+FILES = ["tests/test_a.py", "tests/test_b.py", "tests/test_c.py"]
+
+
+def ws_url(base: str, **params: str) -> str:
+    query = "&".join(f"{name}={value}" for name, value in params.items())
+    return base.replace("http", "ws", 1) + "/api/v1/ws" + (f"?{query}" if query else "")
+
+
+def create(client: httpx.Client, files=FILES) -> str:
+    repo = f"acme/live-{uuid.uuid4().hex[:6]}"
+    body = {"testFiles": files, "workerCount": 1, "project": repo}
+    return client.post("/api/v1/orchestrate", json=body).json()["runId"]
+
+
+def work(client: httpx.Client, run: str, batches: int = 99) -> None:
+    """Claim and report up to ``batches`` batches, each file passing one test."""
+    for number in range(batches):
+        batch = f"b{number}-{uuid.uuid4().hex[:6]}"
+        answer = client.post(f"/api/v1/orchestrate/{run}/claims", json={"batchId": batch})
+        if answer.status_code == 409:
+            return
+        items = answer.json()["items"]
+        xml = junit_from_durations({f"{item['file']}::test_ok": 0.1 for item in items})
+        project = answer.json()["project"]
+        stored = upload(client, xml, repo=project, orchestration_run=run, batch_id=batch)
+        assert stored.status_code == 201, stored.text
+
+
+async def read_until_end(socket, into: list[dict], stop_after: int | None = None) -> None:
+    while True:
+        message = json.loads(await asyncio.wait_for(socket.recv(), 15))
+        into.append(message)
+        if message["type"] == "run:end" or (stop_after and len(into) >= stop_after):
+            return
+
+
+def test_a_subscriber_sees_every_event_of_a_run_in_order(tenant, server):
+    run = create(tenant.client)
+    got: list[dict] = []
+
+    async def main() -> None:
+        headers = {"Authorization": f"Bearer {tenant.key}", "X-Run-ID": run}
+        async with websockets.connect(ws_url(server.url), additional_headers=headers) as socket:
+            reader = asyncio.create_task(read_until_end(socket, got))
+            await asyncio.to_thread(work, tenant.client, run)
+            await reader
+
+    asyncio.run(main())
+    types = [message["type"] for message in got]
+    assert types[0] == "run:start" and types[-1] == "run:end"
+    assert [message["seq"] for message in got] == list(range(1, len(got) + 1))
+    results = [r for m in got if m["type"] == "test:batch" for r in m["payload"]["results"]]
+    assert sorted(r["testFile"] for r in results) == FILES
+    assert got[-1]["payload"] == {
+        "runId": run,
+        "status": "completed",
+        "totalTests": 3,
+        "passedTests": 3,
+        "failedTests": 0,
+    }
+
+
+def test_a_subscriber_that_reconnects_resumes_without_gap_or_duplicate(tenant, server):
+    run = create(tenant.client)
+    first: list[dict] = []
+    second: list[dict] = []
+
+    async def main() -> None:
+        protocols = ["testlens", tenant.key]  # as a browser sends its key
+        async with websockets.connect(
+            ws_url(server.url, runId=run), subprotocols=protocols
+        ) as socket:
+            assert socket.subprotocol == "testlens"
+            await asyncio.to_thread(work, tenant.client, run, 1)
+            await read_until_end(socket, first, stop_after=2)  # run:start, test:batch
+        await asyncio.to_thread(work, tenant.client, run)  # the rest, while away
+        last = first[-1]["seq"]
+        async with websockets.connect(
+            ws_url(server.url, runId=run, after=str(last)), subprotocols=protocols
+        ) as socket:
+            await read_until_end(socket, second)
+
+    asyncio.run(main())
+    seqs = [message["seq"] for message in first + second]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert second[-1]["type"] == "run:end"
+
+
+def closed_with(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    async def main() -> tuple[int, str]:
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            try:
+                while True:
+                    message = json.loads(await asyncio.wait_for(socket.recv(), 10))
+                    assert message["type"] == "error", message  # nothing else is sent
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None
+                return closed.rcvd.code, closed.rcvd.reason
+
+    return asyncio.run(main())
+
+
+def test_a_bad_key_or_a_foreign_run_is_closed_with_1008_and_no_data(tenant, database, server):
+    other = make_tenant(database, server)
+    foreign = create(other.client)
+    code, reason = closed_with(
+        ws_url(server.url), {"Authorization": f"Bearer {tenant.key}", "X-Run-ID": foreign}
+    )
+    assert code == 1008 and "not found" in reason.lower()
+    code, _ = closed_with(ws_url(server.url), {"Authorization": "Bearer tl_sk_wrong"})
+    assert code == 1008
+    code, _ = closed_with(ws_url(server.url), {})
+    assert code == 1008
+    other.client.close()
+
+
+def test_the_eleventh_connection_of_a_tenant_is_refused_with_1013(tenant, server):
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+
+    async def main() -> tuple[int, str]:
+        sockets = [
+            await websockets.connect(ws_url(server.url), additional_headers=headers)
+            for _ in range(10)
+        ]
+        try:
+            async with websockets.connect(ws_url(server.url), additional_headers=headers) as extra:
+                message = json.loads(await asyncio.wait_for(extra.recv(), 10))
+                assert message["type"] == "error"
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(extra.recv(), 10)
+                assert closed.value.rcvd is not None
+                return closed.value.rcvd.code, message["payload"]["message"]
+        finally:
+            for socket in sockets:
+                await socket.close()
+
+    code, message = asyncio.run(main())
+    assert code == 1013 and "10 live connections" in message
+
+
+def test_a_stalled_client_is_closed_instead_of_buffered(tenant, server, monkeypatch):
+    """A client that never reads: once the sockets' buffers are full the server's send
+    waits, and after SEND_TIMEOUT it closes with 1013 instead of queueing more."""
+    monkeypatch.setattr(stream, "SEND_TIMEOUT", 0.5)
+    run = create(tenant.client)
+    raw = socketlib.socket()
+    raw.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 8192)  # no autotuning
+    raw.connect(("127.0.0.1", server.port))
+    raw.sendall(
+        (
+            f"GET /api/v1/ws?runId={run} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {tenant.key}\r\n\r\n"
+        ).encode()
+    )
+    handshake = b""
+    while b"\r\n\r\n" not in handshake:
+        handshake += raw.recv(1)
+    assert handshake.startswith(b"HTTP/1.1 101")
+    flood = [{"type": "test:start", "payload": {"testFile": "x" * 4000}} for _ in range(500)]
+    for _ in range(4):  # 8 MB: more than the server's send buffer (4 MB) and ours hold
+        answer = tenant.client.post(f"/api/v1/runs/{run}/events", json={"events": flood})
+        assert answer.status_code == 202
+    time.sleep(2)  # the server's send waits, then gives up
+    raw.settimeout(10)
+    received = b""
+    while chunk := raw.recv(65536):
+        received += chunk
+    raw.close()
+    close = received.rfind(b"\x88")  # the close frame: opcode 8, FIN
+    assert close != -1
+    length = received[close + 1]
+    code = int.from_bytes(received[close + 2 : close + 4], "big")
+    reason = received[close + 4 : close + 2 + length].decode()
+    assert code == 1013 and "too far behind" in reason
+    assert len(received) < 8_000_000  # not everything was queued for it
+
+
+def test_published_events_reach_subscribers_and_bad_ones_are_refused(tenant, server):
+    run = create(tenant.client)
+    got: list[dict] = []
+
+    async def main() -> None:
+        headers = {"Authorization": f"Bearer {tenant.key}", "X-Run-ID": run}
+        async with websockets.connect(ws_url(server.url), additional_headers=headers) as socket:
+            event = {"type": "test:start", "payload": {"testFile": "tests/test_a.py"}}
+            answer = await asyncio.to_thread(
+                tenant.client.post, f"/api/v1/runs/{run}/events", json={"events": [event]}
+            )
+            assert answer.status_code == 202 and answer.json() == {"accepted": 1, "seq": 1}
+            got.append(json.loads(await asyncio.wait_for(socket.recv(), 10)))
+
+    asyncio.run(main())
+    assert got[0]["type"] == "test:start"
+    assert got[0]["payload"] == {"testFile": "tests/test_a.py", "runId": run}
+    bad = tenant.client.post(
+        f"/api/v1/runs/{run}/events", json={"events": [{"type": "run:end", "payload": {}}]}
+    )
+    assert bad.status_code == 400 and bad.json()["code"] == "INVALID_PARAMETERS"
+    unknown = tenant.client.post(
+        f"/api/v1/runs/{uuid.uuid4()}/events",
+        json={"events": [{"type": "test:start", "payload": {}}]},
+    )
+    assert unknown.status_code == 404 and unknown.json()["code"] == "RUN_NOT_FOUND"
+
+
+def test_a_subscriber_on_one_process_sees_a_worker_reporting_through_another(
+    scratch_database_url, tmp_path
+):
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TESTLENS_")},
+        "TESTLENS_DATA_DIR": str(tmp_path),
+        "TESTLENS_DATABASE_URL": scratch_database_url,
+        "TESTLENS_RATE_LIMITS_ENABLED": "false",
+    }
+    with (
+        served(env, tmp_path / "first.log") as (_first, first_url),
+        served(env, tmp_path / "second.log") as (_second, second_url),
+    ):
+        database = Database(scratch_database_url)
+        try:
+            tenant = make_tenant(database, SimpleNamespace(url=first_url))
+        finally:
+            database.dispose()
+        worker = httpx.Client(base_url=second_url, headers=tenant.headers, timeout=30)
+        run = create(worker, files=[f"tests/test_{i}.py" for i in range(12)])
+        got: list[dict] = []
+
+        async def main() -> None:
+            headers = {"Authorization": f"Bearer {tenant.key}", "X-Run-ID": run}
+            async with websockets.connect(ws_url(first_url), additional_headers=headers) as socket:
+                reader = asyncio.create_task(read_until_end(socket, got))
+                await asyncio.to_thread(work, worker, run)
+                await reader
+
+        try:
+            asyncio.run(main())
+        finally:
+            worker.close()
+            tenant.client.close()
+    assert [message["seq"] for message in got] == list(range(1, len(got) + 1))
+    assert got[-1]["type"] == "run:end" and got[-1]["payload"]["passedTests"] == 12
