@@ -347,6 +347,17 @@ class TestlensPlugin:
     ) -> bool | None:
         return None if self._queue is None else self._queue.runtest_protocol(item, nextitem)
 
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self._queue is not None:
+            self._queue.started(nodeid)
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        """Every attempt's reports are in by now, retries' included (pytest-rerunfailures
+        and the queue's retries log one start and one finish around them all)."""
+        if self._queue is not None:
+            attempts = self._attempts.get(nodeid, [])
+            self._queue.finished(nodeid, [(run.status, run.seconds) for run in attempts])
+
     def pytest_report_teststatus(
         self, report: pytest.TestReport
     ) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:

@@ -15,7 +15,8 @@ apply), and a machine's exit code is the verdict on the tests it ran. What the q
 retries the server gives a flaky test's item (every attempt recorded and uploaded), a lease
 kept alive by a heartbeat thread while a batch runs, and the lease released at once when the
 machine is stopped (Ctrl-C, SIGTERM, ``-x``), so that its tests go to another machine rather
-than wait out the lease.
+than wait out the lease. While a batch runs, each test's start and result are published as
+live events, so that watchers see the run before the batch's report is uploaded.
 
 A server that cannot be reached costs balance, never tests. At the start the plugin falls
 back to the static split of ``--testlens-shard`` (that is the plugin's business, see
@@ -36,24 +37,34 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn, cast
 
 import pytest
 from _pytest.runner import runtestprotocol
 
 from ..core.identity import TestKey
+from ..core.model import Attempt, AttemptStatus, TestCase
 from ..core.sharding import GroupBy
-from . import ci_env
+from . import ci_env, queue_api
 from .http import Budget, Client, ServerError
+from .queue_api import (
+    RUN_CANCELLED,
+    RUN_FINISHED,
+    Batch,
+    Heartbeat,
+    LivePublisher,
+    Rerun,
+    RunOver,
+    shown_name,
+)
 from .sharding import CLIENT_OPTIONS, SERVER_FAILURES, ServerTarget, describe_failure, split_tests
 
-RUNS_PATH = "/api/v1/orchestrate"
 RERUN = "rerun"
 """The outcome of an attempt that failed and is run again, as pytest-rerunfailures names it,
 so that the terminal, pytest's JUnit XML and the plugin's upload all read it as one."""
-STOP_CODES = ("RUN_FINISHED", "RUN_CANCELLED")
 
 PATIENT_OPTIONS: dict[str, Any] = {**CLIENT_OPTIONS, "attempts": 8, "max_delay": 10.0}
 """Retries for claims: a server restarting for a deploy should cost a pause, not the
@@ -65,7 +76,6 @@ RELEASE_SECONDS = 5.0
 """Seconds a release may take: it runs while the machine is being stopped, and a CI gives a
 job only a few seconds between SIGTERM and SIGKILL."""
 
-Rerun = Literal["failed", "all"]
 Upload = Callable[[str, str, Sequence[str], Sequence[str], Budget], None]
 """The plugin's upload of one batch: ``(run id, batch id, node ids that ran, node ids that
 were handed out but not collected, budget)``; raises on failure."""
@@ -144,15 +154,18 @@ class QueueOptions:
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """One claimed batch: the collected items to run, with the retries each may use, and the
-    handed-out tests and whole files this machine did not collect."""
+    """One claimed batch as this machine runs it: the collected items, with the retries each
+    may use, and the handed-out tests and whole files this machine did not collect."""
 
-    id: str
+    claimed: Batch
     items: tuple[pytest.Item, ...]
     retries: Mapping[str, int]
     uncollected: tuple[str, ...]
     uncollected_files: tuple[str, ...]
-    heartbeat_seconds: float
+
+    @property
+    def id(self) -> str:
+        return self.claimed.batch_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +246,7 @@ class QueueRun:
         self._no_more = False  # a heartbeat said the run was cancelled: finish, claim no more
         self._uncollected: list[str] = []
         self._warnings: list[str] = []
+        self._live: LivePublisher | None = None  # while batches run, not after the server is lost
 
     @classmethod
     def join(
@@ -267,9 +281,9 @@ class QueueRun:
         }
         try:
             with Client(target.url, target.token, budget=budget, **CLIENT_OPTIONS) as client:
-                answer = client.request(
-                    "POST", RUNS_PATH, json={k: v for k, v in body.items() if v is not None}
-                ).json()
+                answer, _created = queue_api.create_run(
+                    client, {k: v for k, v in body.items() if v is not None}
+                )
             run_id, total, workers = answer["runId"], answer["totalTests"], answer["workerCount"]
         except ServerError as exc:
             if exc.code == "PLAN_CONFLICT":
@@ -312,7 +326,7 @@ class QueueRun:
         collected = _Collected.of(session.items)
         boundary = _BatchEnd.from_parent(session, name="testlens-batch-end")
         lost: str | None = None
-        with _sigterm_interrupts():
+        with _sigterm_interrupts(), self._publishing():
             try:
                 while not self._no_more:
                     try:
@@ -360,6 +374,20 @@ class QueueRun:
         item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         return True
 
+    def started(self, nodeid: str) -> None:
+        """Publish that a test of a batch starts (``test:start``)."""
+        if self._live is not None:
+            file, name = shown_name(nodeid)
+            self._live.publish("test:start", {"testFile": file, "testName": name})
+
+    def finished(self, nodeid: str, attempts: Sequence[tuple[str, float]]) -> None:
+        """Publish the result of a test of a batch whose last attempt is done, from its
+        attempts' ``(status, seconds)``. It is marked ``live``: the batch's upload publishes
+        the authoritative one."""
+        if self._live is not None and attempts:
+            results = [live_result(nodeid, attempts)]
+            self._live.publish("test:batch", {"results": results, "live": True})
+
     @staticmethod
     def report_teststatus(
         report: pytest.TestReport,
@@ -373,8 +401,8 @@ class QueueRun:
     def summary(self) -> list[tuple[str, dict[str, bool]]]:
         """Lines for the terminal summary, each with its markup."""
         ended = {
-            "RUN_FINISHED": "the run is finished",
-            "RUN_CANCELLED": "the run was cancelled",
+            RUN_FINISHED: "the run is finished",
+            RUN_CANCELLED: "the run was cancelled",
             "cancelled": "the run was cancelled",
         }.get(self._stopped_by or "", "")
         lines: list[tuple[str, dict[str, bool]]] = [
@@ -400,6 +428,27 @@ class QueueRun:
 
     # --- the worker protocol --------------------------------------------------------------
 
+    @contextmanager
+    def _publishing(self) -> Iterator[None]:
+        """Publish live events for as long as batches run, and warn once, at the end, when
+        some were not published: a server without the endpoint, or too slow for them,
+        costs watchers the live view, never the tests."""
+        failures: list[Exception] = []
+        with LivePublisher(
+            self._target.url, self._target.token, self.run_id, on_failure=failures.append
+        ) as live:
+            self._live = live
+            try:
+                yield
+            finally:
+                self._live = None
+        if live.dropped:
+            why = describe_failure(failures[0], self._target.url) if failures else "too many"
+            self._warnings.append(
+                f"{live.dropped} live events not published ({why}): watchers saw this "
+                "machine's results only as its batches were uploaded"
+            )
+
     def _client(self, seconds: float | None = None, **options: Any) -> Client:
         """A client for one call, with a time budget of its own (``seconds``, by default
         the plugin's): a long run makes many calls, and none of them should find the budget
@@ -413,54 +462,53 @@ class QueueRun:
         """The next batch, after waiting as long as the server says; None when the run
         needs nothing more of this machine. A call retried inside the client repeats the
         same ``batchId``, so it gets the same batch rather than a second one."""
-        body: dict[str, Any] = {"worker": self._options.worker}
-        if self._options.node_index is not None:
-            body["nodeIndex"] = self._options.node_index
-        if self._options.rerun is not None and self._options.node_index is not None:
-            body["rerun"], body["attempt"] = self._options.rerun, self._options.attempt
+        options = self._options
+        # Without a node index the run cannot tell this machine's work from the others'.
+        rerun = options.rerun if options.node_index is not None else None
         while True:
             self._holding = uuid.uuid4().hex
             try:
                 with self._client() as client:
-                    answer = client.request(
-                        "POST",
-                        f"{RUNS_PATH}/{self.run_id}/claims",
-                        json={**body, "batchId": self._holding},
-                    ).json()
-            except ServerError as exc:
-                if exc.status == 409 and exc.code in STOP_CODES:
-                    self._holding, self._stopped_by = None, exc.code
-                    return None
-                raise
-            if answer["status"] != "wait":
+                    answer = queue_api.claim(
+                        client,
+                        self.run_id,
+                        self._holding,
+                        worker=options.worker,
+                        node_index=options.node_index,
+                        rerun=rerun,
+                        attempt=options.attempt,
+                    )
+            except RunOver as over:
+                self._holding, self._stopped_by = None, over.code
+                return None
+            if isinstance(answer, Batch):
                 return self._batch(answer, collected)
             self._holding = None
-            time.sleep(float(answer["retryAfter"]))
+            time.sleep(answer)
 
     @staticmethod
-    def _batch(answer: Mapping[str, Any], collected: _Collected) -> _Batch:
+    def _batch(claimed: Batch, collected: _Collected) -> _Batch:
         """The claimed items as collected pytest items, in collection order (so that a
         module's or class's fixtures are set up once per batch), with their retries."""
         retries: dict[str, int] = {}
         uncollected: list[str] = []
         uncollected_files: list[str] = []
-        for entry in answer["items"]:
-            tests = entry["tests"]
-            if tests is None and entry["file"] not in collected.by_file:
-                uncollected_files.append(entry["file"])
-            for nodeid in collected.by_file.get(entry["file"], ()) if tests is None else tests:
+        for entry in claimed.items:
+            if entry.tests is None and entry.file not in collected.by_file:
+                uncollected_files.append(entry.file)
+            tests = collected.by_file.get(entry.file, ()) if entry.tests is None else entry.tests
+            for nodeid in tests:
                 if nodeid in collected.items:
-                    retries[nodeid] = int(entry["retries"])
+                    retries[nodeid] = entry.retries
                 else:
                     uncollected.append(nodeid)
         ordered = sorted(retries, key=collected.position.__getitem__)
         return _Batch(
-            str(answer["batchId"]),
+            claimed,
             tuple(collected.items[nodeid] for nodeid in ordered),
             retries,
             tuple(uncollected),
             tuple(uncollected_files),
-            float(answer["heartbeatSeconds"]),
         )
 
     def _run_batch(self, session: pytest.Session, batch: _Batch, boundary: pytest.Item) -> None:
@@ -470,7 +518,8 @@ class QueueRun:
             self._uncollected.extend(missing)
             # Tests that could not run here must not pass for run: the machine fails.
             session.testsfailed += len(missing)
-        with _Heartbeat(self._heartbeat(batch.id), batch.heartbeat_seconds) as heartbeat:
+        beat = partial(self._client, HEARTBEAT_TIMEOUT, attempts=1, timeout=HEARTBEAT_TIMEOUT)
+        with Heartbeat(beat, self.run_id, batch.claimed) as heartbeat:
             for index, item in enumerate(batch.items):
                 following = batch.items[index + 1] if index + 1 < len(batch.items) else boundary
                 item.ihook.pytest_runtest_protocol(item=item, nextitem=following)
@@ -479,6 +528,9 @@ class QueueRun:
                     raise session.Failed(session.shouldfail)
                 if session.shouldstop:
                     raise session.Interrupted(session.shouldstop)
+            if self._live is not None:
+                # The batch's live results go out before its upload's authoritative ones.
+                self._live.flush()
             self._finish(batch)
         self._retries, self._holding = {}, None
         self._batches += 1
@@ -511,24 +563,14 @@ class QueueRun:
             )
             self._release(batch.id)
 
-    def _heartbeat(self, batch_id: str) -> Callable[[], str]:
-        path = f"{RUNS_PATH}/{self.run_id}/claims/{batch_id}/heartbeat"
-
-        def beat() -> str:
-            with self._client(HEARTBEAT_TIMEOUT, attempts=1, timeout=HEARTBEAT_TIMEOUT) as client:
-                return str(client.request("POST", path).json()["status"])
-
-        return beat
-
     def _release(self, batch_id: str) -> None:
         """Give the batch's tests without a result back to the queue; best effort, since
         this runs while the machine stops or has lost the server already."""
-        path = f"{RUNS_PATH}/{self.run_id}/claims/{batch_id}"
         try:
             with self._client(
                 RELEASE_SECONDS, attempts=2, backoff=0.2, timeout=RELEASE_SECONDS
             ) as client:
-                client.request("DELETE", path)
+                queue_api.release(client, self.run_id, batch_id)
         except SERVER_FAILURES:
             pass
         self._holding = None
@@ -561,34 +603,31 @@ class QueueRun:
                 raise session.Interrupted(session.shouldstop)
 
 
-class _Heartbeat:
-    """Renews a batch's lease every ``every`` seconds from a thread of its own, because the
-    main thread is busy running the batch's tests; ``status`` is the server's last word
-    (``active``, ``expired``, ``cancelled``, ``done``), ``failed`` counts calls that failed."""
-
-    def __init__(self, beat: Callable[[], str], every: float) -> None:
-        self._beat = beat
-        self._every = every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="testlens-heartbeat", daemon=True)
-        self.status = "active"
-        self.failed = 0
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        # Not joined: a heartbeat still in flight is harmless once the batch is done, and a
-        # machine being stopped has only seconds left to release its batch.
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            try:
-                self.status = self._beat()
-            except Exception:  # nothing on this thread may disturb the tests: count it
-                self.failed += 1
+def live_result(nodeid: str, attempts: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    """A test's result as ``GET /api/v1/runs/{runId}`` lists it, from its attempts'
+    ``(status, seconds)``: combined as the server combines an upload's attempts, so that the
+    live result and the uploaded one agree."""
+    key = TestKey.from_nodeid(nodeid)
+    test = TestCase(
+        key.name,
+        key.classname,
+        file=key.file,
+        attempts=[
+            Attempt(cast(AttemptStatus, status), seconds * 1000) for status, seconds in attempts
+        ],
+    )
+    file, name = shown_name(nodeid)
+    status = test.status
+    return {
+        "id": nodeid,
+        "testFile": file,
+        "testName": name,
+        "status": "failed" if status == "error" else status,
+        "durationMs": test.attempts[-1].duration_ms,
+        "retryCount": len(test.attempts) - 1,
+        "healingAttempted": False,
+        "traceUrl": None,
+    }
 
 
 def _stop_on_sigterm(signum: int, _frame: FrameType | None) -> NoReturn:

@@ -71,7 +71,7 @@ from ..core.model import Report, ReportError
 from ..core.parsers import parse_report
 from . import queue_api
 from .http import RETRY_STATUSES, Budget, Client, ServerError
-from .queue_api import RUN_CANCELLED, Batch, Heartbeat, Rerun, RunOver
+from .queue_api import RUN_CANCELLED, Batch, Heartbeat, LivePublisher, Rerun, RunOver, shown_name
 from .sharding import SERVER_FAILURES, describe_failure, split_tests
 
 FILES = "{files}"
@@ -347,6 +347,7 @@ class Worker:
         self.confirmed: set[str] = set()
         self.batches = 0
         self._held: tuple[str, Batch] | None = None
+        self._live: LivePublisher | None = None
 
     def run(self) -> int:
         with stopped_by_signals():
@@ -356,6 +357,9 @@ class Worker:
                 self._hand_back()
                 say(f"stopped by signal {stop.signum}")
                 return 128 + stop.signum
+            finally:
+                if self._live is not None:
+                    self._live.close()
 
     @property
     def status(self) -> int:
@@ -431,6 +435,7 @@ class Worker:
         entries = batch.entries
         retries = max((item.retries for item in batch.items), default=0)
         say(f"batch {batch.batch_id}: {len(batch.items)} items ({_sample(entries)})")
+        self._publish_start(run_id, batch)
         # The lease is renewed until the upload is done: a long upload must not hand the
         # batch to another worker. Leaving waits for a beat in flight, so that a cancel it
         # hears stops this worker after the batch.
@@ -450,6 +455,8 @@ class Worker:
                 retries,
                 {"TESTLENS_RUN_ID": run_id, "TESTLENS_BATCH_ID": batch.batch_id},
             )
+            if self._live is not None:  # the starts go out before the upload's results
+                self._live.flush()
             parsed = self._read(reports, code, batch.batch_id, f"batch {batch.batch_id}")
             if parsed is None or not all(
                 self._upload(run_id, batch, path, report) for path, report in parsed
@@ -470,6 +477,22 @@ class Worker:
             say("the run was cancelled: this worker claims no more work")
             return False
         return True
+
+    def _publish_start(self, run_id: str, batch: Batch) -> None:
+        """Publish ``test:start`` for the batch's items, so that watchers see what runs
+        before its report is uploaded. Results are not published here: the worker learns
+        them from the report, whose upload publishes them."""
+        if self._live is None:
+            self._live = LivePublisher(
+                self.api.server,
+                self.api.token,
+                run_id,
+                on_failure=lambda exc: warn(f"live events not published: {self._describe(exc)}"),
+            )
+        for item in batch.items:
+            names = [(item.file, "")] if item.tests is None else map(shown_name, item.tests)
+            for file, name in names:
+                self._live.publish("test:start", {"testFile": file, "testName": name})
 
     def _report(self, batch_id: str) -> str:
         return self.options.report.replace(BATCH, batch_id)
