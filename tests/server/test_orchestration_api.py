@@ -452,6 +452,7 @@ def test_progress_streams_snapshots_until_the_run_ends(tenant, server):
     repo = new_repo()
     run = create(tenant.client, files=FILES[:4], project=repo, workerCount=2).json()["runId"]
     events: list[dict] = []
+    ids: list[int] = []
 
     def listen() -> None:
         with (
@@ -462,6 +463,8 @@ def test_progress_streams_snapshots_until_the_run_ends(tenant, server):
             for line in stream.iter_lines():
                 if line.startswith("data:"):
                     events.append(json.loads(line.removeprefix("data:")))
+                elif line.startswith("id:"):
+                    ids.append(int(line.removeprefix("id:")))
 
     listener = threading.Thread(target=listen)
     listener.start()
@@ -475,6 +478,7 @@ def test_progress_streams_snapshots_until_the_run_ends(tenant, server):
     assert last["status"] == "failed" and last["failedTests"] == 1 and last["passedTests"] == 4
     assert all(shard["status"] == "completed" for shard in last["shards"])
     assert sum(shard["completed"] for shard in last["shards"]) == 4
+    assert ids[0] == 0 and ids == sorted(ids) and ids[-1] >= 3  # the run's events so far
 
 
 def test_concurrent_claims_hand_out_each_item_once(tenant):

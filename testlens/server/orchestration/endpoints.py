@@ -103,13 +103,15 @@ async def progress(
     first = await run_in_threadpool(reading.progress, database, principal.tenant_id, runId)
 
     async def snapshots() -> AsyncIterator[dict[str, str]]:
-        snapshot = first
+        snapshot, seq = first
         while True:
-            yield {"data": json.dumps(snapshot, separators=(",", ":"))}
+            # The id is the run's last event in the log: a snapshot is whole, so a client
+            # that reconnects (Last-Event-ID) needs nothing before the next one.
+            yield {"data": json.dumps(snapshot, separators=(",", ":")), "id": str(seq)}
             if snapshot["status"] in FINISHED:
                 return
             await asyncio.sleep(PROGRESS_SECONDS)
-            snapshot = await run_in_threadpool(
+            snapshot, seq = await run_in_threadpool(
                 reading.progress, database, principal.tenant_id, runId
             )
 

@@ -151,9 +151,10 @@ def failed_tests(database: Database, tenant_id: str, run_id: str) -> dict[str, A
     return {"failedTests": failed}
 
 
-def progress(database: Database, tenant_id: str, run_id: str) -> dict[str, Any]:
+def progress(database: Database, tenant_id: str, run_id: str) -> tuple[dict[str, Any], int]:
     """The progress stream's snapshot: totals, and per shard of the run's plan how many of
-    its tests have a result (a queue run's shards are its plan's even shares of the work)."""
+    its tests have a result (a queue run's shards are its plan's even shares of the work);
+    and the sequence number of the run's last event, which the snapshot includes."""
     with database.read() as session:
         build = builds.tenant_build(session, tenant_id, run_id)
         if build.kind == builds.UPLOADS:
@@ -175,7 +176,7 @@ def progress(database: Database, tenant_id: str, run_id: str) -> dict[str, Any]:
     for shard, status, _, tests in rows:
         counts = shards.setdefault(shard, {})
         counts[status] = counts.get(status, 0) + int(tests)
-    return {
+    snapshot = {
         "id": build.id,
         "status": build.status,
         "passedTests": build.passed,
@@ -184,6 +185,7 @@ def progress(database: Database, tenant_id: str, run_id: str) -> dict[str, Any]:
             _shard_progress(index, shards.get(index, {})) for index in range(build.worker_count)
         ],
     }
+    return snapshot, build.event_seq
 
 
 def _shard_progress(index: int, counts: dict[str, int]) -> dict[str, Any]:
