@@ -13,7 +13,9 @@ from testlens.core.identity import TestKey
 from testlens.core.queue import (
     MAX_BATCH_MS,
     MIN_BATCH_MS,
+    NEGLIGIBLE_MS,
     RETRY_CAP,
+    STRAGGLER_SLACK_MS,
     BatchSize,
     QueueItem,
     allocate_retries,
@@ -140,6 +142,62 @@ def test_flaky_and_recently_failed_go_first_then_longest_p90_first():
     ]
 
 
+def test_negligible_items_are_spread_over_the_second_half():
+    # p90s of 60, 40, 30, 10, 5, 3, 2 s: half of the 150 s is reached by the first two.
+    others = [item(f"x{p90:02d}", p90 * 1_000) for p90 in (60, 40, 30, 10, 5, 3, 2)]
+    zeros = [item(f"z{index}", 0) for index in range(4)] + [item("z-tiny", 10, 40)]
+    assert ids(order(others + zeros)) == [
+        "x60",
+        "x40",  # half the p90s have gone out: negligible items from here on
+        "z-tiny",  # the largest p90 of them first, then by id
+        "x30",
+        "z0",
+        "x10",
+        "z1",
+        "x05",
+        "z2",
+        "x03",
+        "z3",
+        "x02",  # the run still ends with the smallest item that was predicted at all
+    ]
+
+
+def test_many_negligible_items_share_the_places_evenly():
+    others = [item(f"x{p90}", p90 * 1_000) for p90 in (9, 5, 4)]
+    zeros = [item(f"z{index}", 0) for index in range(5)]
+    # Half of 18 s is reached by the first item; 5 items over the 2 places after it.
+    assert ids(order(others + zeros)) == ["x9", "z0", "z1", "z2", "x5", "z3", "z4", "x4"]
+
+
+def test_negligible_items_without_others_or_urgent_keep_the_plain_order():
+    assert ids(order([item("a", 0), item("b", 30), item("c", 0, 20)])) == ["b", "c", "a"]
+    # Nothing after the middle: a single item holds half the work.
+    assert ids(order([item("z", 0), item("big", 60_000)])) == ["big", "z"]
+    # Urgent items go first, however short: their failures should show early.
+    flaky = item("flaky", 0, flake_rate=0.2)
+    assert ids(order([item("x", 5_000), item("y", 4_000), item("z", 0), flaky])) == [
+        "flaky",
+        "x",
+        "z",
+        "y",
+    ]
+    assert NEGLIGIBLE_MS == 50
+    # At the threshold an item counts as predicted: it keeps its place by p90.
+    at = [item("x", 60_000), item("y", 1_000), item("z", NEGLIGIBLE_MS), item("w", 10)]
+    assert ids(order(at)) == ["x", "w", "y", "z"]
+
+
+def test_order_is_a_permutation_whatever_the_mix():
+    items = random_items(300, seed=11) + [item(f"zero-{index}", 0) for index in range(120)]
+    ordered = order(items)
+    assert sorted(ids(ordered)) == sorted(ids(items))
+    shuffled = items.copy()
+    random.Random(5).shuffle(shuffled)
+    assert order(shuffled) == ordered
+    zeros = [position for position, queued in enumerate(ordered) if queued.id.startswith("zero")]
+    assert zeros[0] > 0 and zeros[-1] < len(ordered) - 1
+
+
 def test_ties_go_by_p50_then_id_whatever_the_input_order():
     items = [item("b", 1_000, 5_000), item("a", 1_000, 5_000), item("c", 2_000, 5_000)]
     expected = ["c", "a", "b"]
@@ -159,14 +217,23 @@ def test_a_batch_is_an_even_share_of_the_remaining_p90s_and_items():
 def test_batch_sizes_shrink_as_the_queue_empties():
     sizes = [
         batch_size(remaining, items, 8, 50)
-        for remaining, items in [(4_000_000, 800), (800_000, 200), (200_000, 40), (20_000, 4)]
+        for remaining, items in [
+            (4_000_000, 800),
+            (800_000, 200),
+            (200_000, 40),
+            (20_000, 4),
+            (4_000, 2),
+        ]
     ]
-    assert [size.p90_ms for size in sizes] == [MAX_BATCH_MS, 100_000, 25_000, MIN_BATCH_MS]
-    assert [size.items for size in sizes] == [100, 25, 5, 1]
+    assert [size.p90_ms for size in sizes] == [MAX_BATCH_MS, 100_000, 25_000, 2_500, MIN_BATCH_MS]
+    assert [size.items for size in sizes] == [100, 25, 5, 1, 1]
 
 
-def test_the_floor_is_a_few_seconds_or_ten_times_the_overhead():
+def test_the_floor_is_a_second_or_ten_times_the_overhead():
+    assert MIN_BATCH_MS == 1_000
     assert batch_size(1_000, 3, 4, 0).p90_ms == MIN_BATCH_MS
+    assert batch_size(1_000, 3, 4, 50).p90_ms == MIN_BATCH_MS  # 0.5 s of overhead's floor
+    assert batch_size(1_000, 3, 4, 200).p90_ms == 2_000
     assert batch_size(1_000, 3, 4, 2_000).p90_ms == 20_000
     # Above the cap, the overhead's floor wins: such a batch is mostly start-up otherwise.
     assert batch_size(10_000_000, 100, 4, 30_000).p90_ms == 300_000
@@ -249,11 +316,11 @@ def test_draining_is_deterministic():
 @pytest.mark.parametrize(
     ("p90s", "after"),
     [
-        ([10_000], 70_000),  # short work: a minute more than its p90
-        ([60_000], 120_000),  # where both rules agree
-        ([100_000], 200_000),  # long work: twice its p90
-        ([30_000, 40_000], 140_000),  # a claim's p90 is its items' sum
-        ([], 60_000),
+        ([10_000], 15_000),  # its p90 and a few seconds for the claim's own start and upload
+        ([600_000], 605_000),
+        ([30_000, 40_000], 75_000),  # a claim's p90 is its items' sum
+        ([0, 0], 5_000),
+        ([], STRAGGLER_SLACK_MS),
     ],
 )
 def test_straggler_threshold(p90s, after):

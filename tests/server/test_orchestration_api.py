@@ -352,7 +352,7 @@ def test_an_item_whose_workers_keep_dying_is_lost_and_reported(quick):
 
 
 def test_a_straggling_batch_gets_a_second_worker_and_the_first_result_counts(tenant, monkeypatch):
-    # core.queue's rule waits at least a minute; its tests cover it. Here: 0.2 s.
+    # core.queue's rule waits the claim's p90 and 5 s more; its tests cover it. Here: 0.2 s.
     monkeypatch.setattr(service, "straggler_after_ms", lambda items: 200.0)
     repo = new_repo()
     run = create(tenant.client, files=FILES[:1], project=repo).json()["runId"]
