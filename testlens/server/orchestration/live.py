@@ -162,13 +162,12 @@ class Listener:
                 with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
                     while not self._stop.is_set():
-                        moved = [
-                            parsed
-                            for notice in connection.notifies(timeout=1.0)
-                            if (parsed := _parse(notice.payload)) is not None
-                        ]
-                        if moved:
-                            HUB.wake(moved)
+                        # Each notice wakes its subscribers as it arrives: the generator's
+                        # timeout bounds the whole wait, which only lets the thread see a stop.
+                        for notice in connection.notifies(timeout=1.0):
+                            parsed = _parse(notice.payload)
+                            if parsed is not None:
+                                HUB.wake([parsed])
             except psycopg.Error as exc:
                 log.warning("live notices not received (retrying): %s", exc)
                 self._stop.wait(2.0)
