@@ -7,6 +7,7 @@ Test modules import what they need from here (``from builders import ...``), nev
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import uvicorn
@@ -99,6 +101,34 @@ def served(env: dict[str, str], log: Path) -> Iterator[tuple[subprocess.Popen[by
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def two_servers(
+    database_url: str, directory: Path, **variables: str
+) -> Iterator[tuple[str, str, Tenant]]:
+    """Two real ``testlens serve`` processes on one database (``TESTLENS_*`` ``variables``
+    added, rate limits off unless they say otherwise), their URLs, and a tenant of it."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TESTLENS_")},
+        "TESTLENS_DATA_DIR": str(directory),
+        "TESTLENS_DATABASE_URL": database_url,
+        "TESTLENS_RATE_LIMITS_ENABLED": "false",
+        **variables,
+    }
+    with (
+        served(env, directory / "first.log") as (_first, first_url),
+        served(env, directory / "second.log") as (_second, second_url),
+    ):
+        database = Database(database_url)
+        try:
+            tenant = make_tenant(database, SimpleNamespace(url=first_url))
+        finally:
+            database.dispose()
+        try:
+            yield first_url, second_url, tenant
+        finally:
+            tenant.client.close()
 
 
 @dataclass

@@ -517,6 +517,32 @@ def _run_list(files: tuple[str, ...], tests_from: str | None) -> list[str]:
     return list(dict.fromkeys(entries))
 
 
+def _run_body(
+    entries: list[str],
+    workers: int,
+    ci_build_id: str | None,
+    strategy: str,
+    *,
+    repo: str | None,
+    environment: str,
+    branch: str | None,
+    commit: str | None,
+) -> dict[str, Any]:
+    """The request that creates or joins the run, the repository, branch and commit taken
+    from the CI where not given."""
+    context = ci_env.detect(os.environ)
+    return run_request(
+        entries,
+        workers=workers,
+        project=repo or context.repo,
+        ci_build_id=ci_build_id,
+        strategy=strategy,
+        environment=environment,
+        branch=branch or context.branch,
+        commit=commit or context.commit,
+    )
+
+
 def _ci_build_id() -> str | None:
     """The default ``ciBuildId``: the CI run and job, as ``testlens shard`` keys its plans (the
     same for every node and for a retried attempt). The server keeps the runs of one
@@ -607,17 +633,15 @@ def orchestrate(
     stderr. Workers that create or join the run themselves (testlens worker --files ...)
     need no such step.
     """
-    context = ci_env.detect(os.environ)
-    environment = environment or ci_env.runner_environment(os.environ)
-    body = run_request(
+    body = _run_body(
         _run_list(files, tests_from),
-        workers=workers,
-        project=repo or context.repo,
-        ci_build_id=ci_build_id or _ci_build_id(),
-        strategy=strategy,
-        environment=environment,
-        branch=branch or context.branch,
-        commit=commit or context.commit,
+        workers,
+        ci_build_id or _ci_build_id(),
+        strategy,
+        repo=repo,
+        environment=environment or ci_env.runner_environment(os.environ),
+        branch=branch,
+        commit=commit,
     )
     with Api(server, token, timeout) as api:
         try:
@@ -719,7 +743,6 @@ def worker(
         raise click.UsageError(f"node index {index} is not below the node count {total}")
     if strategy == "static" and index is None:
         raise click.UsageError("a static run hands out work by node: give --node-index")
-    context = ci_env.detect(os.environ)
     environment = environment or ci_env.runner_environment(os.environ)
     create = None
     if run_id is None:
@@ -731,15 +754,15 @@ def worker(
                 "outside a recognised CI, give --ci-build-id (the same for every worker of "
                 "the build) or --run"
             )
-        create = run_request(
+        create = _run_body(
             entries,
-            workers=workers or total or 5,
-            project=repo or context.repo,
-            ci_build_id=build,
-            strategy=strategy,
+            workers or total or 5,
+            build,
+            strategy,
+            repo=repo,
             environment=environment,
-            branch=branch or context.branch,
-            commit=commit or context.commit,
+            branch=branch,
+            commit=commit,
         )
     options = WorkerOptions(
         command=command,

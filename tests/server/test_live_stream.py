@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket as socketlib
 import time
 import uuid
-from types import SimpleNamespace
 
 import httpx
 import pytest
 import websockets
-from builders import junit_from_durations, make_tenant, served, upload
+from builders import junit_from_durations, make_tenant, two_servers, upload
 from websockets.exceptions import ConnectionClosed
 
-from testlens.server.database import Database
 from testlens.server.orchestration import stream
 
 FILES = ["tests/test_a.py", "tests/test_b.py", "tests/test_c.py"]
@@ -231,21 +228,7 @@ def test_published_events_reach_subscribers_and_bad_ones_are_refused(tenant, ser
 def test_a_subscriber_on_one_process_sees_a_worker_reporting_through_another(
     scratch_database_url, tmp_path
 ):
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("TESTLENS_")},
-        "TESTLENS_DATA_DIR": str(tmp_path),
-        "TESTLENS_DATABASE_URL": scratch_database_url,
-        "TESTLENS_RATE_LIMITS_ENABLED": "false",
-    }
-    with (
-        served(env, tmp_path / "first.log") as (_first, first_url),
-        served(env, tmp_path / "second.log") as (_second, second_url),
-    ):
-        database = Database(scratch_database_url)
-        try:
-            tenant = make_tenant(database, SimpleNamespace(url=first_url))
-        finally:
-            database.dispose()
+    with two_servers(scratch_database_url, tmp_path) as (first_url, second_url, tenant):
         worker = httpx.Client(base_url=second_url, headers=tenant.headers, timeout=30)
         run = create(worker, files=[f"tests/test_{i}.py" for i in range(12)])
         got: list[dict] = []
@@ -261,6 +244,5 @@ def test_a_subscriber_on_one_process_sees_a_worker_reporting_through_another(
             asyncio.run(main())
         finally:
             worker.close()
-            tenant.client.close()
     assert [message["seq"] for message in got] == list(range(1, len(got) + 1))
     assert got[-1]["type"] == "run:end" and got[-1]["payload"]["passedTests"] == 12

@@ -3,37 +3,21 @@ once, and a lease that lapses on one is handed out by either."""
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
-from types import SimpleNamespace
 
 import httpx
-from builders import junit_from_durations, make_tenant, served, upload
-
-from testlens.server.database import Database
+from builders import junit_from_durations, two_servers, upload
 
 FILES = [f"tests/test_{i:03}.py" for i in range(80)]
 
 
 def test_two_server_processes_hand_out_each_item_once(scratch_database_url, tmp_path):
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("TESTLENS_")},
-        "TESTLENS_DATA_DIR": str(tmp_path),
-        "TESTLENS_DATABASE_URL": scratch_database_url,
-        "TESTLENS_LEASE_SECONDS": "1",
-        "TESTLENS_RATE_LIMITS_ENABLED": "false",
-    }
-    with (
-        served(env, tmp_path / "first.log") as (_first, first_url),
-        served(env, tmp_path / "second.log") as (_second, second_url),
+    with two_servers(scratch_database_url, tmp_path, TESTLENS_LEASE_SECONDS="1") as (
+        first_url,
+        second_url,
+        tenant,
     ):
-        database = Database(scratch_database_url)
-        try:
-            tenant = make_tenant(database, SimpleNamespace(url=first_url))
-        finally:
-            database.dispose()
-        tenant.client.close()
         clients = [
             httpx.Client(base_url=url, headers=tenant.headers, timeout=30)
             for url in (first_url, second_url)

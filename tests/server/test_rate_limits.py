@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from builders import LiveServer, Tenant, free_port, junit, make_tenant, served, stored, upload
+from builders import LiveServer, Tenant, free_port, junit, make_tenant, stored, two_servers, upload
 from fastapi import FastAPI
 from sqlalchemy import select
 
@@ -366,25 +366,14 @@ def test_the_openapi_document_declares_429_on_limited_routes_only(limited):
 def test_two_server_processes_together_never_let_in_more_than_the_limit(
     store, scratch_database_url, tmp_path, request
 ):
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("TESTLENS_")},
-        "TESTLENS_DATA_DIR": str(tmp_path),
-        "TESTLENS_DATABASE_URL": scratch_database_url,
+    limits = {
+        "TESTLENS_RATE_LIMITS_ENABLED": "true",
         "TESTLENS_RATE_LIMIT_STORE": store,
         "TESTLENS_RATE_LIMIT_REPOS_PER_MINUTE": "5",  # a token back every 12 s
     }
     if store == "redis":
-        env["TESTLENS_REDIS_URL"] = request.getfixturevalue("redis_url")
-    with (
-        served(env, tmp_path / "first.log") as (_first, first_url),
-        served(env, tmp_path / "second.log") as (_second, second_url),
-    ):
-        database = Database(scratch_database_url)
-        try:
-            tenant = make_tenant(database, SimpleNamespace(url=first_url))
-        finally:
-            database.dispose()
-        tenant.client.close()
+        limits["TESTLENS_REDIS_URL"] = request.getfixturevalue("redis_url")
+    with two_servers(scratch_database_url, tmp_path, **limits) as (first_url, second_url, tenant):
         clients = [
             httpx.Client(base_url=url, headers=tenant.headers, timeout=30)
             for url in (first_url, second_url)

@@ -230,7 +230,7 @@ def finish_if_drained(session: Session, build: Build, now: datetime) -> bool:
     if build.status in FINISHED:  # a rerun's upload may turn a failed run green, or not
         build.status = "failed" if build.failed else "completed"
         return True
-    if _open_items(session, build.id):
+    if items_in(session, build.id, "waiting", "leased"):
         return False
     build.status = "failed" if build.failed else "completed"
     build.completed_at = now
@@ -262,12 +262,11 @@ def announce_end(session: Session, build: Build, now: datetime) -> None:
     )
 
 
-def _open_items(session: Session, build_id: str) -> int:
+def items_in(session: Session, build_id: str, *statuses: str) -> int:
+    """How many of the build's items are in one of ``statuses``."""
     return (
         session.scalar(
-            select(func.count()).where(
-                WorkItem.build_id == build_id, WorkItem.status.in_(("waiting", "leased"))
-            )
+            select(func.count()).where(WorkItem.build_id == build_id, WorkItem.status.in_(statuses))
         )
         or 0
     )

@@ -51,10 +51,6 @@ class Hub:
         self._lock = threading.Lock()
         self._subscribers: set[Subscriber] = set()
 
-    def count(self, tenant_id: str) -> int:
-        with self._lock:
-            return sum(1 for s in self._subscribers if s.tenant_id == tenant_id)
-
     def join(self, subscriber: Subscriber, cap: int) -> bool:
         """Add ``subscriber`` unless its tenant has ``cap`` already; whether it was added."""
         with self._lock:

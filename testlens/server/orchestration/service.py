@@ -49,12 +49,12 @@ from ..models.builds import FINISHED
 from ..settings import Settings
 from . import builds, events
 from .schemas import ClaimRequest, OrchestrateRequest
+from .shard_plans import list_conflict
 
 MAX_REQUEUES = 2
 """An item put back after a lapsed lease more than this many times is lost."""
 OVERHEAD_WEIGHT = 0.3
 """Weight of the newest batch in the run's measured per-batch overhead (a moving average)."""
-_EXAMPLES = 10
 MIN_RETRY_BUDGET_MS = 60_000.0
 """Retries a run may spend at least, whatever its size: a share of a small run's predicted
 time would not cover one retry of one flaky test."""
@@ -253,20 +253,14 @@ def _check_same_list(
         stored[file] = json.loads(tests) if tests is not None else None
     here = {test for file, tests in files.items() for test in (tests or [file])}
     there = {test for file, tests in stored.items() for test in (tests or [file])}
-    only_here, only_there = sorted(here - there), sorted(there - here)
-    raise ApiError(
-        ErrorCode.PLAN_CONFLICT,
-        f"This machine lists {len(here)} files or tests, but run {build.id} of this "
-        f"ciBuildId has {len(there)}: {len(only_here)} only here"
-        + (f" (e.g. {only_here[0]})" if only_here else "")
-        + f", {len(only_there)} only in the run"
-        + (f" (e.g. {only_there[0]})" if only_there else "")
-        + ". Every machine of a CI build must list the same tests.",
-        {
-            "runId": build.id,
-            "only_here": only_here[:_EXAMPLES],
-            "only_in_run": only_there[:_EXAMPLES],
-        },
+    raise list_conflict(
+        here,
+        there,
+        lead=f"This machine lists {len(here)} files or tests, but run {build.id} of this "
+        f"ciBuildId has {len(there)}",
+        where="run",
+        rule="Every machine of a CI build must list the same tests.",
+        details={"runId": build.id},
     )
 
 
@@ -473,7 +467,7 @@ def _claim(
             expire(session, config, now, build.id)
             lease = _next_batch(session, build, body, config, now)
         if lease is None:
-            if _open_items(session, build.id, "leased") and build.status not in FINISHED:
+            if builds.items_in(session, build.id, "leased") and build.status not in FINISHED:
                 # Work held elsewhere may come back to the queue: stay until it is done.
                 return {"status": "wait", "retryAfter": config.retry_after}
             if not builds.finish_if_drained(session, build, now):
@@ -534,15 +528,6 @@ def _announce_start(session: Session, build: Build, lease: Lease, now: datetime)
 def _lease(session: Session, build_id: str, batch_id: str) -> Lease | None:
     return session.scalar(
         select(Lease).where(Lease.build_id == build_id, Lease.batch_id == batch_id)
-    )
-
-
-def _open_items(session: Session, build_id: str, *statuses: str) -> int:
-    return (
-        session.scalar(
-            select(func.count()).where(WorkItem.build_id == build_id, WorkItem.status.in_(statuses))
-        )
-        or 0
     )
 
 

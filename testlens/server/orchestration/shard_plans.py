@@ -151,21 +151,34 @@ def _check_same_tests(found: ShardPlanRecord, nodeids: dict[TestKey, str], tests
     if found.tests_hash == tests_hash:
         return
     planned = {TestKey.from_nodeid(t) for shard in json.loads(found.plan)["shards"] for t in shard}
-    here = set(nodeids)
-    only_here = sorted(key.nodeid for key in here - planned)
-    only_planned = sorted(key.nodeid for key in planned - here)
-    raise ApiError(
+    raise list_conflict(
+        {key.nodeid for key in nodeids},
+        {key.nodeid for key in planned},
+        lead=f"This node lists {len(nodeids)} tests, but the plan of this CI run splits "
+        f"{len(planned)}",
+        where="plan",
+        rule="Every node of a run must collect the same tests.",
+        details={"plan_id": found.id},
+    )
+
+
+def list_conflict(
+    here: set[str], there: set[str], *, lead: str, where: str, rule: str, details: dict[str, Any]
+) -> ApiError:
+    """409 ``PLAN_CONFLICT`` for a machine whose test list differs from the one its CI run
+    already has (in its ``where``): how many, and a few of them, on each side."""
+    only_here, only_there = sorted(here - there), sorted(there - here)
+    return ApiError(
         ErrorCode.PLAN_CONFLICT,
-        f"This node lists {len(here)} tests, but the plan of this CI run splits "
-        f"{len(planned)}: {len(only_here)} only here"
+        f"{lead}: {len(only_here)} only here"
         + (f" (e.g. {only_here[0]})" if only_here else "")
-        + f", {len(only_planned)} only in the plan"
-        + (f" (e.g. {only_planned[0]})" if only_planned else "")
-        + ". Every node of a run must collect the same tests.",
+        + f", {len(only_there)} only in the {where}"
+        + (f" (e.g. {only_there[0]})" if only_there else "")
+        + f". {rule}",
         {
-            "plan_id": found.id,
+            **details,
             "only_here": only_here[:_EXAMPLES],
-            "only_in_plan": only_planned[:_EXAMPLES],
+            f"only_in_{where}": only_there[:_EXAMPLES],
         },
     )
 
