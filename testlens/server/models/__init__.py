@@ -8,9 +8,11 @@ from .base import Base, iso, table_of, utcnow
 from .builds import Build, Lease, RunEvent, WorkItem
 from .detection import DailyRollup, TestEvent, TestState
 from .durations import DurationJob, ShardPlanRecord
+from .fixes import FixAttempt
+from .github import CiJob, GithubDelivery, GithubInstallation
 from .quarantine import Quarantine
 from .ratelimits import RateLimitBucket
-from .results import Repository, Run, TestCase, TestResult
+from .results import FailureSignature, Repository, Run, TestCase, TestResult
 from .retention import RetentionPolicy
 from .tenants import ApiKey, ServerSecret, Tenant
 from .webhooks import Webhook, WebhookDelivery
@@ -19,8 +21,13 @@ __all__ = [
     "ApiKey",
     "Base",
     "Build",
+    "CiJob",
     "DailyRollup",
     "DurationJob",
+    "FailureSignature",
+    "FixAttempt",
+    "GithubDelivery",
+    "GithubInstallation",
     "Lease",
     "Quarantine",
     "RateLimitBucket",

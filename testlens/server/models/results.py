@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -45,6 +46,12 @@ class Repository(Base):
     name_key: Mapped[str] = mapped_column(String(300), default=_name_key_of_row)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set while the GitHub App is installed on it (models.github); kept, not deleted, when
+    # the App is removed, so its history stays.
+    github_id: Mapped[int | None] = mapped_column(BigInteger)
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    installed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    default_branch: Mapped[str | None] = mapped_column(String(300))
 
 
 class Run(Base):
@@ -132,6 +139,13 @@ class TestCase(Base):
     last_flaky_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_run_id: Mapped[str | None] = mapped_column(String(36))
     recent_flaky: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    # The root cause of its failures (core.rootcause), recomputed when new failures arrive;
+    # ai_model_used names the model that wrote the explanation (None: the built-in one).
+    root_cause_category: Mapped[str | None] = mapped_column(String(40))
+    root_cause_confidence: Mapped[float | None] = mapped_column(Float)
+    root_cause_explanation: Mapped[str | None] = mapped_column(Text)
+    ai_model_used: Mapped[str | None] = mapped_column(String(200))
+    last_analyzed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TestResult(Base):
@@ -160,3 +174,29 @@ class TestResult(Base):
     stack: Mapped[str | None] = mapped_column(Text)
     stdout: Mapped[str | None] = mapped_column(Text)
     stderr: Mapped[str | None] = mapped_column(Text)
+    # The failure's signature (FailureSignature.key), for failed attempts only.
+    signature: Mapped[str | None] = mapped_column(String(32))
+
+
+class FailureSignature(Base):
+    """One way a test fails (core.signatures): the exception type, the normalised message
+    and the top in-app frames, with how often and when it was seen. ``key`` is the
+    signature's hash, the same for every test that fails the same way, which is how failures
+    shared by many tests are found."""
+
+    __tablename__ = "failure_signatures"
+    __table_args__ = (
+        UniqueConstraint("test_id", "key", name="uq_failure_signatures_test_key"),
+        Index("ix_failure_signatures_repo_key", "repo_id", "key"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    repo_id: Mapped[str] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    test_id: Mapped[str] = mapped_column(ForeignKey("test_cases.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(32))
+    error_type: Mapped[str] = mapped_column(Text, default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    frames: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of "file:function"
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_run_id: Mapped[str | None] = mapped_column(String(36))
