@@ -2,7 +2,9 @@
 WebSocket subscribers, and how long each takes from the publisher's POST to each subscriber.
 
     python benchmarks/live.py [--backends sqlite,postgresql] [--subscribers 1,10,100]
-                              [--seconds 3] [--max-seconds 2] [--batch 10]
+                              [--topologies "one process,two processes"]
+                              [--frames event,batched] [--seconds 3] [--max-seconds 2]
+                              [--batch 50]
 
 About four minutes with the defaults. For each backend two servers, A and B, share one new
 database: SQLite, one file; PostgreSQL, a scratch database ``testlens_bench_live`` on
@@ -11,7 +13,9 @@ each other of new events with NOTIFY/LISTEN. Both run with ``TESTLENS_WS_MAX_CON
 (so that one tenant may hold 100 streams on one process) and rate limits off. A cell is a
 topology and a number of subscribers: "one process", the publisher posts to A and the
 subscribers follow on A; "two processes", the publisher posts to A and the subscribers follow
-on B. Subscribers are WebSockets on ``/api/v1/ws`` that follow one new run (``X-Run-ID``).
+on B. Subscribers are WebSockets on ``/api/v1/ws`` that follow one new run (``X-Run-ID``),
+with one event a message ("event" frames, the Shifty dialect) or with ``batch=true``
+("batched": a JSON array of the events that gathered, a message at most every 50 ms).
 The publisher (httpx, async) and the subscribers (websockets with its defaults,
 permessage-deflate included, as browsers ask for it) share one asyncio loop in this process;
 a subscriber only notes each message's arrival time and text, and the messages are parsed
@@ -23,8 +27,9 @@ subscriber. Each cell has two phases, each on a new run:
    is the events one subscriber received within that window, per second (the mean over
    subscribers); "total" is their sum, the fan-out rate of the serving process; compare
    them with "published". What is still on its way at the end is not waited for.
-2. 1,000 events/s: a request of ``--batch`` events every ``--batch`` ms (by default 10 events
-   every 10 ms, 100 requests a second), at most ``PACED_IN_FLIGHT`` requests in flight, for
+2. 1,000 events/s: a request of ``--batch`` events every ``--batch`` ms (by default 50 events
+   every 50 ms, 20 requests a second: runners send what they publish every 0.5 s, so that
+   is ten times as often as they would), at most ``PACED_IN_FLIGHT`` requests in flight, for
    ``--seconds``. Each event carries its index and ``time.monotonic()`` read just before its
    request is sent; latency is the time a subscriber received the event less that, p50 and
    p99 over every (subscriber, event) pair. Subscribers are drained (up to
@@ -75,9 +80,10 @@ ADMIN = PG_ADMIN.rsplit("/", 1)[0] + "/postgres"  # CREATE/DROP DATABASE is run 
 WS_CAP = 200
 TARGET_P99_MS = 250.0
 PACED_RATE = 1000.0  # events/s
-PACED_BATCH = 10  # events a request, by default: a request every 10 ms
+PACED_BATCH = 50  # events a request, by default: a request every 50 ms
 PACED_IN_FLIGHT = 16
 MAX_BATCH = 100
+FRAMES = ("event", "batched")
 MAX_PUBLISHERS = 2
 DRAIN_SECONDS = 60.0
 WARM_UP_SECONDS = 30.0
@@ -144,11 +150,13 @@ def odd_lines(server: str, log: str) -> list[str]:
 
 @dataclass(eq=False)
 class Subscriber:
-    """One WebSocket and what arrived on it: (monotonic time, text) of every message."""
+    """One WebSocket and what arrived on it: the monotonic time and the text of every
+    message (of a batched stream, each message of a frame, parsed, at the frame's time)."""
 
     socket: ClientConnection
+    batched: bool
     times: list[float] = field(default_factory=list)
-    texts: list[str | bytes] = field(default_factory=list)
+    texts: list[str | bytes | dict[str, Any]] = field(default_factory=list)
     want: int = 1
     reached: asyncio.Event = field(default_factory=asyncio.Event)
     leaving: bool = False
@@ -166,8 +174,10 @@ class Subscriber:
     async def read(self) -> None:
         try:
             async for text in self.socket:
-                self.times.append(time.monotonic())
-                self.texts.append(text)
+                arrived = time.monotonic()
+                messages = json.loads(text) if self.batched else [text]
+                self.times.extend([arrived] * len(messages))
+                self.texts.extend(messages)
                 if len(self.texts) >= self.want:
                     self.reached.set()
         except ConnectionClosed as exc:
@@ -184,13 +194,15 @@ class Subscriber:
             await self.task
 
 
-async def subscribe(base_url: str, key: str, run: str, count: int) -> list[Subscriber]:
-    url = base_url.replace("http", "ws", 1) + "/api/v1/ws"
+async def subscribe(
+    base_url: str, key: str, run: str, count: int, batched: bool
+) -> list[Subscriber]:
+    url = base_url.replace("http", "ws", 1) + "/api/v1/ws" + ("?batch=true" if batched else "")
     headers = {"Authorization": f"Bearer {key}", "X-Run-ID": run}
 
     async def one() -> Subscriber:
         socket = await websockets.connect(url, additional_headers=headers, open_timeout=60)
-        subscriber = Subscriber(socket)
+        subscriber = Subscriber(socket, batched)
         subscriber.task = asyncio.create_task(subscriber.read())
         return subscriber
 
@@ -265,7 +277,9 @@ class Examined:
 def examine(subscriber: Subscriber, published: Published, complete: bool) -> Examined:
     """Check that ``subscriber`` received seq 1, 2, ... once each, in order, each event under
     the seq its request was answered with, and (``complete``) all of them."""
-    messages: list[dict[str, Any]] = [json.loads(text) for text in subscriber.texts]
+    messages: list[dict[str, Any]] = [
+        text if isinstance(text, dict) else json.loads(text) for text in subscriber.texts
+    ]
     seqs = [int(m["seq"]) for m in messages]
     problems: list[str] = []
     if seqs != list(range(1, len(seqs) + 1)):
@@ -388,9 +402,10 @@ async def paced_phase(
     count: int,
     seconds: float,
     batch_size: int,
+    batched: bool,
 ) -> tuple[Paced, list[str]]:
     run = await new_run(http)
-    subscribers = await subscribe(subscribers_url, pair.key, run, count)
+    subscribers = await subscribe(subscribers_url, pair.key, run, count, batched)
     await warm_up(http, run, subscribers)
     published = Published()
     gate = asyncio.Semaphore(PACED_IN_FLIGHT)
@@ -443,10 +458,15 @@ async def paced_phase(
 
 
 async def max_phase(
-    http: httpx.AsyncClient, pair: Pair, subscribers_url: str, count: int, seconds: float
+    http: httpx.AsyncClient,
+    pair: Pair,
+    subscribers_url: str,
+    count: int,
+    seconds: float,
+    batched: bool,
 ) -> tuple[Rates, list[str]]:
     run = await new_run(http)
-    subscribers = await subscribe(subscribers_url, pair.key, run, count)
+    subscribers = await subscribe(subscribers_url, pair.key, run, count, batched)
     await warm_up(http, run, subscribers)
     published = Published()
     batches = itertools.count()
@@ -481,6 +501,7 @@ def quantile(ordered: Sequence[float], q: float) -> float:
 class Row:
     backend: str
     topology: str
+    frames: str
     subscribers: int
     most: Rates
     paced: Paced
@@ -495,6 +516,7 @@ async def measure(
     seconds: float,
     max_seconds: float,
     batch_size: int,
+    frames: str,
 ) -> Row:
     subscribers_url = pair.a.url if topology == "one process" else pair.b.url
     headers = {"Authorization": f"Bearer {pair.key}"}
@@ -503,16 +525,18 @@ async def measure(
         base_url=pair.a.url, headers=headers, timeout=60, limits=limits
     ) as http:
         paced, paced_problems = await paced_phase(
-            http, pair, subscribers_url, count, seconds, batch_size
+            http, pair, subscribers_url, count, seconds, batch_size, frames == "batched"
         )
         await asyncio.sleep(0.5)  # let the servers finish with the closed streams
-        most, max_problems = await max_phase(http, pair, subscribers_url, count, max_seconds)
+        most, max_problems = await max_phase(
+            http, pair, subscribers_url, count, max_seconds, frames == "batched"
+        )
         await asyncio.sleep(0.5)
-    return Row(backend, topology, count, most, paced, paced_problems + max_problems)
+    return Row(backend, topology, frames, count, most, paced, paced_problems + max_problems)
 
 
 HEADER = (
-    f"{'backend':<10} {'topology':<13} {'subs':>4} | "
+    f"{'backend':<10} {'topology':<13} {'frames':<7} {'subs':>4} | "
     f"{'max: published':>14} {'per sub':>8} {'total':>8} | "
     f"{'1,000/s: published':>18} {'per sub':>8} {'total':>8} "
     f"{'POST p50':>8} {'POST p99':>8} {'p50 ms':>7} {'p99 ms':>7} {'target p99':>10} {'':<6} | "
@@ -524,9 +548,10 @@ def line(row: Row) -> str:
     paced = row.paced
     met = paced.p99_ms < TARGET_P99_MS and paced.drained
     issue = (row.backend, row.topology, row.subscribers) == ("postgresql", TOPOLOGIES[1], 100)
+    frames = row.frames
     cpu = "/".join(f"{value:.0f}" for value in paced.cpu)
     return (
-        f"{row.backend:<10} {row.topology:<13} {row.subscribers:>4} | "
+        f"{row.backend:<10} {row.topology:<13} {frames:<7} {row.subscribers:>4} | "
         f"{row.most.published:>14,.0f} {row.most.per_subscriber:>8,.0f} {row.most.total:>8,.0f} | "
         f"{paced.rates.published:>18,.0f} {paced.rates.per_subscriber:>8,.0f} "
         f"{paced.rates.total:>8,.0f} {paced.post_p50_ms:>8.1f} {paced.post_p99_ms:>8.1f} "
@@ -543,6 +568,12 @@ def main() -> None:
     )
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--subscribers", default="1,10,100")
+    parser.add_argument("--topologies", default=",".join(TOPOLOGIES))
+    parser.add_argument(
+        "--frames",
+        default=",".join(FRAMES),
+        help="event: one event a WebSocket message (the dialect); batched: ?batch=true",
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="of the paced phase")
     parser.add_argument("--max-seconds", type=float, default=2.0, help="of the max phase")
     parser.add_argument(
@@ -563,19 +594,21 @@ def main() -> None:
     print(HEADER, flush=True)
     for backend in args.backends.split(","):
         with two_servers(backend, notes) as pair:
-            for topology in TOPOLOGIES:
-                for count in counts:
-                    cell = measure(
-                        backend,
-                        pair,
-                        topology,
-                        count,
-                        args.seconds,
-                        args.max_seconds,
-                        args.batch,
-                    )
-                    rows.append(asyncio.run(cell))
-                    print(line(rows[-1]), flush=True)
+            for topology, frames, count in itertools.product(
+                args.topologies.split(","), args.frames.split(","), counts
+            ):
+                cell = measure(
+                    backend,
+                    pair,
+                    topology,
+                    count,
+                    args.seconds,
+                    args.max_seconds,
+                    args.batch,
+                    frames,
+                )
+                rows.append(asyncio.run(cell))
+                print(line(rows[-1]), flush=True)
     print(f"\n{len(rows)} cells in {time.monotonic() - started:.0f} s on {os.cpu_count()} cores\n")
     print(HEADER)
     print("-" * len(HEADER))
@@ -601,7 +634,10 @@ def main() -> None:
     if troubles:
         print("\nproblems:")
         for row, problem in troubles:
-            print(f"  {row.backend}, {row.topology}, {row.subscribers} subscribers: {problem}")
+            print(
+                f"  {row.backend}, {row.topology}, {row.frames}, {row.subscribers} "
+                f"subscribers: {problem}"
+            )
     else:
         print("\nevery subscriber received every event exactly once, in seq order, in every cell")
     print("\n".join(["", "server logs:", *notes] if notes else ["", "server logs: no errors"]))

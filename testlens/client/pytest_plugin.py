@@ -22,6 +22,7 @@ import gzip
 import os
 import re
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from ..core.identity import TestKey
 from ..core.sharding import GROUP_BY
 from . import ci_env
 from .http import Budget, Client
+from .pytest_live import LiveTests, open_run, publishing
 from .pytest_queue import QueueOptions, QueueRun, QueueUnavailable
 from .queue_api import upload_fields
 from .sharding import (
@@ -153,6 +155,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--testlens-no-upload", action="store_true", help="Do not upload the results at the end."
     )
     group.addoption(
+        "--testlens-no-live",
+        action="store_true",
+        help="Do not publish tests to the run's live view as they start and finish.",
+    )
+    group.addoption(
         "--testlens-timeout",
         metavar="SECONDS",
         type=float,
@@ -212,6 +219,11 @@ class TestlensPlugin:
         self._shard_label: str | None = None  # how this node chose its tests, for the upload
         self._quarantine: bool = option("testlens_quarantine")
         self._upload: bool = not option("testlens_no_upload")
+        # Live events go with an upload: the upload joins the run they were published to.
+        self._publish_live = self._upload and not option("testlens_no_live")
+        self._live: LiveTests | None = None  # a plain run's, while its tests run
+        self._live_session = ExitStack()
+        self._warnings: list[str] = []
         self._queue_options: QueueOptions | None = None
         if option("testlens_queue"):
             if self._shard is not None:
@@ -339,7 +351,35 @@ class TestlensPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
-        return None if self._queue is None else self._queue.runtestloop(session)
+        if self._queue is not None:
+            return self._queue.runtestloop(session)
+        if self._publish_live and not hasattr(session.config, "workerinput"):
+            self._go_live(session)
+        return None
+
+    def _go_live(self, session: pytest.Session) -> None:
+        """Open the run this session publishes to and uploads into, and start publishing.
+        Under xdist the controller does it, which sees every worker's tests start and end
+        but collects none itself (so the run's size is left unsaid)."""
+        distributed = session.config.pluginmanager.has_plugin("dsession")
+        target = self._target()
+        if (
+            target is None
+            or not (session.items or distributed)
+            or session.config.option.collectonly
+        ):
+            return
+        try:
+            run_id = open_run(target, None if distributed else len(session.items), self._shard)
+        except Exception as exc:  # whatever it is, the live view must not fail the run
+            self._warnings.append(
+                f"no live view of this run ({describe_failure(exc, target.url)}): results show "
+                "once uploaded"
+            )
+            return
+        self._live = self._live_session.enter_context(
+            publishing(target.url, target.token, run_id, self._warnings)
+        )
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(
@@ -350,13 +390,17 @@ class TestlensPlugin:
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         if self._queue is not None:
             self._queue.started(nodeid)
+        elif self._live is not None:
+            self._live.started(nodeid)
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         """Every attempt's reports are in by now, retries' included (pytest-rerunfailures
         and the queue's retries log one start and one finish around them all)."""
+        attempts = [(run.status, run.seconds) for run in self._attempts.get(nodeid, [])]
         if self._queue is not None:
-            attempts = self._attempts.get(nodeid, [])
-            self._queue.finished(nodeid, [(run.status, run.seconds) for run in attempts])
+            self._queue.finished(nodeid, attempts)
+        elif self._live is not None:
+            self._live.finished(nodeid, attempts)
 
     def pytest_report_teststatus(
         self, report: pytest.TestReport
@@ -415,14 +459,19 @@ class TestlensPlugin:
                 test: runs for test, runs in attempts.items() if test in self._queue.outside
             }
         # Under xdist the controller sees every worker's reports and uploads them once.
-        if self._upload and attempts and not hasattr(session.config, "workerinput"):
-            self._upload_note = self._upload_results(attempts)
+        with self._live_session:  # what was published goes out before the upload
+            if self._upload and attempts and not hasattr(session.config, "workerinput"):
+                if self._live is not None:
+                    self._live.flush()
+                self._upload_note = self._upload_results(attempts)
+        self._live = None
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         lines = [] if self._queue is None else self._queue.summary()
         if self._upload_note is not None:
             line, is_warning = self._upload_note
             lines.append((line, {"yellow": is_warning}))
+        lines.extend((f"testlens: warning: {text}", {"yellow": True}) for text in self._warnings)
         if lines:
             terminalreporter.write_sep("-", "testlens")
         for line, markup in lines:
@@ -433,8 +482,9 @@ class TestlensPlugin:
         target = self._target()
         if target is None:
             return f"testlens: warning: results not uploaded: {self._missing()}", True
+        extra = {} if self._live is None else {"orchestration_run": self._live.run_id}
         try:
-            return self._post_results(target, attempts, {}, self._budget), False
+            return self._post_results(target, attempts, extra, self._budget), False
         except Exception as exc:  # whatever it is, an upload must not fail the run
             return (
                 f"testlens: warning: results not uploaded: {describe_failure(exc, target.url)}",

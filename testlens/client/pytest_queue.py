@@ -40,25 +40,23 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 import pytest
 from _pytest.runner import runtestprotocol
 
 from ..core.identity import TestKey
-from ..core.model import Attempt, AttemptStatus, TestCase
 from ..core.sharding import GroupBy
 from . import ci_env, queue_api
 from .http import Budget, Client, ServerError
+from .pytest_live import LiveTests, publishing
 from .queue_api import (
     RUN_CANCELLED,
     RUN_FINISHED,
     Batch,
     Heartbeat,
-    LivePublisher,
     Rerun,
     RunOver,
-    shown_name,
 )
 from .sharding import CLIENT_OPTIONS, SERVER_FAILURES, ServerTarget, describe_failure, split_tests
 
@@ -246,7 +244,7 @@ class QueueRun:
         self._no_more = False  # a heartbeat said the run was cancelled: finish, claim no more
         self._uncollected: list[str] = []
         self._warnings: list[str] = []
-        self._live: LivePublisher | None = None  # while batches run, not after the server is lost
+        self._live: LiveTests | None = None  # while batches run, not after the server is lost
 
     @classmethod
     def join(
@@ -377,16 +375,14 @@ class QueueRun:
     def started(self, nodeid: str) -> None:
         """Publish that a test of a batch starts (``test:start``)."""
         if self._live is not None:
-            file, name = shown_name(nodeid)
-            self._live.publish("test:start", {"testFile": file, "testName": name})
+            self._live.started(nodeid)
 
     def finished(self, nodeid: str, attempts: Sequence[tuple[str, float]]) -> None:
         """Publish the result of a test of a batch whose last attempt is done, from its
         attempts' ``(status, seconds)``. It is marked ``live``: the batch's upload publishes
         the authoritative one."""
-        if self._live is not None and attempts:
-            results = [live_result(nodeid, attempts)]
-            self._live.publish("test:batch", {"results": results, "live": True})
+        if self._live is not None:
+            self._live.finished(nodeid, attempts)
 
     @staticmethod
     def report_teststatus(
@@ -433,21 +429,13 @@ class QueueRun:
         """Publish live events for as long as batches run, and warn once, at the end, when
         some were not published: a server without the endpoint, or too slow for them,
         costs watchers the live view, never the tests."""
-        failures: list[Exception] = []
-        with LivePublisher(
-            self._target.url, self._target.token, self.run_id, on_failure=failures.append
-        ) as live:
+        target = self._target
+        with publishing(target.url, target.token, self.run_id, self._warnings) as live:
             self._live = live
             try:
                 yield
             finally:
                 self._live = None
-        if live.dropped:
-            why = describe_failure(failures[0], self._target.url) if failures else "too many"
-            self._warnings.append(
-                f"{live.dropped} live events not published ({why}): watchers saw this "
-                "machine's results only as its batches were uploaded"
-            )
 
     def _client(self, seconds: float | None = None, **options: Any) -> Client:
         """A client for one call, with a time budget of its own (``seconds``, by default
@@ -601,33 +589,6 @@ class QueueRun:
                 raise session.Failed(session.shouldfail)
             if session.shouldstop:
                 raise session.Interrupted(session.shouldstop)
-
-
-def live_result(nodeid: str, attempts: Sequence[tuple[str, float]]) -> dict[str, Any]:
-    """A test's result as ``GET /api/v1/runs/{runId}`` lists it, from its attempts'
-    ``(status, seconds)``: combined as the server combines an upload's attempts, so that the
-    live result and the uploaded one agree."""
-    key = TestKey.from_nodeid(nodeid)
-    test = TestCase(
-        key.name,
-        key.classname,
-        file=key.file,
-        attempts=[
-            Attempt(cast(AttemptStatus, status), seconds * 1000) for status, seconds in attempts
-        ],
-    )
-    file, name = shown_name(nodeid)
-    status = test.status
-    return {
-        "id": nodeid,
-        "testFile": file,
-        "testName": name,
-        "status": "failed" if status == "error" else status,
-        "durationMs": test.attempts[-1].duration_ms,
-        "retryCount": len(test.attempts) - 1,
-        "healingAttempted": False,
-        "traceUrl": None,
-    }
 
 
 def _stop_on_sigterm(signum: int, _frame: FrameType | None) -> NoReturn:

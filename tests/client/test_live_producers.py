@@ -76,11 +76,18 @@ def refusing(settings) -> Iterator[LiveServer]:
     live.stop()
 
 
-def queue_args(url: str, key: str) -> list[str]:
+def plain_args(url: str, key: str) -> list[str]:
     return [
         *("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:schemathesis", "-v"),
         *("--testlens", "--testlens-server", url, "--testlens-token", key),
-        *("--testlens-repo", "acme/live", "--testlens-queue", "--testlens-workers", "1"),
+        *("--testlens-repo", "acme/live"),
+    ]
+
+
+def queue_args(url: str, key: str) -> list[str]:
+    return [
+        *plain_args(url, key),
+        *("--testlens-queue", "--testlens-workers", "1"),
         *("--testlens-ci-build-id", f"build-{uuid.uuid4().hex[:12]}"),
     ]
 
@@ -105,7 +112,12 @@ def comparable(result: dict) -> dict:
     return {key: value for key, value in result.items() if key not in ("id", "durationMs")}
 
 
-def test_a_queue_run_publishes_each_start_then_its_result_before_the_upload(shop, server, tenant):
+@pytest.mark.parametrize("arguments", [queue_args, plain_args], ids=["queue", "plain"])
+def test_a_run_publishes_each_start_then_its_result_before_the_upload(
+    arguments, shop, server, tenant
+):
+    """Queue mode publishes to its orchestrated run; a plain run opens a run of uploads,
+    publishes to it, and its upload joins it."""
     got: list[dict] = []
     slow = "tests/test_slow.py::test_slow"
     seen_running: list[tuple[bool, bool]] = []  # at the slow test's start: (running, uploaded)
@@ -113,7 +125,7 @@ def test_a_queue_run_publishes_each_start_then_its_result_before_the_upload(shop
     async def watch() -> tuple[int, str]:
         headers = {"Authorization": f"Bearer {tenant.key}"}  # the tenant's every run, from now
         async with websockets.connect(ws_url(server.url), additional_headers=headers) as socket:
-            process = start(shop, *queue_args(server.url, tenant.key))
+            process = start(shop, *arguments(server.url, tenant.key))
             while not got or got[-1]["type"] != "run:end":
                 got.append(json.loads(await asyncio.wait_for(socket.recv(), 15)))
                 payload = got[-1]["payload"]
@@ -133,6 +145,7 @@ def test_a_queue_run_publishes_each_start_then_its_result_before_the_upload(shop
     assert seen_running == [(True, False)]
 
     run_id = got[0]["runId"]
+    assert got[0]["type"] == "run:start" and got[0]["payload"]["totalTests"] == len(TESTS)
     assert {message["runId"] for message in got} == {run_id}
     assert [message["seq"] for message in got] == list(range(1, len(got) + 1))
     starts = {

@@ -225,6 +225,80 @@ def test_published_events_reach_subscribers_and_bad_ones_are_refused(tenant, ser
     assert unknown.status_code == 404 and unknown.json()["code"] == "RUN_NOT_FOUND"
 
 
+def test_a_plain_run_is_opened_before_its_upload_which_joins_it(tenant, server, database):
+    repo = f"acme/plain-{uuid.uuid4().hex[:6]}"
+    body = {"project": repo, "ciBuildId": f"ci-{uuid.uuid4().hex[:8]}", "totalTests": 2}
+    opened = tenant.client.post("/api/v1/runs", json=body)
+    assert opened.status_code == 201, opened.text
+    run = opened.json()["runId"]
+    assert opened.json()["status"] == "running"
+    # Another machine of the same CI run gets the same run, and logs its own start.
+    again = tenant.client.post("/api/v1/runs", json={**body, "shardIndex": 1, "totalShards": 2})
+    assert again.status_code == 200 and again.json()["runId"] == run
+    other = tenant.client.post("/api/v1/runs", json={"project": repo})
+    assert other.status_code == 201 and other.json()["runId"] != run
+
+    xml = junit_from_durations({"tests/test_a.py::test_ok": 0.1, "tests/test_b.py::test_ok": 0.2})
+    stored = upload(tenant.client, xml, repo=repo, orchestration_run=run)
+    assert stored.status_code == 201, stored.text
+    detail = tenant.client.get(f"/api/v1/runs/{run}").json()
+    assert detail["run"]["status"] == "completed" and detail["totalResults"] == 2
+
+    got: list[dict] = []
+
+    async def main() -> None:
+        headers = {"Authorization": f"Bearer {tenant.key}", "X-Run-ID": run}
+        async with websockets.connect(ws_url(server.url), additional_headers=headers) as socket:
+            await read_until_end(socket, got)
+
+    asyncio.run(main())
+    assert [m["type"] for m in got] == ["run:start", "run:start", "test:batch", "run:end"]
+    assert [m["payload"]["shardIndex"] for m in got[:2]] == [0, 1]
+    assert got[0]["payload"] == {"runId": run, "totalTests": 2, "shardIndex": 0, "totalShards": 1}
+    assert len(got[2]["payload"]["results"]) == 2
+    assert got[3]["payload"]["status"] == "completed" and got[3]["payload"]["totalTests"] == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"project": "not a repo"},
+        {"project": "acme/shop", "totalTests": -1},
+        {"project": "acme/shop", "ciBuildId": ""},
+        {"project": "acme/shop", "unknown": 1},
+    ],
+)
+def test_a_bad_plain_run_is_refused_and_nothing_stored(tenant, body):
+    answer = tenant.client.post("/api/v1/runs", json=body)
+    assert answer.status_code == 400 and answer.json()["code"] == "INVALID_PARAMETERS"
+    assert tenant.client.get("/api/v1/runs").json()["runs"] == []
+
+
+def test_a_batched_stream_sends_what_gathered_in_one_message(tenant, server):
+    run = create(tenant.client)
+    frames: list[list[dict]] = []
+
+    async def main() -> None:
+        headers = {"Authorization": f"Bearer {tenant.key}", "X-Run-ID": run}
+        url = ws_url(server.url, batch="true")
+        async with websockets.connect(url, additional_headers=headers) as socket:
+            events = [{"type": "test:start", "payload": {"n": n}} for n in range(30)]
+            for part in (events[:10], events[10:]):
+                answer = await asyncio.to_thread(
+                    tenant.client.post, f"/api/v1/runs/{run}/events", json={"events": part}
+                )
+                assert answer.status_code == 202
+            while sum(map(len, frames)) < 30:
+                frames.append(json.loads(await asyncio.wait_for(socket.recv(), 10)))
+
+    asyncio.run(main())
+    messages = [message for frame in frames for message in frame]
+    assert [m["seq"] for m in messages] == list(range(1, 31))
+    assert [m["payload"]["n"] for m in messages] == list(range(30))
+    assert len(frames) < 30  # gathered, not one a message
+
+
 def test_a_subscriber_on_one_process_sees_a_worker_reporting_through_another(
     scratch_database_url, tmp_path
 ):

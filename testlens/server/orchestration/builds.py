@@ -94,6 +94,34 @@ def attach(
         raise invalid_field(
             "batch_id", "with orchestration_run", "batch_id needs orchestration_run"
         )
+    build_id, _new = open_uploads_build(
+        database,
+        session,
+        tenant_id,
+        repo_id,
+        workflow_run_id=workflow_run_id,
+        branch=branch,
+        commit=commit,
+        environment=environment,
+        now=now,
+    )
+    return Joined(build_id, None)
+
+
+def open_uploads_build(
+    database: Database,
+    session: Session,
+    tenant_id: str,
+    repo_id: str,
+    *,
+    workflow_run_id: str | None,
+    branch: str | None,
+    commit: str | None,
+    environment: str | None,
+    now: datetime,
+) -> tuple[str, bool]:
+    """The build of plain uploads of a CI run (``workflow_run_id``: the same for every
+    upload of it), or a new one of its own without; its id and whether it is new."""
     values: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "tenant_id": tenant_id,
@@ -119,14 +147,14 @@ def attach(
     }
     if workflow_run_id is None:
         session.execute(table_of(Build).insert(), [values])
-        return Joined(values["id"], None)
+        return values["id"], True
     values["build_key"] = build_key(UPLOADS, repo_id, workflow_run_id)
     session.execute(database.upsert(table_of(Build), ["tenant_id", "build_key"]), [values])
     found = session.scalar(
         select(Build.id).where(Build.tenant_id == tenant_id, Build.build_key == values["build_key"])
     )
     assert found is not None, "the build was just stored or found"
-    return Joined(found, None)
+    return found, found == values["id"]
 
 
 @dataclass(slots=True)
@@ -215,9 +243,11 @@ def settle(session: Session, build_id: str, now: datetime) -> None:
         setattr(build, name, value)
     build.active_at = now
     if build.kind == UPLOADS:
+        # Any upload may be a build's last: each ends it, with the totals so far.
         build.duration_ms = runs[1] or 0.0
         build.status = "failed" if build.failed else "completed"
         build.completed_at = now
+        announce_end(session, build, now)
         return
     finish_if_drained(session, build, now)
 

@@ -23,6 +23,8 @@ from .schemas import (
     ClaimResponse,
     FailedTests,
     HeartbeatResponse,
+    OpenRunRequest,
+    OpenRunResponse,
     OrchestrateRequest,
     OrchestrateResponse,
     QueueStats,
@@ -200,6 +202,24 @@ def runs(
             offset=offset,
         )
     )
+
+
+@router.post(
+    "/runs",
+    status_code=201,
+    responses={
+        201: {"model": OpenRunResponse, "description": "A new run."},
+        200: {"model": OpenRunResponse, "description": "The CI run's existing run."},
+    },
+)
+def open_run(
+    body: OpenRunRequest, database: DatabaseDep, principal: IngestPrincipal
+) -> JSONResponse:
+    """Open a run of plain uploads before uploading, to publish live events to it
+    (``POST /api/v1/runs/{runId}/events``); uploads that name it in ``orchestration_run``
+    join it. With ``ciBuildId`` every machine of one CI run gets the same run."""
+    opened, new = service.open_run(database, principal.tenant_id, body)
+    return JSONResponse(opened, status_code=201 if new else 200)
 
 
 @router.get("/runs/{runId}", responses=_NOT_FOUND)

@@ -14,13 +14,18 @@ processes that share the file.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
-from .events import Moved, off_commit, on_commit
+from fastapi.concurrency import run_in_threadpool
+
+from .events import PAGE, Logged, Moved, off_commit, on_commit
 
 log = logging.getLogger("testlens.server.live")
 
@@ -31,50 +36,145 @@ IDLE_READ_SECONDS = 15.0
 """How often a subscriber reads the log unprompted on PostgreSQL: a safety net only."""
 NOTIFY_EVERY = 0.01
 """Seconds the notifier gathers notices before sending them: one NOTIFY per build moved."""
+FEED_EVENTS = 4096
+"""Events a feed keeps in memory for the subscribers of its stream that are close behind."""
+
+Reader = Callable[[int], list[Logged]]
+"""Reads the log of one stream after a position (a build's ``seq``, or a tenant's ``id``)."""
+
+
+def position(logged: Logged, by_seq: bool) -> int:
+    return logged.seq if by_seq else logged.id
+
+
+class Feed:
+    """The recent events of one stream (a build's, or a whole tenant's) in one process,
+    read from the log once for all the subscribers that follow it.
+
+    Without it every woken subscriber would read the log itself: a hundred watchers of one
+    run would turn each commit into a hundred identical queries. The feed keeps the events
+    after ``base`` up to ``end`` that it has read, contiguous, and reads more only when a
+    commit was announced since its last read (or when asked to, on a subscriber's timer);
+    a subscriber further behind than what it keeps reads the log on its own.
+    """
+
+    def __init__(self, by_seq: bool) -> None:
+        self.by_seq = by_seq
+        self.dirty = True
+        self._lock = asyncio.Lock()
+        self._events: list[Logged] = []
+        self._keys: list[int] = []
+        self._base: int | None = None
+        self._end: int | None = None
+        self._read_at = 0.0
+
+    async def after(
+        self, cursor: int, read: Reader, *, max_age: float | None = None
+    ) -> list[Logged]:
+        """The stream's events after ``cursor`` (at most one page), read once for everyone:
+        the log is read when a commit was announced since the last read, or (``max_age``)
+        when that read is older than that many seconds."""
+        async with self._lock:
+            if self._end is None:
+                self._base = self._end = cursor
+            assert self._base is not None
+            stale = max_age is not None and time.monotonic() - self._read_at >= max_age
+            if cursor >= self._base and (self.dirty or stale or cursor > self._end):
+                self.dirty = False
+                self._read_at = time.monotonic()
+                self._extend(await run_in_threadpool(read, self._end))
+            if not self._base <= cursor <= self._end:
+                # Behind what the feed keeps (it may have just let go of it), or ahead of
+                # what it has read: this subscriber reads the log on its own.
+                return await run_in_threadpool(read, cursor)
+            start = bisect.bisect_right(self._keys, cursor)
+            return self._events[start : start + PAGE]
+
+    def _extend(self, new: list[Logged]) -> None:
+        if not new:
+            return
+        self._events.extend(new)
+        self._keys.extend(position(logged, self.by_seq) for logged in new)
+        self._end = self._keys[-1]
+        if len(new) == PAGE:
+            self.dirty = True  # more may wait: the next call reads on
+        if len(self._events) > FEED_EVENTS:
+            cut = len(self._events) - FEED_EVENTS
+            self._base = self._keys[cut - 1]
+            del self._events[:cut], self._keys[:cut]
 
 
 @dataclass(eq=False)
 class Subscriber:
-    """One stream: the tenant it belongs to, the build it follows (None: all of them), and
-    the event that wakes it, set from any thread."""
+    """One stream: the tenant it belongs to, the build it follows (None: all of them), the
+    feed it reads, and the event that wakes it."""
 
     tenant_id: str
     build_id: str | None
     loop: asyncio.AbstractEventLoop
     woken: asyncio.Event = field(default_factory=asyncio.Event)
+    feed: Feed = field(init=False)
+
+
+FeedKey = tuple[asyncio.AbstractEventLoop, str, str | None]
 
 
 class Hub:
-    """The subscribers of one process, and how many each tenant has."""
+    """The subscribers of one process, by the feed they share, and how many each tenant has.
+
+    A commit wakes each feed of the builds it moved once, in its event loop, and the feed
+    its subscribers: a hundred watchers of one run cost one call from the committing thread.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subscribers: set[Subscriber] = set()
+        self._feeds: dict[FeedKey, tuple[Feed, set[Subscriber]]] = {}
+        self._per_tenant: Counter[str] = Counter()
 
     def join(self, subscriber: Subscriber, cap: int) -> bool:
         """Add ``subscriber`` unless its tenant has ``cap`` already; whether it was added."""
+        key = (subscriber.loop, subscriber.tenant_id, subscriber.build_id)
         with self._lock:
-            if sum(1 for s in self._subscribers if s.tenant_id == subscriber.tenant_id) >= cap:
+            if self._per_tenant[subscriber.tenant_id] >= cap:
                 return False
-            self._subscribers.add(subscriber)
+            self._per_tenant[subscriber.tenant_id] += 1
+            feed, members = self._feeds.setdefault(
+                key, (Feed(by_seq=subscriber.build_id is not None), set())
+            )
+            members.add(subscriber)
+            subscriber.feed = feed
             return True
 
     def leave(self, subscriber: Subscriber) -> None:
+        key = (subscriber.loop, subscriber.tenant_id, subscriber.build_id)
         with self._lock:
-            self._subscribers.discard(subscriber)
+            found = self._feeds.get(key)
+            if found is None or subscriber not in found[1]:
+                return
+            found[1].discard(subscriber)
+            if not found[1]:
+                del self._feeds[key]
+            self._per_tenant[subscriber.tenant_id] -= 1
 
     def wake(self, moved: Sequence[Moved]) -> None:
-        """Wake the subscribers of the builds that moved (from any thread)."""
+        """Wake the feeds of the builds that moved, and their subscribers (from any
+        thread)."""
         with self._lock:
             chosen = [
-                s
-                for s in self._subscribers
+                (loop, members)
+                for (loop, tenant_id, build_id), (_feed, members) in self._feeds.items()
                 for m in moved
-                if s.tenant_id == m.tenant_id and s.build_id in (None, m.build_id)
+                if tenant_id == m.tenant_id and build_id in (None, m.build_id)
             ]
-        for subscriber in chosen:
-            with suppress(RuntimeError):  # its loop has closed: the stream is gone
-                subscriber.loop.call_soon_threadsafe(subscriber.woken.set)
+        for loop, members in chosen:
+            with suppress(RuntimeError):  # its loop has closed: the streams are gone
+                loop.call_soon_threadsafe(_wake, members)
+
+
+def _wake(members: set[Subscriber]) -> None:
+    for subscriber in list(members):
+        subscriber.feed.dirty = True
+        subscriber.woken.set()
 
 
 HUB = Hub()

@@ -42,6 +42,34 @@ class OrchestrateRequest(BaseModel):
     )
 
 
+class OpenRunRequest(BaseModel):
+    """A run of plain uploads, opened by a test runner that publishes live events before it
+    uploads its report (``POST /api/v1/runs``; testlens' own, not the Shifty dialect's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    project: str = Field(pattern=REPO_PATTERN.pattern, description="The repository (owner/name).")
+    ciBuildId: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="The CI run's id (the uploads' workflow_run_id): every machine of it "
+        "gets the same run, and so do its uploads.",
+    )
+    branch: str | None = Field(default=None, max_length=300)
+    commitSha: str | None = Field(default=None, max_length=64)
+    environment: str | None = Field(default=None, max_length=200)
+    totalTests: int | None = Field(
+        default=None, ge=0, le=MAX_TESTS, description="The caller's tests: logs run:start."
+    )
+    shardIndex: int = Field(default=0, ge=0, le=10_000)
+    totalShards: int = Field(default=1, ge=1, le=10_000)
+
+
+class OpenRunResponse(BaseModel):
+    runId: str
+    status: str
+
+
 class ShardEstimate(BaseModel):
     index: int
     testCount: int

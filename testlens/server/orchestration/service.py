@@ -48,7 +48,7 @@ from ..models import Build, Lease, Repository, TestCase, WorkItem, utcnow
 from ..models.builds import FINISHED
 from ..settings import Settings
 from . import builds, events
-from .schemas import ClaimRequest, OrchestrateRequest
+from .schemas import ClaimRequest, OpenRunRequest, OrchestrateRequest
 from .shard_plans import list_conflict
 
 MAX_REQUEUES = 2
@@ -506,23 +506,40 @@ def _first_of_worker(session: Session, lease: Lease) -> bool:
 
 def _announce_start(session: Session, build: Build, lease: Lease, now: datetime) -> None:
     """Log ``run:start`` for a worker's first batch: the run has started on its shard."""
-    events.append(
-        session,
-        build.tenant_id,
-        build.id,
-        [
-            (
-                "run:start",
-                {
-                    "runId": build.id,
-                    "totalTests": build.planned_tests,
-                    "shardIndex": lease.node_index or 0,
-                    "totalShards": build.worker_count,
-                },
-            )
-        ],
-        now,
-    )
+    _run_start(session, build, now, build.planned_tests, lease.node_index or 0, build.worker_count)
+
+
+def _run_start(
+    session: Session, build: Build, now: datetime, tests: int, shard: int, shards: int
+) -> None:
+    payload = {"runId": build.id, "totalTests": tests, "shardIndex": shard, "totalShards": shards}
+    events.append(session, build.tenant_id, build.id, [("run:start", payload)], now)
+
+
+def open_run(
+    database: Database, tenant_id: str, body: OpenRunRequest
+) -> tuple[dict[str, Any], bool]:
+    """The run (a build of plain uploads) a test runner publishes live events to before it
+    uploads: its CI build's (``ciBuildId``), or a new one; whether it is new. With
+    ``totalTests``, ``run:start`` is logged for the caller's shard."""
+    now = utcnow()
+    with database.transaction() as session:
+        repo_id = repository_id(database, session, tenant_id, body.project)
+        build_id, new = builds.open_uploads_build(
+            database,
+            session,
+            tenant_id,
+            repo_id,
+            workflow_run_id=body.ciBuildId,
+            branch=body.branch,
+            commit=body.commitSha,
+            environment=body.environment,
+            now=now,
+        )
+        build = builds.tenant_build(session, tenant_id, build_id)
+        if body.totalTests is not None:
+            _run_start(session, build, now, body.totalTests, body.shardIndex, body.totalShards)
+        return {"runId": build.id, "status": build.status}, new
 
 
 def _lease(session: Session, build_id: str, batch_id: str) -> Lease | None:

@@ -40,6 +40,8 @@ SEND_TIMEOUT = 10.0
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 MAX_PAYLOAD_BYTES = 256 * 1024
+BATCH_EVERY = 0.05
+"""Seconds a batched stream (``batch=true``) lets events gather before its next frame."""
 
 
 def _credential(websocket: WebSocket) -> tuple[str | None, bool]:
@@ -108,6 +110,7 @@ async def stream(websocket: WebSocket) -> None:
     subprotocol = PROTOCOL if via_protocol else None
     run_id = websocket.headers.get("x-run-id") or websocket.query_params.get("runId")
     after_text = websocket.query_params.get("after")
+    batched = websocket.query_params.get("batch", "").lower() in ("1", "true")
     if after_text is not None and not after_text.isdigit():
         await websocket.accept(subprotocol=subprotocol)
         await websocket.close(code=POLICY_VIOLATION, reason="after must be a whole number")
@@ -130,7 +133,9 @@ async def stream(websocket: WebSocket) -> None:
         return
     try:
         await websocket.accept(subprotocol=subprotocol)
-        await _follow(websocket, database, principal.tenant_id, run_id, after_text, subscriber)
+        await _follow(
+            websocket, database, principal.tenant_id, run_id, after_text, subscriber, batched
+        )
     finally:
         live.HUB.leave(subscriber)
 
@@ -142,34 +147,71 @@ async def _follow(
     run_id: str | None,
     after_text: str | None,
     subscriber: live.Subscriber,
+    batched: bool,
 ) -> None:
     after = int(after_text) if after_text is not None else None
     cursor = await run_in_threadpool(_start, database, tenant_id, run_id, after)
-    idle = live.SQLITE_POLL_SECONDS if database.dialect == "sqlite" else live.IDLE_READ_SECONDS
+    sqlite = database.dialect == "sqlite"
+    idle = live.SQLITE_POLL_SECONDS if sqlite else live.IDLE_READ_SECONDS
+
+    def read(position: int) -> list[events.Logged]:
+        return _page(database, tenant_id, run_id, position)
+
+    woken = subscriber.woken
+    timed_out = False
+
+    def time_out() -> None:
+        nonlocal timed_out
+        timed_out = True
+        woken.set()
+
+    # The client's going wakes the loop too; waiting costs no task, only a timer.
     closed = asyncio.create_task(_until_closed(websocket))
+    closed.add_done_callback(lambda _task: woken.set())
     try:
         while not closed.done():
-            subscriber.woken.clear()  # before reading: a commit from now on wakes us again
-            page = await run_in_threadpool(_page, database, tenant_id, run_id, cursor)
-            for logged in page:
-                try:
-                    await asyncio.wait_for(websocket.send_text(_message(logged)), SEND_TIMEOUT)
-                except TimeoutError:
-                    await websocket.close(
-                        code=TRY_AGAIN_LATER,
-                        reason=f"too far behind; reconnect with after={cursor}",
-                    )
-                    return
-                cursor = logged.seq if run_id is not None else logged.id
+            woken.clear()  # before reading: a commit from now on wakes us again
+            page = await subscriber.feed.after(
+                cursor, read, max_age=idle / 2 if sqlite or timed_out else None
+            )
+            timed_out = False
+            if page and not await _send(websocket, page, batched, cursor, run_id is not None):
+                return
+            if page:
+                cursor = live.position(page[-1], by_seq=run_id is not None)
             if len(page) == events.PAGE:
                 continue
-            woken = asyncio.create_task(subscriber.woken.wait())
-            await asyncio.wait({woken, closed}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
-            woken.cancel()
+            if batched:  # let a frame gather what comes within BATCH_EVERY
+                await asyncio.sleep(BATCH_EVERY)
+            timer = asyncio.get_running_loop().call_later(idle, time_out)
+            await woken.wait()
+            timer.cancel()
     except WebSocketDisconnect:
         pass
     finally:
         closed.cancel()
+
+
+async def _send(
+    websocket: WebSocket, page: list[events.Logged], batched: bool, cursor: int, by_seq: bool
+) -> bool:
+    """Send ``page`` (one frame, or one per event); False, after closing the connection, when
+    the client has not taken a frame within :data:`SEND_TIMEOUT`."""
+    frames = (
+        [("[" + ",".join(map(_message, page)) + "]", page[-1])]
+        if batched
+        else [(_message(logged), logged) for logged in page]
+    )
+    for frame, last in frames:
+        try:
+            await asyncio.wait_for(websocket.send_text(frame), SEND_TIMEOUT)
+        except TimeoutError:
+            await websocket.close(
+                code=TRY_AGAIN_LATER, reason=f"too far behind; reconnect with after={cursor}"
+            )
+            return False
+        cursor = live.position(last, by_seq)
+    return True
 
 
 async def _until_closed(websocket: WebSocket) -> None:
