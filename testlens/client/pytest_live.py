@@ -65,9 +65,12 @@ def publishing(
         )
 
 
-def open_run(target: ServerTarget, total_tests: int | None, shard: tuple[int, int] | None) -> str:
+def open_run(
+    target: ServerTarget, total_tests: int | None, shard: tuple[int, int] | None, budget: Budget
+) -> str:
     """Open the run a plain session publishes to and uploads into (``POST /api/v1/runs``);
-    its id. Raises as the server fails or is out of reach."""
+    its id. The time it takes, at most :data:`OPEN_SECONDS`, comes out of the session's
+    ``budget`` for the server. Raises as the server fails or is out of reach."""
     body: dict[str, Any] = {"project": target.repo, "environment": target.environment}
     if target.workflow_run_id:
         body["ciBuildId"] = target.workflow_run_id
@@ -75,8 +78,8 @@ def open_run(target: ServerTarget, total_tests: int | None, shard: tuple[int, in
         body["totalTests"] = total_tests
         if shard is not None:
             body["shardIndex"], body["totalShards"] = shard
-    options = {**CLIENT_OPTIONS, "attempts": 1, "timeout": OPEN_SECONDS}
-    with Client(target.url, target.token, budget=Budget(OPEN_SECONDS), **options) as client:
+    options = {**CLIENT_OPTIONS, "attempts": 1, "timeout": min(OPEN_SECONDS, budget.remaining())}
+    with Client(target.url, target.token, budget=budget, **options) as client:
         answer = client.request("POST", "/api/v1/runs", json=body)
     return str(answer.json()["runId"])
 

@@ -370,7 +370,8 @@ class TestlensPlugin:
         ):
             return
         try:
-            run_id = open_run(target, None if distributed else len(session.items), self._shard)
+            total = None if distributed else len(session.items)
+            run_id = open_run(target, total, self._shard, self._budget)
         except Exception as exc:  # whatever it is, the live view must not fail the run
             self._warnings.append(
                 f"no live view of this run ({describe_failure(exc, target.url)}): results show "
