@@ -24,6 +24,7 @@ _COMMANDS = {
     "serve": "testlens.server.cli:serve",
     "db": "testlens.server.cli:db",
     "keys": "testlens.server.cli:keys",
+    "github": "testlens.server.cli:github",
 }
 
 

@@ -1041,3 +1041,207 @@ def from_micros(micros: int) -> datetime:
 
 def _opt_from_micros(micros: int | None) -> datetime | None:
     return None if micros is None else from_micros(micros)
+
+
+# --- a fix's effect: the failure rate before a merge against the rate after it -------------
+
+FixVerdict = Literal["verified", "ineffective", "pending"]
+
+
+@dataclass(frozen=True, slots=True)
+class FixProofConfig:
+    """The knobs of :func:`fix_effect`; the defaults are what ``docs/fix-attempts.md``
+    documents."""
+
+    prior_failures: float = 1.0
+    """Beta prior of each rate: one pseudo-run that failed and one that passed (the uniform
+    prior), the same on both sides, so that the comparison is the data's alone. It must be
+    a whole number: :func:`improvement_probability` sums over the before-side's failures."""
+    prior_passes: float = 1.0
+    credible_mass: float = 0.95
+    """Mass of the equal-tailed credible interval reported, and read for the after-rate's
+    upper bound."""
+    verified_probability: float = 0.95
+    """Verified needs the after-rate lower than the before-rate with at least this chance..."""
+    verified_ratio: float = 0.5
+    """...and the after-rate's upper bound under this share of the before-rate..."""
+    verified_floor: float = 0.01
+    """...or under this rate, whatever the before-rate."""
+    ineffective_probability: float = 0.5
+    """Ineffective: the after-rate is lower with less than this chance..."""
+    ineffective_min_runs: int = 30
+    """...once at least this many runs after the merge say so."""
+    max_clean_runs: int = 1000
+    """The most clean runs :func:`fix_effect` will count towards proof (the after window's
+    size); needing more is reported as unreachable."""
+
+    @property
+    def upper_tail(self) -> float:
+        return 1.0 - (1.0 - self.credible_mass) / 2.0
+
+
+FIX_PROOF = FixProofConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class RateEstimate:
+    """A failure rate from ``failures`` of ``runs``: posterior mean and credible interval."""
+
+    runs: int
+    failures: int
+    rate: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True)
+class FixEffect:
+    """The verdict on a fix: the two rates, the chance the after-rate is the lower, and how
+    many more consecutive clean runs would verify it (None once verified or decided
+    ineffective, or when no number up to ``max_clean_runs`` would)."""
+
+    verdict: FixVerdict
+    probability_improved: float
+    before: RateEstimate
+    after: RateEstimate
+    clean_runs_needed: int | None
+    reason: str
+
+
+def rate_estimate(runs: int, failures: int, config: FixProofConfig = FIX_PROOF) -> RateEstimate:
+    """The Beta posterior of a failure rate after ``failures`` of ``runs`` failed."""
+    if not 0 <= failures <= runs:
+        raise ValueError(f"failures ({failures}) must be between 0 and runs ({runs})")
+    a = config.prior_failures + failures
+    b = config.prior_passes + runs - failures
+    tail = 1.0 - config.upper_tail
+    return RateEstimate(
+        runs,
+        failures,
+        a / (a + b),
+        _beta_quantile(tail, a, b),
+        _beta_quantile(config.upper_tail, a, b),
+    )
+
+
+def improvement_probability(
+    before: tuple[int, int], after: tuple[int, int], config: FixProofConfig = FIX_PROOF
+) -> float:
+    """P(after-rate < before-rate) under the two Beta posteriors, from (runs, failures) of
+    each side: exact, by the finite sum for P(X > Y) with X ~ Beta(a1, b1) of whole ``a1``
+    (Evan Miller, "Formulas for Bayesian A/B testing"), in logs. Deterministic, and a few
+    hundred terms at most (the before window is bounded)."""
+    a1 = config.prior_failures + before[1]
+    b1 = config.prior_passes + before[0] - before[1]
+    a2 = config.prior_failures + after[1]
+    b2 = config.prior_passes + after[0] - after[1]
+    if a1 != int(a1):
+        raise ValueError("the before-side prior must give a whole number of failures")
+    base = _log_beta(a2, b2)
+    total = 0.0
+    for i in range(int(a1)):
+        total += math.exp(
+            _log_beta(a2 + i, b1 + b2) - math.log(b1 + i) - _log_beta(1.0 + i, b1) - base
+        )
+    return min(max(total, 0.0), 1.0)
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def fix_effect(
+    before: tuple[int, int], after: tuple[int, int], config: FixProofConfig = FIX_PROOF
+) -> FixEffect:
+    """Judge a fix from (runs, failures) on the mainline before its merge and after it.
+
+    Verified: the after-rate is lower with probability at least ``verified_probability``,
+    and its credible upper bound is under ``verified_ratio`` of the before-rate (posterior
+    mean) or under ``verified_floor``. A fixed count of green runs is no proof: 20 passes in
+    a row of a test failing 10% of runs happen by chance 12% of the time (0.9 ** 20), which
+    the posterior accounts for. Ineffective: at least ``ineffective_min_runs`` runs after,
+    and the after-rate lower with probability under ``ineffective_probability``. Pending
+    otherwise, with the clean runs that would verify it.
+    """
+    verdict, probability, before_rate, after_rate = _judge(before, after, config)
+    if verdict == "verified":
+        reason = (
+            f"failure rate {before_rate.rate:.1%} before, {after_rate.rate:.1%} after "
+            f"(upper bound {after_rate.high:.1%}); lower with probability {probability:.1%}"
+        )
+        return FixEffect(verdict, probability, before_rate, after_rate, None, reason)
+    if verdict == "ineffective":
+        reason = (
+            f"{after[0]} runs since the merge fail at {after_rate.rate:.1%} against "
+            f"{before_rate.rate:.1%} before; lower with probability only {probability:.1%}"
+        )
+        return FixEffect(verdict, probability, before_rate, after_rate, None, reason)
+    needed = clean_runs_needed(before, after, config)
+    reason = (
+        f"{needed} more clean run{'' if needed == 1 else 's'} would verify it"
+        if needed is not None
+        else f"no {config.max_clean_runs - after[0]} more clean runs would prove an "
+        f"improvement over {before[1]} failures in {before[0]} runs before the merge"
+    )
+    return FixEffect(verdict, probability, before_rate, after_rate, needed, reason)
+
+
+def _judge(
+    before: tuple[int, int], after: tuple[int, int], config: FixProofConfig
+) -> tuple[FixVerdict, float, RateEstimate, RateEstimate]:
+    before_rate = rate_estimate(*before, config)
+    after_rate = rate_estimate(*after, config)
+    probability = improvement_probability(before, after, config)
+    bound = max(before_rate.rate * config.verified_ratio, config.verified_floor)
+    verdict: FixVerdict = "pending"
+    if probability >= config.verified_probability and after_rate.high < bound:
+        verdict = "verified"
+    elif after[0] >= config.ineffective_min_runs and probability < config.ineffective_probability:
+        verdict = "ineffective"
+    return verdict, probability, before_rate, after_rate
+
+
+def _verified_after(
+    before: tuple[int, int], after: tuple[int, int], clean: int, config: FixProofConfig
+) -> bool:
+    return _judge(before, (after[0] + clean, after[1]), config)[0] == "verified"
+
+
+def clean_runs_needed(
+    before: tuple[int, int], after: tuple[int, int], config: FixProofConfig = FIX_PROOF
+) -> int | None:
+    """The fewest further consecutive passing runs after which :func:`fix_effect` says
+    verified, or None when more than ``max_clean_runs`` runs after the merge would be
+    needed (a test that never failed before cannot be shown to fail less). Clean runs only
+    raise the improvement probability and lower the upper bound, so the answer is found by
+    bisection."""
+    room = config.max_clean_runs - after[0]
+    if room < 0 or not _verified_after(before, after, room, config):
+        return None
+    low, high = -1, room  # not verified after ``low`` more, verified after ``high``
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _verified_after(before, after, middle, config):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def resolve_fixed(
+    state: TestState, at: datetime, reason: str, config: DetectionConfig = DEFAULT_CONFIG
+) -> tuple[TestState, Transition | None]:
+    """A verified fix resolves a flaky test now, without the quiet period a flaky test
+    otherwise waits out (:attr:`DetectionConfig.resolve_after`): the mainline's runs since
+    the merge already proved the rate fell. As when a test resolves by itself, the
+    posterior of ``q`` restarts from the prior plus the clean runs since the last flake.
+    A test failing in a streak right now, or not flaky, is left as it is."""
+    if state.verdict != "flaky" or state.streak is not None:
+        return state, None
+    new = _copy(state)
+    new.flaky_since = None
+    new.alpha = config.prior_failures
+    new.beta = config.prior_passes + state.clean_runs_since_flaky
+    new.verdict = "healthy"
+    new.verdict_since = at
+    return new, Transition("flaky", "healthy", at, reason, ())

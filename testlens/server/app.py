@@ -19,7 +19,6 @@ from pydantic import BaseModel
 
 from .. import __version__
 from . import (
-    analytics,
     apidocs,
     client_dist,
     errors,
@@ -33,16 +32,23 @@ from . import (
     runs,
     testcases,
 )
+from .analytics import endpoints as analytics
 from .auth import KeyUsage, KeyUsageWriter
 from .database import Database, upgrade
 from .durations import endpoints as durations
+from .fixes import endpoints as fixes
+from .github import endpoints as github
+from .github.client import GitHubApp
+from .github.tasks import delivery_processor
 from .ingest import endpoints as ingest
+from .llm import LanguageModel
 from .orchestration import endpoints as orchestration
 from .orchestration import shard_plans, stream
 from .orchestration.live import fan_out
 from .orchestration.tasks import queue_sweeper
 from .retention import endpoints as retention
 from .retention.tasks import retention_sweeper
+from .rootcause.tasks import analyser
 from .settings import Settings
 from .signing import Keys
 from .webhooks import endpoints as webhooks
@@ -61,8 +67,10 @@ ROUTERS = (
     repos.router,
     testcases.router,
     analytics.router,
+    fixes.router,
     quarantine.router,
     webhooks.router,
+    github.router,
     durations.router,
     shard_plans.router,
     orchestration.router,
@@ -108,11 +116,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with (
             running(KeyUsageWriter(key_usage, database, KEY_USAGE_WRITE_SECONDS)),
             delivery_worker(served),
+            delivery_processor(served),
             retention_sweeper(served),
             queue_sweeper(served),
+            analyser(served),
             fan_out(database.listen_url),
         ):
             yield
+        if language_model is not None:
+            language_model.close()
         database.dispose()
 
     app = FastAPI(
@@ -126,6 +138,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.keys = Keys.load(database, settings.secret_key)
+    app.state.github_app = GitHubApp.from_settings(settings)  # None when not configured
+    # The model that writes root-cause explanations, if one is configured (docs/llm.md).
+    language_model = LanguageModel.from_settings(settings)
+    app.state.language_model = language_model
     app.state.key_usage = key_usage
     app.state.ingest_slots = asyncio.Semaphore(
         settings.ingest_concurrency or (2 if database.dialect == "sqlite" else 4)

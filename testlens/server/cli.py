@@ -1,4 +1,4 @@
-"""The server's commands of ``testlens``: ``serve``, ``db`` and ``keys``.
+"""The server's commands of ``testlens``: ``serve``, ``db``, ``keys`` and ``github``.
 
 They find the database the same way as the server (the same ``TESTLENS_*`` settings; by
 default an SQLite file in the per-user data directory, whichever directory they run in), and
@@ -282,3 +282,54 @@ def keys_revoke(key_id_or_prefix: str) -> None:
     else:
         when = revoked_at.isoformat() if revoked_at else "before"
         click.echo(f"{described} was already revoked ({when})")
+
+
+@click.group()
+def github() -> None:
+    """The GitHub App's installations: which tenant each belongs to (docs/github.md)."""
+
+
+@github.command("list")
+def github_list() -> None:
+    """List installations: id, account, tenant (or 'no tenant'), linked repositories."""
+    from .github.service import installations
+
+    settings = _settings()
+    _say_database(settings)
+    database = _database(settings, create=False)
+    try:
+        found = installations(database)
+    finally:
+        database.dispose()
+    for item in found:
+        state = f"removed {item.removed_at.isoformat()}" if item.removed_at else "installed"
+        tenant = item.tenant if item.tenant is not None else "(no tenant)"
+        linked = f"linked repositories: {item.repositories}"
+        click.echo(f"{item.id}  {item.account}  {tenant}  {state}  {linked}")
+    if not found:
+        click.echo("no installation has sent a delivery yet", err=True)
+
+
+@github.command("link")
+@click.argument("installation_id", type=int)
+@click.argument("tenant_name")
+def github_link(installation_id: int, tenant_name: str) -> None:
+    """Give installation INSTALLATION_ID to tenant TENANT_NAME, and link the repositories it
+    has (as its deliveries said) to that tenant now."""
+    from .github.service import link
+
+    settings = _settings()
+    _say_database(settings)
+    database = _database(settings, create=False)
+    try:
+        names = link(database, installation_id, tenant_name)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        database.dispose()
+    click.echo(
+        f"installation {installation_id} belongs to tenant '{tenant_name}'; "
+        f"{len(names)} repositories linked"
+    )
+    for name in names:
+        click.echo(f"  {name}")

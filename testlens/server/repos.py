@@ -19,8 +19,9 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from .database import Database
-from .deps import AdminPrincipal, DatabaseDep, ReadPrincipal
+from .deps import AdminPrincipal, DatabaseDep, ReadPrincipal, SettingsDep
 from .errors import ErrorCode, error_responses
+from .github.client import web_url
 from .models import Quarantine, Repository, Run, TestCase, iso, utcnow
 from .pagination import Page, PageNumber
 from .quarantine import active
@@ -38,7 +39,8 @@ PAGE_SIZE = 100
 _LIST_COLUMNS = (
     TestCase.id, TestCase.name, TestCase.classname, TestCase.suite, TestCase.file,
     TestCase.flake_score, TestCase.total_runs, TestCase.failed_runs, TestCase.state,
-    TestCase.last_run_id, TestCase.last_seen_at,
+    TestCase.last_run_id, TestCase.last_seen_at, TestCase.root_cause_category,
+    TestCase.root_cause_confidence,
 )  # fmt: skip
 
 
@@ -102,20 +104,21 @@ def repo_counts(session: Session, repo_ids: Sequence[str], now: datetime) -> dic
     return counts
 
 
-def _repo_body(repo: Repository, counts: RepoCounts) -> dict[str, Any]:
+def _repo_body(repo: Repository, counts: RepoCounts, github: str) -> dict[str, Any]:
+    """``github``: GitHub's web address (github.com, or the Enterprise Server's host)."""
     return {
         "id": repo.id,
         "name": repo.name,
-        "github_url": f"https://github.com/{repo.name}",
+        "github_url": f"{github}/{repo.name}",
         "health_score": counts.health_score,
         "total_tests": counts.total,
         "flaky_count": counts.flaky,
-        "installed_at": iso(repo.created_at),
+        "installed_at": iso(repo.installed_at),  # null while the GitHub App is not on it
         "last_run": iso(repo.last_run_at),
     }
 
 
-def list_repos_body(database: Database, tenant_id: str) -> dict[str, Any]:
+def list_repos_body(database: Database, tenant_id: str, github: str) -> dict[str, Any]:
     """The tenant's repositories with their health, as a :class:`RepoList` body."""
     now = utcnow()
     with database.read() as session:
@@ -127,11 +130,11 @@ def list_repos_body(database: Database, tenant_id: str) -> dict[str, Any]:
             )
         )
         counts = repo_counts(session, [r.id for r in repos], now)
-    return {"repos": [_repo_body(r, counts[r.id]) for r in repos]}
+    return {"repos": [_repo_body(r, counts[r.id], github) for r in repos]}
 
 
 def repo_detail_body(
-    database: Database, tenant_id: str, repo_id: str, page: Page
+    database: Database, tenant_id: str, repo_id: str, page: Page, github: str
 ) -> dict[str, Any]:
     """A repository, a page of its tests (most flaky first) and a summary: a
     :class:`RepoDetail` body."""
@@ -151,7 +154,7 @@ def repo_detail_body(
             )
         )
     return {
-        "repo": _repo_body(repo, counts),
+        "repo": _repo_body(repo, counts, github),
         "tests": [summary_body(t, t.framework, t.quarantined is not None) for t in tests],
         "summary": {
             "total": counts.total,
@@ -163,9 +166,12 @@ def repo_detail_body(
 
 
 @router.get("/api/repos", responses={200: {"model": RepoList}})
-def list_repos(database: DatabaseDep, principal: ReadPrincipal) -> JSONResponse:
+def list_repos(
+    database: DatabaseDep, settings: SettingsDep, principal: ReadPrincipal
+) -> JSONResponse:
     """The tenant's repositories with their health."""
-    return JSONResponse(list_repos_body(database, principal.tenant_id))
+    github = web_url(settings.github_api_url)
+    return JSONResponse(list_repos_body(database, principal.tenant_id, github))
 
 
 @router.get(
@@ -173,10 +179,15 @@ def list_repos(database: DatabaseDep, principal: ReadPrincipal) -> JSONResponse:
     responses={200: {"model": RepoDetail}, **error_responses(ErrorCode.NOT_FOUND)},
 )
 def get_repo(
-    repo_id: str, database: DatabaseDep, principal: ReadPrincipal, page: PageNumber = 1
+    repo_id: str,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    principal: ReadPrincipal,
+    page: PageNumber = 1,
 ) -> JSONResponse:
     """A repository, its tests (most flaky first, 100 per page) and a summary."""
-    body = repo_detail_body(database, principal.tenant_id, repo_id, Page(page, PAGE_SIZE))
+    github = web_url(settings.github_api_url)
+    body = repo_detail_body(database, principal.tenant_id, repo_id, Page(page, PAGE_SIZE), github)
     return JSONResponse(body)
 
 

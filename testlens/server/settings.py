@@ -10,6 +10,7 @@ against them, so the documentation cannot drift from the code.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -96,6 +97,20 @@ def _positive_seconds(text: str) -> float:
     if not 0 < seconds < float("inf"):
         raise ValueError(f"{text} is not a positive number of seconds")
     return seconds
+
+
+def _amount(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{text} is not an amount of money")
+    return value
+
+
+def _http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text} is not an http(s) URL")
+    return text.rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +285,12 @@ DECLARED: tuple[Setting, ...] = (
         "requests a minute per tenant to /api/analytics",
     ),
     Setting(
+        "TESTLENS_CI_COST_PER_HOUR",
+        "ci_cost_per_hour",
+        _amount,
+        "US dollars one hour of CI costs, for the cost savings /api/analytics/dashboard shows",
+    ),
+    Setting(
         "TESTLENS_RATE_LIMIT_V1_PER_MINUTE",
         "rate_limit_v1_per_minute",
         _positive,
@@ -347,6 +368,60 @@ DECLARED: tuple[Setting, ...] = (
         "the bearer token Prometheus sends to GET /metrics (default: none, metrics off)",
         secret=True,
     ),
+    Setting(
+        "TESTLENS_LLM_BASE_URL",
+        "llm_base_url",
+        _http_url,
+        "an OpenAI-compatible API (e.g. https://api.openai.com/v1) that writes root-cause "
+        "explanations and fix proposals (default: none, the built-in classifier answers)",
+    ),
+    Setting("TESTLENS_LLM_MODEL", "llm_model", str, "the model the LLM API is asked for"),
+    Setting(
+        "TESTLENS_LLM_API_KEY",
+        "llm_api_key",
+        str,
+        "the key sent to the LLM API as a bearer token (none for a local server)",
+        secret=True,
+    ),
+    Setting(
+        "TESTLENS_LLM_TIMEOUT_SECONDS",
+        "llm_timeout_seconds",
+        _positive_seconds,
+        "seconds one LLM request may take; a request is retried once",
+    ),
+    Setting(
+        "TESTLENS_GITHUB_APP_ID",
+        "github_app_id",
+        str,
+        "the GitHub App's id, for its REST calls (docs/github.md)",
+    ),
+    Setting(
+        "TESTLENS_GITHUB_PRIVATE_KEY_FILE",
+        "github_private_key_file",
+        Path,
+        "the file holding the GitHub App's private key (PEM), for its REST calls",
+        secret=True,  # says where the key is
+    ),
+    Setting(
+        "TESTLENS_GITHUB_WEBHOOK_SECRET",
+        "github_webhook_secret",
+        str,
+        "the GitHub App's webhook secret; without it POST /api/github/webhooks answers 404",
+        secret=True,
+    ),
+    Setting(
+        "TESTLENS_GITHUB_API_URL",
+        "github_api_url",
+        _http_url,
+        "GitHub's REST API: https://HOST/api/v3 for GitHub Enterprise Server",
+    ),
+    Setting(
+        "TESTLENS_GITHUB_TENANT",
+        "github_tenant",
+        str,
+        "the tenant (name) the GitHub App's installations belong to (default: the only "
+        "tenant, if there is just one; else each is linked with testlens github link)",
+    ),
 )
 
 
@@ -377,6 +452,7 @@ class Settings:
     rate_limit_uploads_per_minute: int = 100
     rate_limit_repos_per_minute: int = 60
     rate_limit_analytics_per_minute: int = 100
+    ci_cost_per_hour: float = 0.48  # GitHub Actions' standard 2-core Linux runner, $0.008/min
     rate_limit_v1_per_minute: int = 500
     rate_limit_v1_burst: int = 1000
     rate_limit_api_per_minute: int = 300
@@ -389,6 +465,15 @@ class Settings:
     retention_live_events_days: int = 7
     secret_key: str | None = field(default=None, repr=False)
     metrics_token: str | None = field(default=None, repr=False)
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    llm_timeout_seconds: float = 30.0
+    github_app_id: str | None = None
+    github_private_key_file: Path | None = field(default=None, repr=False)
+    github_webhook_secret: str | None = field(default=None, repr=False)
+    github_api_url: str = "https://api.github.com"
+    github_tenant: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -405,6 +490,7 @@ class Settings:
                 raise ValueError(f"{setting.variable}={shown} is not valid") from None
         values["data_dir"] = Path(values["data_dir"]).resolve()
         values.setdefault("database_url", f"sqlite:///{values['data_dir'] / DATABASE_FILE}")
+        _check_llm(values)
         return cls(**values)
 
     @property
@@ -420,6 +506,18 @@ class Settings:
         """The database, for people: an SQLite file's path, or the URL without its password."""
         path = self.sqlite_path
         return str(path) if path is not None else hide_password(self.database_url)
+
+
+def _check_llm(values: Mapping[str, Any]) -> None:
+    """The LLM settings make sense together, and the optional ``openai`` package they need is
+    installed: said at start-up rather than at the first analysis."""
+    if bool(values.get("llm_base_url")) != bool(values.get("llm_model")):
+        raise ValueError("TESTLENS_LLM_BASE_URL and TESTLENS_LLM_MODEL go together: set both")
+    if values.get("llm_base_url") and importlib.util.find_spec("openai") is None:
+        raise ValueError(
+            "TESTLENS_LLM_BASE_URL is set but the openai package is not installed: "
+            "pip install 'testlens[llm]'"
+        )
 
 
 def hide_password(url: str) -> str:

@@ -24,6 +24,7 @@ from .deps import DatabaseDep, ReadPrincipal
 from .errors import ErrorCode, error_responses
 from .models import Run, TestCase, TestEvent, TestResult, TestState, iso, utcnow
 from .quarantine import active_quarantines
+from .rootcause.service import signatures_body
 from .scoping import find_test
 
 router = APIRouter(tags=["tests"])
@@ -84,8 +85,8 @@ def summary_body(
         "total_runs": test.total_runs,
         "state": "quarantined" if quarantined else test.state,
         "framework": framework,
-        "root_cause_category": None,
-        "root_cause_confidence": None,
+        "root_cause_category": test.root_cause_category,
+        "root_cause_confidence": test.root_cause_confidence,
         "last_run": iso(test.last_seen_at),
     }
 
@@ -129,6 +130,16 @@ class StateEvent(BaseModel):
     run_ids: list[str]
 
 
+class FailureSignatureOut(BaseModel):
+    key: str
+    error_type: str
+    message: str = Field(description="Numbers, ids, times, paths and ports masked.")
+    frames: list[str] = Field(description="The top in-app frames, file:function.")
+    count: int
+    first_seen: str | None
+    last_seen: str | None
+
+
 class TestDetail(TestSummary):
     classname: str
     suite: str
@@ -146,6 +157,16 @@ class TestDetail(TestSummary):
     environments: list[EnvironmentState]
     recent_runs: list[RecentRun]
     events: list[StateEvent]
+    root_cause_explanation: str | None = Field(
+        description="One sentence naming the evidence for root_cause_category."
+    )
+    ai_model_used: str | None = Field(
+        description="The model that wrote the explanation; null: the built-in classifier."
+    )
+    last_analyzed_at: str | None
+    signatures: list[FailureSignatureOut] = Field(
+        description="How the test fails: near-identical failures merged, most frequent first."
+    )
 
 
 def _durations(rows: Sequence[TestState]) -> dict[str, Any]:
@@ -190,6 +211,7 @@ def test_detail(database: Database, tenant_id: str, test_id: str) -> dict[str, A
             .limit(RECENT_RUNS)
         ).all()
         framework = session.scalar(select(Run.framework).where(Run.id == test.last_run_id))
+        signatures = signatures_body(session, test.id)
     return {
         **summary_body(test, framework, quarantine is not None),
         "classname": test.classname,
@@ -244,6 +266,10 @@ def test_detail(database: Database, tenant_id: str, test_id: str) -> dict[str, A
             }
             for e in events
         ],
+        "root_cause_explanation": test.root_cause_explanation,
+        "ai_model_used": test.ai_model_used,
+        "last_analyzed_at": iso(test.last_analyzed_at),
+        "signatures": signatures,
     }
 
 

@@ -23,6 +23,7 @@ from testlens.server.models import (
     ApiKey,
     Base,
     Build,
+    CiJob,
     Repository,
     Run,
     RunEvent,
@@ -455,7 +456,7 @@ def rows_of(database, repo_id: str) -> dict[str, int]:
     return counts
 
 
-def fill(admin, repo: str) -> None:
+def fill(database, admin, repo: str) -> None:
     """A repository with a row in every table that has one per repository."""
     stable = {f"test_stable_{i}": ["pass"] for i in range(10)}
     for commit, cases in [("a", {"test_pay": ["fail", "pass"]}), ("b", {"test_pay": ["pass"]})]:
@@ -471,6 +472,21 @@ def fill(admin, repo: str) -> None:
         json={"repo": repo, "shards": 2, "tests": ["tests/test_shop.py::TestShop::test_pay"]},
     )
     assert plan.status_code < 300, plan.text
+    fix = admin.client.post("/api/fix-attempts", json={"test_id": test_id, "pr_number": 3})
+    assert fix.status_code == 201, fix.text
+    # CI jobs come from signed GitHub deliveries, which this server takes none of: one row
+    # as the GitHub App's processing stores it.
+    with database.transaction() as session:
+        session.add(
+            CiJob(
+                id=str(uuid.uuid4()),
+                repo_id=repo_id,
+                kind="workflow_job",
+                external_id=1,
+                name="test",
+                run_attempt=1,
+            )
+        )
 
 
 def test_deleting_a_repository_removes_all_of_it_and_nothing_else(database, server, admin):
@@ -478,7 +494,7 @@ def test_deleting_a_repository_removes_all_of_it_and_nothing_else(database, serv
     kept = f"acme/kept-{uuid.uuid4().hex[:6]}"
     other = make_tenant(database, server, scopes=("ingest", "read", "admin"))
     for tenant, repo in [(admin, name), (admin, kept), (other, name)]:
-        fill(tenant, repo)
+        fill(database, tenant, repo)
     gone_id = repo_id_of(database, admin, name)
     before = rows_of(database, gone_id)
     assert all(before.values()), before  # every table has rows to delete
@@ -519,7 +535,7 @@ def test_another_tenants_repository_is_a_404_and_stays(database, server, admin):
 
 def test_a_repository_is_deleted_a_batch_per_transaction(database, admin):
     name = f"acme/small-{uuid.uuid4().hex[:6]}"
-    fill(admin, name)
+    fill(database, admin, name)
     repo_id = repo_id_of(database, admin, name)
 
     with Transactions(database) as transactions:

@@ -22,6 +22,7 @@ from ...core import flakiness as detection
 from ...core.flakiness import Stored
 from ...core.model import Report
 from ..database import Database
+from ..fixes import service as fixes
 from ..models import TestState as TestStateRow
 from ..models import table_of
 from . import queries
@@ -429,5 +430,8 @@ def write(database: Database, session: Session, result: Evaluation) -> None:
 
 
 def add_rollup(database: Database, session: Session, ctx: RunContext, rollup: Rollup) -> None:
-    """Add the run's counts to its repository's rollup of the day."""
+    """Add the run's counts to its repository's rollup of the day; a mainline run also
+    has the merged fixes of its tests judged again (one indexed query when there are none)."""
     queries.add_rollup(database, session, ctx.repo_id, ctx.at.date(), asdict(rollup))
+    if ctx.mainline:
+        fixes.rejudge_after_run(session, ctx.repo_id, ctx.run_id, ctx.at)

@@ -78,6 +78,7 @@ class ResultRow(NamedTuple):
     stack: str | None
     stdout: str | None
     stderr: str | None
+    signature: str | None
 
 
 class StateRow(NamedTuple):

@@ -31,6 +31,7 @@ from ..models import TestCase, table_of, utcnow
 from ..models.results import name_key
 from ..orchestration import builds, events
 from ..orchestration import service as queue
+from ..rootcause import service as rootcause
 from ..settings import DEFAULT_MAINLINE_BRANCHES, DEFAULT_MAX_REPORT_RESULTS
 from ..webhooks import payloads
 from . import detection, queries
@@ -234,9 +235,12 @@ def store_report(
             flaky += part.flaky_tests
             outage = outage or part.outage
             changes.extend(part.changes)
+        failures = rootcause.Collector()
         for start in range(0, len(report.tests), detection.CHUNK_TESTS):
             tests = report.tests[start : start + detection.CHUNK_TESTS]
-            queries.write_results(database, session, _result_rows(run_id, meta, tests, test_ids))
+            rows = _result_rows(run_id, meta, tests, test_ids, failures)
+            queries.write_results(database, session, rows)
+        failures.record(database, session, repo_id, run_id, now)
         detection.add_rollup(database, session, context, rollup)
         _announce(session, tenant_id, meta, changes, report, test_ids, now)
         queries.finish_run(session, run_id, repo_id, flaky, outage, now)
@@ -315,9 +319,14 @@ def _identity_rows(
 
 
 def _result_rows(
-    run_id: str, meta: RunMetadata, tests: list[ReportedTest], test_ids: Mapping[Identity, str]
+    run_id: str,
+    meta: RunMetadata,
+    tests: list[ReportedTest],
+    test_ids: Mapping[Identity, str],
+    failures: rootcause.Collector,
 ) -> list[ResultRow]:
-    """One row per attempt, numbered in the order the report gives them."""
+    """One row per attempt, numbered in the order the report gives them; a failed one with
+    its signature."""
     return [
         ResultRow(
             run_id,
@@ -332,6 +341,7 @@ def _result_rows(
             _text(attempt.stack),
             _text(attempt.stdout),
             _text(attempt.stderr),
+            failures.key(test_ids[test.identity], attempt),
         )
         for test in tests
         for number, attempt in enumerate(test.attempts)

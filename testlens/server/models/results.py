@@ -119,6 +119,7 @@ class TestCase(Base):
         Index("ix_test_cases_repo_flaky", "repo_id", "first_flaky_at"),
         Index("ix_test_cases_repo_score", "repo_id", "flake_score"),
         Index("ix_test_cases_repo_state", "repo_id", "state"),
+        Index("ix_test_cases_analysis_due", "analysis_due_at"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     repo_id: Mapped[str] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
@@ -146,6 +147,8 @@ class TestCase(Base):
     root_cause_explanation: Mapped[str | None] = mapped_column(Text)
     ai_model_used: Mapped[str | None] = mapped_column(String(200))
     last_analyzed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when new failures arrive, cleared once the root cause is recomputed from them.
+    analysis_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TestResult(Base):

@@ -18,7 +18,10 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from ..database import Database
 from ..models import (
     Build,
+    CiJob,
     DailyRollup,
+    FailureSignature,
+    FixAttempt,
     Quarantine,
     Repository,
     RetentionPolicy,
@@ -201,11 +204,14 @@ REPOSITORY_TABLES = tuple(
         TestEvent,
         TestState,
         Quarantine,
+        FixAttempt,
+        FailureSignature,
         TestCase,
         Run,
         Build,
         DailyRollup,
         ShardPlanRecord,
+        CiJob,
     )
 )
 """Every table with a ``repo_id``, in an order that deletes each row before any it refers to

@@ -30,6 +30,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("root_cause_explanation", sa.Text(), nullable=True))
         batch.add_column(sa.Column("ai_model_used", sa.String(200), nullable=True))
         batch.add_column(sa.Column("last_analyzed_at", _TIME, nullable=True))
+        batch.add_column(sa.Column("analysis_due_at", _TIME, nullable=True))
+        batch.create_index("ix_test_cases_analysis_due", ["analysis_due_at"])
     op.add_column("test_results", sa.Column("signature", sa.String(32), nullable=True))
     op.create_table(
         "failure_signatures",
@@ -174,7 +176,9 @@ def downgrade() -> None:
     op.drop_table("failure_signatures")
     op.drop_column("test_results", "signature")
     with op.batch_alter_table("test_cases") as batch:
+        batch.drop_index("ix_test_cases_analysis_due")
         for column in (
+            "analysis_due_at",
             "last_analyzed_at",
             "ai_model_used",
             "root_cause_explanation",
