@@ -37,6 +37,7 @@ from .auth import KeyUsage, KeyUsageWriter
 from .database import Database, upgrade
 from .durations import endpoints as durations
 from .fixes import endpoints as fixes
+from .fixes.proposals import FixPullRequests
 from .github import endpoints as github
 from .github.client import GitHubApp
 from .github.tasks import delivery_processor
@@ -142,6 +143,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The model that writes root-cause explanations, if one is configured (docs/llm.md).
     language_model = LanguageModel.from_settings(settings)
     app.state.language_model = language_model
+    # Draft pull requests fixing flaky tests: only with both the model and the App.
+    app.state.fix_pull_requests = FixPullRequests.from_settings(
+        settings, database, language_model, app.state.github_app
+    )
     app.state.key_usage = key_usage
     app.state.ingest_slots = asyncio.Semaphore(
         settings.ingest_concurrency or (2 if database.dialect == "sqlite" else 4)

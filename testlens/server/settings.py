@@ -106,6 +106,16 @@ def _amount(text: str) -> float:
     return value
 
 
+FIX_PULL_REQUESTS = ("auto", "off")
+
+
+def _fix_pull_requests(text: str) -> str:
+    value = text.strip().lower()
+    if value not in FIX_PULL_REQUESTS:
+        raise ValueError(text)
+    return value
+
+
 def _http_url(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -422,6 +432,14 @@ DECLARED: tuple[Setting, ...] = (
         "the tenant (name) the GitHub App's installations belong to (default: the only "
         "tenant, if there is just one; else each is linked with testlens github link)",
     ),
+    Setting(
+        "TESTLENS_FIX_PULL_REQUESTS",
+        "fix_pull_requests",
+        _fix_pull_requests,
+        "auto: open a draft pull request proposing a fix for a flaky test whose root cause is "
+        "clear, when both an LLM and the GitHub App are configured (docs/fix-attempts.md); "
+        "off: never",
+    ),
 )
 
 
@@ -474,6 +492,7 @@ class Settings:
     github_webhook_secret: str | None = field(default=None, repr=False)
     github_api_url: str = "https://api.github.com"
     github_tenant: str | None = None
+    fix_pull_requests: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

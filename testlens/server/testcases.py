@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Row, select
 
 from ..core.durations import Sample, estimate
+from ..core.fix_proposals import Suggestion, suggestion_for
 from .database import Database
 from .deps import DatabaseDep, ReadPrincipal
 from .errors import ErrorCode, error_responses
@@ -164,6 +165,11 @@ class TestDetail(TestSummary):
         description="The model that wrote the explanation; null: the built-in classifier."
     )
     last_analyzed_at: str | None
+    suggested_action: Suggestion | None = Field(
+        description="What to do about the test: pull_request (a fix to its code) or "
+        "quarantine (the cause is unknown or in the infrastructure); null until it has "
+        "failed and been analysed."
+    )
     signatures: list[FailureSignatureOut] = Field(
         description="How the test fails: near-identical failures merged, most frequent first."
     )
@@ -269,6 +275,9 @@ def test_detail(database: Database, tenant_id: str, test_id: str) -> dict[str, A
         "root_cause_explanation": test.root_cause_explanation,
         "ai_model_used": test.ai_model_used,
         "last_analyzed_at": iso(test.last_analyzed_at),
+        "suggested_action": None
+        if test.root_cause_category is None
+        else suggestion_for(test.root_cause_category),
         "signatures": signatures,
     }
 

@@ -159,9 +159,18 @@ def _dimensions(attempt: queries.Attempt) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
+    """A test's root cause; ``evidence`` is what it rests on as a model is shown it (also
+    what a fix proposal is asked with and a pull request describes)."""
+
     verdict: rootcause.Verdict
     explanation: str
     model: str | None
+    evidence: Mapping[str, Any]
+
+
+AfterStore = Callable[[str, Analysis], None]
+"""Called with each test's analysis once it is stored (see
+:mod:`testlens.server.fixes.proposals`)."""
 
 
 def analyze(database: Database, test_id: str, explain: Explainer | None = None) -> Analysis:
@@ -170,10 +179,11 @@ def analyze(database: Database, test_id: str, explain: Explainer | None = None) 
     with database.read() as session:
         found = evidence(session, test_id)
     verdict = rootcause.classify(found)
-    written = explain(_described(verdict, found)) if explain is not None else None
+    described = _described(verdict, found)
+    written = explain(described) if explain is not None else None
     if written is None:
-        return Analysis(verdict, verdict.explanation, None)
-    return Analysis(verdict, written[0], written[1])
+        return Analysis(verdict, verdict.explanation, None, described)
+    return Analysis(verdict, written[0], written[1], described)
 
 
 def _described(verdict: rootcause.Verdict, found: rootcause.Evidence) -> dict[str, Any]:
@@ -222,12 +232,20 @@ def store(database: Database, test_id: str, due_at: datetime, analysis: Analysis
         )
 
 
-def analyze_due(database: Database, limit: int, explain: Explainer | None = None) -> int:
+def analyze_due(
+    database: Database,
+    limit: int,
+    explain: Explainer | None = None,
+    after_store: AfterStore | None = None,
+) -> int:
     """Analyse up to ``limit`` tests whose analysis is due; how many were."""
     with database.read() as session:
         due = queries.due(session, limit, skip_locked=False)
     for test_id, due_at in due:
-        store(database, test_id, due_at, analyze(database, test_id, explain))
+        analysis = analyze(database, test_id, explain)
+        store(database, test_id, due_at, analysis)
+        if after_store is not None:
+            after_store(test_id, analysis)
     return len(due)
 
 

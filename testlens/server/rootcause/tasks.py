@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from ..database import DATABASE_DOWN, Database
 from ..workers import Outage, Worker, running
-from .service import Explainer, analyze_due
+from .service import AfterStore, Explainer, analyze_due
 
 log = logging.getLogger("testlens.server.rootcause")
 
@@ -26,16 +26,22 @@ _FIRST_RETRY = 1.0
 class Analyser(Worker):
     name = "testlens-rootcause"
 
-    def __init__(self, database: Database, explain: Explainer | None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        explain: Explainer | None,
+        after_store: AfterStore | None = None,
+    ) -> None:
         super().__init__()
         self._database = database
         self._explain = explain
+        self._after_store = after_store
 
     def _run(self, stop: threading.Event) -> None:
         outage = Outage(log, "root-cause analysis", _FIRST_RETRY)
         while not stop.is_set():
             try:
-                done = analyze_due(self._database, BATCH, self._explain)
+                done = analyze_due(self._database, BATCH, self._explain, self._after_store)
             except DATABASE_DOWN as exc:
                 stop.wait(outage.failed(exc))
                 continue
@@ -50,8 +56,11 @@ class Analyser(Worker):
 
 @contextmanager
 def analyser(app: FastAPI) -> Iterator[Analyser]:
-    """Run an :class:`Analyser` while ``app`` serves (the app's lifespan enters this)."""
+    """Run an :class:`Analyser` while ``app`` serves (the app's lifespan enters this); it
+    offers each analysed test a fix pull request when ``app`` opens them."""
     model = app.state.language_model
     explain = None if model is None else model.explain
-    with running(Analyser(app.state.database, explain)) as worker:
+    pull_requests = app.state.fix_pull_requests
+    after_store = None if pull_requests is None else pull_requests.consider
+    with running(Analyser(app.state.database, explain, after_store)) as worker:
         yield worker
