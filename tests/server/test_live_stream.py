@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket as socketlib
+import threading
 import time
 import uuid
 
@@ -14,9 +15,11 @@ import httpx
 import pytest
 import websockets
 from builders import junit_from_durations, make_tenant, two_servers, upload
+from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed
 
-from testlens.server.orchestration import stream
+from testlens.server.models import Build, RunEvent, utcnow
+from testlens.server.orchestration import events, stream
 
 FILES = ["tests/test_a.py", "tests/test_b.py", "tests/test_c.py"]
 
@@ -320,3 +323,38 @@ def test_a_subscriber_on_one_process_sees_a_worker_reporting_through_another(
             worker.close()
     assert [message["seq"] for message in got] == list(range(1, len(got) + 1))
     assert got[-1]["type"] == "run:end" and got[-1]["payload"]["passedTests"] == 12
+
+
+def test_a_tenant_stream_follows_commit_order_not_id_order(tenant, database):
+    """Two transactions of one tenant: the one that inserted its event first commits last.
+    Read by ids, a tenant-wide stream that read the other's event would pass over it."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time: commits follow inserts")
+    first_run, second_run = create(tenant.client), create(tenant.client)
+    with database.read() as session:
+        tenant_id = session.scalar(select(Build.tenant_id).where(Build.id == first_run))
+        start = events.newest_id(session, tenant_id)
+    inserted, release = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        with database.transaction() as session:
+            events.append(session, tenant_id, first_run, [("test:start", {"n": 1})], utcnow())
+            session.flush()
+            inserted.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=slow)
+    writer.start()
+    assert inserted.wait(10)
+    with database.transaction() as session:
+        events.append(session, tenant_id, second_run, [("test:start", {"n": 2})], utcnow())
+    with database.read() as session:
+        seen = events.read(session, tenant_id, build_id=None, after=start)
+    assert [(e.build_id, e.tenant_seq) for e in seen] == [(second_run, start + 1)]
+    release.set()
+    writer.join()
+    with database.read() as session:
+        later = events.read(session, tenant_id, build_id=None, after=seen[-1].tenant_seq)
+        ids = dict(session.execute(select(RunEvent.build_id, RunEvent.id)).all())
+    assert [(e.build_id, e.tenant_seq) for e in later] == [(first_run, start + 2)]
+    assert ids[first_run] < ids[second_run]  # inserted first, committed last

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -133,17 +134,21 @@ class Lease(Base):
 class RunEvent(Base):
     """One event of a build's live stream, in the order ``seq`` (1, 2, ...) gives: the log
     that the WebSocket and progress streams read, and that a client that reconnects resumes
-    from. ``tenant_id`` lets a tenant-wide stream read every build's events by ``id``."""
+    from. ``tenant_seq`` numbers all of a tenant's events in the order their transactions
+    committed (set just before the commit, see ``orchestration.events``): what a tenant-wide
+    stream reads them by. ``id`` is only a key: ids are handed out as rows are inserted, so
+    two transactions can commit them out of order."""
 
     __tablename__ = "run_events"
     __table_args__ = (
         UniqueConstraint("build_id", "seq"),
-        Index("ix_run_events_tenant", "tenant_id", "id"),
+        Index("ix_run_events_tenant_seq", "tenant_id", "tenant_seq"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
+    tenant_seq: Mapped[int | None] = mapped_column(BigInteger)
     type: Mapped[str] = mapped_column(String(20))
     payload: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -40,11 +40,12 @@ FEED_EVENTS = 4096
 """Events a feed keeps in memory for the subscribers of its stream that are close behind."""
 
 Reader = Callable[[int], list[Logged]]
-"""Reads the log of one stream after a position (a build's ``seq``, or a tenant's ``id``)."""
+"""Reads the log of one stream after a position (a build's ``seq``, or a tenant's
+``tenant_seq``)."""
 
 
 def position(logged: Logged, by_seq: bool) -> int:
-    return logged.seq if by_seq else logged.id
+    return logged.seq if by_seq else logged.tenant_seq
 
 
 class Feed:

@@ -92,7 +92,7 @@ def _message(logged: events.Logged) -> str:
     # The payload is stored as JSON already: it is sent as it is, not parsed again.
     return (
         f'{{"type":{json.dumps(logged.type)},"payload":{logged.payload},'
-        f'"seq":{logged.seq},"id":{logged.id},"runId":{json.dumps(logged.build_id)}}}'
+        f'"seq":{logged.seq},"id":{logged.tenant_seq},"runId":{json.dumps(logged.build_id)}}}'
     )
 
 

@@ -1,5 +1,5 @@
 """failure signatures, root causes, the GitHub App's installations, deliveries and CI jobs,
-and fix attempts
+fix attempts; live events numbered per tenant in commit order
 
 Revision ID: 0011
 Revises: 0010
@@ -19,6 +19,23 @@ _TIME = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("tenants") as batch:
+        batch.add_column(
+            sa.Column("event_seq", sa.BigInteger(), server_default="0", nullable=False)
+        )
+    op.add_column("run_events", sa.Column("tenant_seq", sa.BigInteger(), nullable=True))
+    # Events logged before: numbered in id order, the best order known for them.
+    op.execute(
+        "UPDATE run_events SET tenant_seq = numbered.position FROM (SELECT id, row_number()"
+        " OVER (PARTITION BY tenant_id ORDER BY id) AS position FROM run_events) AS numbered"
+        " WHERE run_events.id = numbered.id"
+    )
+    op.execute(
+        "UPDATE tenants SET event_seq = (SELECT count(*) FROM run_events"
+        " WHERE run_events.tenant_id = tenants.id)"
+    )
+    op.drop_index("ix_run_events_tenant", table_name="run_events")
+    op.create_index("ix_run_events_tenant_seq", "run_events", ["tenant_id", "tenant_seq"])
     with op.batch_alter_table("repositories") as batch:
         batch.add_column(sa.Column("github_id", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("installation_id", sa.BigInteger(), nullable=True))
@@ -169,6 +186,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_run_events_tenant_seq", table_name="run_events")
+    op.create_index("ix_run_events_tenant", "run_events", ["tenant_id", "id"])
+    with op.batch_alter_table("run_events") as batch:
+        batch.drop_column("tenant_seq")
+    with op.batch_alter_table("tenants") as batch:
+        batch.drop_column("event_seq")
     op.drop_table("fix_attempts")
     op.drop_table("ci_jobs")
     op.drop_table("github_deliveries")
