@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+import uuid
+from dataclasses import replace
 
 import pytest
-from builders import junit, make_tenant, upload
+from builders import LiveServer, junit, make_tenant, upload
 from sqlalchemy import select
 
 from testlens.core.flakiness import clean_runs_needed
+from testlens.server.app import create_app
 from testlens.server.fixes.service import pull_request_event
 from testlens.server.models import FixAttempt, Repository, TestCase, TestEvent, utcnow
 
@@ -352,3 +355,30 @@ def test_bad_fix_bodies_store_nothing(tenant, database, server):
     finally:
         reader.client.close()
     assert tenant.client.get("/api/fix-attempts").json()["summary"]["total"] == 0
+
+
+def test_a_servers_own_mainline_branches_judge_fixes_at_ingest(settings, tmp_path):
+    """With TESTLENS_MAINLINE_BRANCHES=release, the runs on release prove the fix as they
+    arrive: the test is resolved by the upload that verifies it, not only when read."""
+    app = create_app(replace(settings, mainline_branches=("release",)))
+    live = LiveServer(app).start()
+    try:
+        tenant = make_tenant(app.state.database, live)
+        repo = f"acme/release-{uuid.uuid4().hex[:6]}"
+        for i in range(10):
+            pay = ["fail", "pass"] if i % 2 == 0 else ["pass"]
+            send(tenant.client, {"test_pay": pay, "test_ok": ["pass"]}, repo, branch="release")
+        pay_id = id_of(app.state.database, repo, "test_pay")
+        created = tenant.client.post(
+            "/api/fix-attempts", json={"test_id": pay_id, "status": "merged"}
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["verdict"]["clean_runs_needed"] == 12
+        for _ in range(12):
+            send(tenant.client, {"test_pay": ["pass"], "test_ok": ["pass"]}, repo, branch="release")
+        assert tenant.client.get(f"/api/tests/{pay_id}").json()["state"] == "healthy"
+        with app.state.database.read() as session:
+            stored = session.get(FixAttempt, created.json()["id"])
+            assert stored is not None and stored.verdict == "verified"
+    finally:
+        live.stop()

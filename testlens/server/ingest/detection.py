@@ -25,6 +25,7 @@ from ..database import Database
 from ..fixes import service as fixes
 from ..models import TestState as TestStateRow
 from ..models import table_of
+from ..settings import DEFAULT_MAINLINE_BRANCHES
 from . import queries
 from .queries import EventRow, StateRow, SummaryRow
 
@@ -43,6 +44,7 @@ class RunContext(NamedTuple):
     environment: str | None
     check_name: str | None
     mainline: bool = True
+    mainline_branches: tuple[str, ...] = DEFAULT_MAINLINE_BRANCHES
 
 
 @dataclass(slots=True)
@@ -434,4 +436,4 @@ def add_rollup(database: Database, session: Session, ctx: RunContext, rollup: Ro
     has the merged fixes of its tests judged again (one indexed query when there are none)."""
     queries.add_rollup(database, session, ctx.repo_id, ctx.at.date(), asdict(rollup))
     if ctx.mainline:
-        fixes.rejudge_after_run(session, ctx.repo_id, ctx.run_id, ctx.at)
+        fixes.rejudge_after_run(session, ctx.repo_id, ctx.run_id, ctx.at, ctx.mainline_branches)

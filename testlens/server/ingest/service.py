@@ -224,6 +224,7 @@ def store_report(
             meta.check_name,
             mainline=meta.pr_number is None
             and (meta.branch is None or meta.branch in mainline_branches),
+            mainline_branches=mainline_branches,
         )
         rollup, flaky, outage, changes = detection.Rollup(), 0, False, []
         for part in detection.evaluate(database, session, context, report, test_ids):
