@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import median
-from typing import Literal
+from typing import Literal, get_args
 
 Category = Literal[
     "timing_issue",
@@ -47,23 +47,7 @@ Category = Literal[
     "infrastructure",
     "unknown",
 ]
-CATEGORIES: tuple[Category, ...] = (
-    "timing_issue",
-    "network_dependency",
-    "race_condition",
-    "environment_specific",
-    "order_dependency",
-    "resource_leak",
-    "time_dependency",
-    "randomness",
-    "unordered_collection",
-    "floating_point",
-    "io",
-    "async_wait",
-    "too_restrictive_range",
-    "infrastructure",
-    "unknown",
-)
+CATEGORIES: tuple[Category, ...] = get_args(Category)
 
 CONFIDENCE_THRESHOLD = 0.6
 """Below this the verdict is ``unknown``. Generic hints (the word "timeout", a random number

@@ -15,14 +15,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
-from builders import LiveServer, Tenant, junit, upload
+from builders import LiveServer, Tenant, eventually, junit, upload
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
@@ -37,19 +37,6 @@ from testlens.server.settings import Settings
 SECRET = "whsec-github-app-correct-horse"
 TEAM = "acme-platform"
 ENTERPRISE = "https://github.acme.example/api/v3"
-
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
 
 # Servers and tenants
 

@@ -20,11 +20,21 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
-from builders import STABLE, LiveServer, Tenant, free_port, junit, make_tenant, served, upload
+from builders import (
+    STABLE,
+    LiveServer,
+    Tenant,
+    eventually,
+    free_port,
+    junit,
+    make_tenant,
+    served,
+    upload,
+)
 from sqlalchemy import delete, func, select
 
 from testlens.server.app import create_app
@@ -39,20 +49,6 @@ FAST = {
     "webhook_poll_seconds": 0.02,
     "webhook_timeout_seconds": 0.5,
 }
-
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass(frozen=True)
