@@ -101,12 +101,16 @@ def serve(host: str, port: int) -> None:
     TESTLENS_DATABASE_URL says otherwise); creates and migrates the database."""
 
     from .app import create_app, settle_heap
+    from .settings import SettingError
 
     settings = _settings()
     note = _old_database(settings)
     if note:
         click.echo(note, err=True)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except SettingError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"testlens serving on http://{host}:{port}  (database: {settings.database_shown})")
     click.echo("Create an API key with:  testlens keys create --tenant <your-team>")
     click.echo(f"API docs: http://{host}:{port}/docs")

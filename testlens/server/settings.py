@@ -123,6 +123,11 @@ def _http_url(text: str) -> str:
     return text.rstrip("/")
 
 
+class SettingError(ValueError):
+    """A setting the server cannot start with, found once the settings are read (a key
+    file that does not hold a key): ``testlens serve`` says so in one line."""
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One ``TESTLENS_*`` variable: which field it sets and how its text is read."""

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import jwt
 import pytest
+from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fake_github import FakeGitHub
 
+from testlens.cli import main
 from testlens.server.github.client import GitHubApp, GitHubError, web_url
 from testlens.server.settings import Settings
 
@@ -250,3 +252,19 @@ def test_the_app_from_settings(tmp_path: Path, private_pem: str) -> None:
         assert "secret-name" not in str(refused.value)
         assert "missing" not in str(refused.value)
         assert "hunter2" not in str(refused.value)
+
+
+def test_a_key_file_that_holds_no_key_stops_the_server_in_one_line(tmp_path):
+    key = tmp_path / "app.pem"
+    key.write_text("not a key\n")
+    env = {
+        "TESTLENS_DATA_DIR": str(tmp_path),
+        "TESTLENS_GITHUB_APP_ID": "123",
+        "TESTLENS_GITHUB_PRIVATE_KEY_FILE": str(key),
+    }
+    result = CliRunner().invoke(main, ["serve", "--port", "1"], env=env)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: TESTLENS_GITHUB_PRIVATE_KEY_FILE does not hold an unencrypted PEM private key"
+    )
+    assert "Traceback" not in result.output and "not a key" not in result.output

@@ -28,7 +28,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from ..models import utcnow
-from ..settings import Settings
+from ..settings import SettingError, Settings
 
 DEFAULT_API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
@@ -118,7 +118,7 @@ class GitHubApp:
         if app_id is None and key_file is None:
             return None
         if app_id is None or key_file is None:
-            raise ValueError(
+            raise SettingError(
                 "TESTLENS_GITHUB_APP_ID and TESTLENS_GITHUB_PRIVATE_KEY_FILE go together: "
                 "set both, or neither"
             )
@@ -374,11 +374,11 @@ def _read_key(path: Path) -> str:
         pem = path.read_text()
         serialization.load_pem_private_key(pem.encode(), password=None)
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(
+        raise SettingError(
             f"TESTLENS_GITHUB_PRIVATE_KEY_FILE cannot be read ({type(exc).__name__})"
         ) from None
     except (ValueError, TypeError):
-        raise ValueError(
+        raise SettingError(
             "TESTLENS_GITHUB_PRIVATE_KEY_FILE does not hold an unencrypted PEM private key"
         ) from None
     return pem
