@@ -40,7 +40,7 @@ _LIST_COLUMNS = (
     TestCase.id, TestCase.name, TestCase.classname, TestCase.suite, TestCase.file,
     TestCase.flake_score, TestCase.total_runs, TestCase.failed_runs, TestCase.state,
     TestCase.last_run_id, TestCase.last_seen_at, TestCase.root_cause_category,
-    TestCase.root_cause_confidence,
+    TestCase.root_cause_confidence, TestCase.ai_model_used, TestCase.last_analyzed_at,
 )  # fmt: skip
 
 

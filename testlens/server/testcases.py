@@ -69,6 +69,10 @@ class TestSummary(BaseModel):
     framework: str | None
     root_cause_category: str | None
     root_cause_confidence: float | None
+    ai_model_used: str | None = Field(
+        description="The model that wrote the root-cause explanation; null: the built-in one."
+    )
+    last_analyzed_at: str | None = Field(description="When the root cause was last computed.")
     last_run: str | None
 
 
@@ -88,6 +92,8 @@ def summary_body(
         "framework": framework,
         "root_cause_category": test.root_cause_category,
         "root_cause_confidence": test.root_cause_confidence,
+        "ai_model_used": test.ai_model_used,
+        "last_analyzed_at": iso(test.last_analyzed_at),
         "last_run": iso(test.last_seen_at),
     }
 
@@ -161,10 +167,6 @@ class TestDetail(TestSummary):
     root_cause_explanation: str | None = Field(
         description="One sentence naming the evidence for root_cause_category."
     )
-    ai_model_used: str | None = Field(
-        description="The model that wrote the explanation; null: the built-in classifier."
-    )
-    last_analyzed_at: str | None
     suggested_action: Suggestion | None = Field(
         description="What to do about the test: pull_request (a fix to its code) or "
         "quarantine (the cause is unknown or in the infrastructure); null until it has "
@@ -273,8 +275,6 @@ def test_detail(database: Database, tenant_id: str, test_id: str) -> dict[str, A
             for e in events
         ],
         "root_cause_explanation": test.root_cause_explanation,
-        "ai_model_used": test.ai_model_used,
-        "last_analyzed_at": iso(test.last_analyzed_at),
         "suggested_action": None
         if test.root_cause_category is None
         else suggestion_for(test.root_cause_category),

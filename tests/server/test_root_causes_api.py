@@ -106,6 +106,8 @@ def test_a_test_that_fails_only_on_one_os_is_environment_specific(tenant):
     repo_id = detail["repo"]["id"]
     listed = tenant.client.get(f"/api/repos/{repo_id}").json()["tests"]
     assert listed[0]["root_cause_category"] == "environment_specific"
+    assert listed[0]["last_analyzed_at"] == detail["last_analyzed_at"]
+    assert listed[0]["ai_model_used"] is None
 
 
 def test_tests_that_fail_together_are_reported_as_one_cluster(tenant):
