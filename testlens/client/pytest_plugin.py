@@ -222,6 +222,7 @@ class TestlensPlugin:
         # Live events go with an upload: the upload joins the run they were published to.
         self._publish_live = self._upload and not option("testlens_no_live")
         self._live: LiveTests | None = None  # a plain run's, while its tests run
+        self._live_run: str | None = None  # the run it published to, for the summary
         self._live_session = ExitStack()
         self._warnings: list[str] = []
         self._queue_options: QueueOptions | None = None
@@ -381,6 +382,7 @@ class TestlensPlugin:
         self._live = self._live_session.enter_context(
             publishing(target.url, target.token, run_id, self._warnings)
         )
+        self._live_run = run_id
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(
@@ -472,6 +474,10 @@ class TestlensPlugin:
         if self._upload_note is not None:
             line, is_warning = self._upload_note
             lines.append((line, {"yellow": is_warning}))
+        if self._live_run is not None:
+            run = self._live_run
+            where = f"GET /api/v1/runs/{run}, live on /api/v1/ws?runId={run}"
+            lines.append((f"testlens: CI run {run}: {where}", {}))
         lines.extend((f"testlens: warning: {text}", {"yellow": True}) for text in self._warnings)
         if lines:
             terminalreporter.write_sep("-", "testlens")

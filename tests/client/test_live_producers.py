@@ -146,6 +146,8 @@ def test_a_run_publishes_each_start_then_its_result_before_the_upload(
 
     run_id = got[0]["runId"]
     assert got[0]["type"] == "run:start" and got[0]["payload"]["totalTests"] == len(TESTS)
+    if arguments is plain_args:  # the terminal names the run a plain session published to
+        assert f"testlens: CI run {run_id}: GET /api/v1/runs/{run_id}" in output
     assert {message["runId"] for message in got} == {run_id}
     assert [message["seq"] for message in got] == list(range(1, len(got) + 1))
     starts = {
