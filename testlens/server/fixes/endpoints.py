@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from ..deps import DatabaseDep, IngestPrincipal, ReadPrincipal, SettingsDep
 from ..errors import ErrorCode, error_responses
+from ..github.client import web_url
 from ..models import utcnow
 from . import service
 from .schemas import FixAttemptDetail, FixAttemptIn, FixAttemptList, StatusFilter
@@ -21,13 +22,15 @@ MAX_LIMIT = 100
 @router.get("/api/fix-attempts", responses=error_responses(ErrorCode.NOT_FOUND))
 def list_fix_attempts(
     database: DatabaseDep,
+    settings: SettingsDep,
     principal: ReadPrincipal,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 10,
     status: StatusFilter = "all",
     repo_id: Annotated[str | None, Query(max_length=36)] = None,
 ) -> FixAttemptList:
     """The newest fix attempts, and how many there are by status."""
-    return service.listing(database, principal.tenant_id, limit, status, repo_id)
+    github = web_url(settings.github_api_url)
+    return service.listing(database, principal.tenant_id, limit, status, repo_id, github)
 
 
 @router.get("/api/fix-attempts/{attempt_id}", responses=error_responses(ErrorCode.NOT_FOUND))

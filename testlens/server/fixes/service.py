@@ -265,9 +265,11 @@ def listing(
     limit: int,
     status: StatusFilter,
     repo_id: str | None,
+    github: str,
 ) -> FixAttemptList:
     """The newest attempts (of one repository when ``repo_id`` is given), and the counts
-    by status over the same scope (whatever ``status`` and ``limit`` keep)."""
+    by status over the same scope (whatever ``status`` and ``limit`` keep). ``github``:
+    GitHub's web address (github.com, or the Enterprise Server's host), as /api/repos has it."""
     with database.read() as session:
         if repo_id is not None:
             find_repo_by_id(session, tenant_id, repo_id)
@@ -276,7 +278,7 @@ def listing(
         )
         counts = queries.count_by_status(session, tenant_id, repo_id)
     return FixAttemptList(
-        fix_attempts=[_item(attempt, test, repo) for attempt, test, repo in rows],
+        fix_attempts=[_item(attempt, test, repo, github) for attempt, test, repo in rows],
         summary=Summary(
             total=sum(counts.values()),
             pending=counts.get("pending", 0),
@@ -299,7 +301,7 @@ def detail(
         return _detail(attempt, _judge(session, attempt, repo, mainline_branches))
 
 
-def _item(attempt: FixAttempt, test: TestCase, repo: Repository) -> FixAttemptItem:
+def _item(attempt: FixAttempt, test: TestCase, repo: Repository, github: str) -> FixAttemptItem:
     return FixAttemptItem(
         id=attempt.id,
         test_id=attempt.test_id,
@@ -316,7 +318,7 @@ def _item(attempt: FixAttempt, test: TestCase, repo: Repository) -> FixAttemptIt
         confidence=attempt.confidence,
         model_used=attempt.model_used,
         created_at=iso(attempt.created_at) or "",
-        repo=RepoRef(id=repo.id, name=repo.name, github_url=f"https://github.com/{repo.name}"),
+        repo=RepoRef(id=repo.id, name=repo.name, github_url=f"{github}/{repo.name}"),
     )
 
 

@@ -38,17 +38,15 @@ def mark_due(session: Session, test_ids: Sequence[str], now: datetime) -> None:
         )
 
 
-def due(session: Session, limit: int, skip_locked: bool) -> list[tuple[str, datetime]]:
-    """Tests whose analysis is due, the longest waiting first, locked for this process
-    (``SKIP LOCKED`` on PostgreSQL, where several processes analyse at once)."""
+def due(session: Session, limit: int) -> list[tuple[str, datetime]]:
+    """Tests whose analysis is due, the longest waiting first. Not locked: two processes
+    may take one test, and the second analysis only repeats the first's answer."""
     query = (
         select(TestCase.id, TestCase.analysis_due_at)
         .where(TestCase.analysis_due_at.is_not(None))
         .order_by(TestCase.analysis_due_at)
         .limit(limit)
     )
-    if skip_locked:
-        query = query.with_for_update(skip_locked=True)
     return [(test_id, at) for test_id, at in session.execute(query) if at is not None]
 
 

@@ -240,7 +240,7 @@ def analyze_due(
 ) -> int:
     """Analyse up to ``limit`` tests whose analysis is due; how many were."""
     with database.read() as session:
-        due = queries.due(session, limit, skip_locked=False)
+        due = queries.due(session, limit)
     for test_id, due_at in due:
         analysis = analyze(database, test_id, explain)
         store(database, test_id, due_at, analysis)
