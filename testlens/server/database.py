@@ -1,4 +1,4 @@
-"""The database: engine creation, migrations and the one dialect-specific statement we need.
+"""The database: engine creation, migrations and the few dialect-specific statements we need.
 
 SQLite (WAL) is the zero-configuration default; PostgreSQL is selected by URL. Everything
 else in the server is written once against SQLAlchemy and runs on both.
@@ -7,6 +7,7 @@ else in the server is written once against SQLAlchemy and runs on both.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -202,6 +203,20 @@ class Database:
         """A session that only reads: on SQLite it never waits for, nor blocks, a writer."""
         with self._read_sessions() as session, session.begin():
             yield session
+
+    def one_at_a_time(self, session: Session, name: str) -> None:
+        """Wait until no other transaction holds ``name``, then hold it until this one ends.
+
+        For work whose every transaction must see the previous one's writes, such as the
+        claims of one queue, without row locks that other transactions take in another
+        order. On SQLite every write transaction already runs alone; on PostgreSQL this is
+        a transaction-level advisory lock on a 63-bit hash of ``name`` (a collision only
+        makes two unrelated names wait for each other).
+        """
+        if self.dialect != "postgresql":
+            return
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest()) >> 1
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     def upsert(
         self,

@@ -481,10 +481,11 @@ def test_progress_streams_snapshots_until_the_run_ends(tenant, server):
     assert ids[0] == 0 and ids == sorted(ids) and ids[-1] >= 3  # the run's events so far
 
 
-def test_concurrent_claims_hand_out_each_item_once(tenant):
+def test_concurrent_claims_hand_out_each_item_once_in_shrinking_batches(tenant):
     files = [f"tests/test_{i:03}.py" for i in range(120)]
     run = create(tenant.client, files=files, workerCount=20).json()["runId"]
     got: list[int] = []
+    sizes: list[int] = []
     lock = threading.Lock()
 
     def worker() -> None:
@@ -494,6 +495,7 @@ def test_concurrent_claims_hand_out_each_item_once(tenant):
                 return
             with lock:
                 got.extend(item["id"] for item in answer.json()["items"])
+                sizes.append(len(answer.json()["items"]))
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for thread in threads:
@@ -501,6 +503,13 @@ def test_concurrent_claims_hand_out_each_item_once(tenant):
     for thread in threads:
         thread.join()
     assert len(got) == len(set(got)) == 120
+    # Each claim sized its batch from what was left when it was served, counting earlier
+    # claims that had not yet answered: the batches are those of claims made one at a time.
+    alone = create(tenant.client, files=files, workerCount=20).json()["runId"]
+    expected = []
+    while (answer := claim(tenant.client, alone).json()).get("status") == "claimed":
+        expected.append(len(answer["items"]))
+    assert sorted(sizes) == sorted(expected) and len(expected) > 20
 
 
 def test_flaky_and_broken_files_go_first_and_flaky_ones_carry_retries(tenant):

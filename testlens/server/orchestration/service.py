@@ -5,7 +5,9 @@ What goes out next, how much one claim takes, when a straggling claim gets a sec
 and how many retries an item may use are :mod:`testlens.core.queue`'s rules; this module
 keeps the queue's state in the database so that any number of server processes share it.
 A claim is one short transaction: on SQLite under the database's write lock, on PostgreSQL
-with ``FOR UPDATE SKIP LOCKED`` on the items, so two processes never hand out one item.
+under an advisory lock of its run (claims of one run are served one at a time, each sizing
+its batch from what the previous ones left) and with ``FOR UPDATE SKIP LOCKED`` on the
+items, so two processes never hand out one item.
 
 A lease lapses when it is not renewed for ``lease_seconds``: its items without a result go
 back to the front of the queue, and an item put back more than :data:`MAX_REQUEUES` times
@@ -452,6 +454,10 @@ def _claim(
     stop: ApiError | None = None
     with database.transaction() as session:
         build = builds.tenant_build(session, tenant_id, run_id)
+        # Claims of one run wait for each other: each sizes its batch from what is still
+        # waiting, which a concurrent claim would otherwise count too (two workers starting
+        # together would each take half the queue, and batches would not shrink).
+        database.one_at_a_time(session, f"claims:{build.id}")
         lease = _lease(session, build.id, body.batchId)
         if lease is not None:
             return _claimed(session, build, lease, config)
