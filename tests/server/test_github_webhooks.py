@@ -30,7 +30,7 @@ from testlens.server import cli
 from testlens.server.app import create_app
 from testlens.server.auth import create_key
 from testlens.server.database import Database
-from testlens.server.github import service
+from testlens.server.github import service, tasks
 from testlens.server.models import CiJob, FixAttempt, GithubDelivery, GithubInstallation, Repository
 from testlens.server.settings import Settings
 
@@ -514,11 +514,30 @@ def test_an_unusable_payload_is_recorded_not_retried(github, database):
     assert delivery.error == "the repository lacks its id or full_name"
 
 
+def test_a_failing_delivery_waits_before_its_next_try(github, database, team, monkeypatch):
+    def fail(*args: Any) -> None:
+        raise RuntimeError("GitHub said 502")
+
+    monkeypatch.setattr(service, "_record_job", fail)
+    number = new_id()
+    repo = repository("acme/later", number + 1)
+    response = send(github, "workflow_job", workflow_job("completed", number, repo, 3))
+    guid = response.json()["delivery"]
+    first = eventually(lambda: (d := stored(database, guid)).attempts == 1 and d, "a first try")
+    assert first.next_attempt_at is not None
+    wait = (first.next_attempt_at - first.received_at).total_seconds()
+    assert tasks.RETRY_SECONDS <= wait < tasks.RETRY_SECONDS + 5, wait
+    time.sleep(1.5)  # a poll later: not tried again yet
+    assert stored(database, guid).attempts == 1
+    assert [tasks.retry_delay(n) for n in (1, 2, 3, 4)] == [10, 30, 90, 270]
+
+
 def test_a_failing_delivery_is_retried_up_to_the_cap(github, database, team, monkeypatch):
     def fail(*args: Any) -> None:
         raise RuntimeError("the database said no")
 
     monkeypatch.setattr(service, "_record_job", fail)
+    monkeypatch.setattr(tasks, "RETRY_SECONDS", 0.05)  # waits of 0.05, 0.15, 0.45, 1.35 s
     number = new_id()
     repo = repository("acme/failing", number + 1)
     response = send(github, "workflow_job", workflow_job("completed", number, repo, 31))

@@ -24,6 +24,7 @@ from testlens.server.models import (
     Base,
     Build,
     CiJob,
+    GithubDelivery,
     Repository,
     Run,
     RunEvent,
@@ -311,6 +312,45 @@ def test_a_sweep_applies_each_tenants_own_retention_only(database, server, setti
     assert admin.client.get(f"/api/runs/{mine}").status_code == 404
     assert other.client.get(f"/api/runs/{theirs}").status_code == 200
     assert results_of(database, theirs) == 1
+
+
+def test_a_sweep_deletes_old_github_deliveries_once_done_with(database, settings):
+    now = utcnow()
+    ages = {  # (event, processed, attempts, age in days)
+        "applied-old": ("workflow_job", True, 1, 31),
+        "applied-new": ("check_run", True, 1, 29),
+        "failed-out-old": ("workflow_job", False, 5, 40),
+        "waiting-old": ("pull_request", False, 2, 90),
+        # What `testlens github link` reads an installation's repositories from.
+        "installed-old": ("installation", True, 1, 400),
+        "added-old": ("installation_repositories", True, 1, 300),
+    }
+    guids = {name: f"{name}-{uuid.uuid4()}" for name in ages}
+    with database.transaction() as session:
+        for name, (kind, processed, attempts, days) in ages.items():
+            received = now - timedelta(days=days)
+            session.add(
+                GithubDelivery(
+                    id=guids[name],
+                    event=kind,
+                    payload="{}",
+                    received_at=received,
+                    processed_at=received if processed else None,
+                    attempts=attempts,
+                    # Not due: no server's worker tries it meanwhile.
+                    next_attempt_at=None if processed else now + timedelta(days=365),
+                )
+            )
+
+    swept = sweep(database, replace(settings, retention_deliveries_days=30), now)
+
+    assert swept.github_deliveries >= 2
+    with database.read() as session:
+        left = set(
+            session.scalars(select(GithubDelivery.id).where(GithubDelivery.id.in_(guids.values())))
+        )
+    kept = ("applied-new", "waiting-old", "installed-old", "added-old")
+    assert left == {guids[name] for name in kept}
 
 
 class Transactions:

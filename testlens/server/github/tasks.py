@@ -4,9 +4,10 @@ yet processed and applying each in the transaction that holds it.
 The claim is ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two processes never
 apply one delivery (SQLite has one writer at a time, which serializes claims by itself).
 A delivery is applied inside a savepoint: when it fails, what it did is undone, the
-failure is counted on the delivery and its error kept, and it is tried again at the next
-turn, fresh deliveries first, until :data:`MAX_ATTEMPTS`. A payload that lacks what its
-event needs is recorded at once (``processed_at`` and ``error``), never retried.
+failure is counted on the delivery and its error kept, and it is tried again once its
+back-off is over (:func:`retry_delay`), fresh deliveries first, until :data:`MAX_ATTEMPTS`.
+A payload that lacks what its event needs is recorded at once (``processed_at`` and
+``error``), never retried.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from ..database import DATABASE_DOWN, Database
 from ..models import GithubDelivery, utcnow
@@ -29,6 +31,10 @@ log = logging.getLogger("testlens.server.github")
 
 MAX_ATTEMPTS = 5
 """Tries of one delivery before it is left with its error."""
+RETRY_SECONDS = 10.0
+"""The wait after a delivery's first failure; each further failure triples it (10 s, 30 s,
+90 s, 270 s: the five tries span about seven minutes, time for GitHub's API or the database
+to come back from a short outage)."""
 POLL_SECONDS = 1.0
 """How often the worker looks for deliveries another process received (its own wake it)."""
 _MAX_ERROR_CHARS = 500
@@ -70,11 +76,16 @@ class DeliveryProcessor(Worker):
     def process_next(self) -> bool:
         """Claim and apply the next delivery; False when none is waiting."""
         with self._database.transaction() as session:
+            now = utcnow()
             delivery = session.scalars(
                 select(GithubDelivery)
                 .where(
                     GithubDelivery.processed_at.is_(None),
                     GithubDelivery.attempts < MAX_ATTEMPTS,
+                    or_(
+                        GithubDelivery.next_attempt_at.is_(None),
+                        GithubDelivery.next_attempt_at <= now,
+                    ),
                 )
                 .order_by(GithubDelivery.attempts, GithubDelivery.received_at)
                 .limit(1)
@@ -98,7 +109,11 @@ class DeliveryProcessor(Worker):
                 if attempts >= MAX_ATTEMPTS:
                     log.exception("GitHub delivery %s failed %d times; left", ident, attempts)
                 else:
-                    log.warning("GitHub delivery %s failed (retried): %s", ident, error)
+                    delay = retry_delay(attempts)
+                    outcome.update(next_attempt_at=now + timedelta(seconds=delay))
+                    log.warning(
+                        "GitHub delivery %s failed (retried in %g s): %s", ident, delay, error
+                    )
             else:
                 outcome.update(processed_at=utcnow())
             session.execute(
@@ -108,6 +123,11 @@ class DeliveryProcessor(Worker):
                 .execution_options(synchronize_session=False)
             )
         return True
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds to wait before the next try of a delivery that failed ``attempts`` times."""
+    return RETRY_SECONDS * 3 ** (attempts - 1)
 
 
 def wake(app: FastAPI) -> None:

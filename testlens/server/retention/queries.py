@@ -22,6 +22,7 @@ from ..models import (
     DailyRollup,
     FailureSignature,
     FixAttempt,
+    GithubDelivery,
     Quarantine,
     Repository,
     RetentionPolicy,
@@ -196,6 +197,35 @@ def delete_finished_deliveries(
     )
     table = table_of(WebhookDelivery)
     return delete_rows(session, table, condition, batch, WebhookDelivery.created_at)
+
+
+INSTALLATION_EVENTS = ("installation", "installation_repositories")
+"""GitHub events that stay: they are the record of which repositories an installation has,
+read again when ``testlens github link`` gives it to a tenant (one per change, so few)."""
+
+
+def _finished_github(attempts: int) -> ColumnElement[bool]:
+    return and_(
+        or_(GithubDelivery.processed_at.is_not(None), GithubDelivery.attempts >= attempts),
+        GithubDelivery.event.not_in(INSTALLATION_EVENTS),
+    )
+
+
+def oldest_github_delivery(session: Session, attempts: int) -> datetime | None:
+    """When the oldest GitHub delivery that is done with (applied, unusable, or failed
+    ``attempts`` times) and is no installation event was received."""
+    return session.scalar(
+        select(func.min(GithubDelivery.received_at)).where(_finished_github(attempts))
+    )
+
+
+def delete_github_deliveries(session: Session, before: datetime, attempts: int, batch: int) -> int:
+    """GitHub deliveries received before ``before`` that are done with and are no
+    installation events: their GUIDs only recognise a redelivery, which GitHub offers for
+    a few days."""
+    condition = and_(GithubDelivery.received_at < before, _finished_github(attempts))
+    table = table_of(GithubDelivery)
+    return delete_rows(session, table, condition, batch, GithubDelivery.received_at)
 
 
 REPOSITORY_TABLES = tuple(

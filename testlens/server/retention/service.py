@@ -18,6 +18,7 @@ from functools import partial
 from sqlalchemy.orm import Session
 
 from ..database import Database
+from ..github.tasks import MAX_ATTEMPTS
 from ..models import RetentionPolicy, utcnow
 from ..scoping import find_repo
 from ..settings import Settings
@@ -42,6 +43,7 @@ class Swept:
     deliveries: int = 0
     builds: int = 0
     live_events: int = 0
+    github_deliveries: int = 0
 
     def add(self, other: Swept) -> None:
         self.results += other.results
@@ -50,6 +52,7 @@ class Swept:
         self.deliveries += other.deliveries
         self.builds += other.builds
         self.live_events += other.live_events
+        self.github_deliveries += other.github_deliveries
 
     def __bool__(self) -> bool:
         return any(astuple(self))
@@ -217,15 +220,26 @@ def sweep(
     batch: int = BATCH_ROWS,
     stop: threading.Event | None = None,
 ) -> Swept:
-    """Sweep every tenant under its retention (its own values, else the server's), as of
-    ``now``; returns early once ``stop`` is set."""
+    """Sweep every tenant under its retention (its own values, else the server's), then the
+    GitHub App's deliveries (the server's, not a tenant's) under the server's deliveries
+    retention, as of ``now``; returns early once ``stop`` is set."""
     now = now or utcnow()
     server = defaults(settings)
     with database.read() as session:
         tenants = [
             (tenant_id, _own(row)) for tenant_id, row in queries.tenants_with_overrides(session)
         ]
+        oldest_github = queries.oldest_github_delivery(session, MAX_ATTEMPTS)
     swept = Swept()
+    github_before = now - timedelta(days=server.deliveries_days)
+    if _older(oldest_github, github_before):
+        github = partial(
+            queries.delete_github_deliveries,
+            before=github_before,
+            attempts=MAX_ATTEMPTS,
+            batch=batch,
+        )
+        swept.github_deliveries += _drain(database, github, batch, stop)
     for tenant_id, own in tenants:
         if _stopped(stop):
             break

@@ -48,13 +48,15 @@ class RetentionSweeper(Worker):
                 if swept:
                     log.info(
                         "retention sweep deleted %d results, %d runs, %d builds, %d live "
-                        "events, %d state changes and %d webhook deliveries",
+                        "events, %d state changes, %d webhook deliveries and %d GitHub "
+                        "deliveries",
                         swept.results,
                         swept.runs,
                         swept.builds,
                         swept.live_events,
                         swept.events,
                         swept.deliveries,
+                        swept.github_deliveries,
                     )
             stop.wait(self._settings.retention_sweep_seconds)
 
