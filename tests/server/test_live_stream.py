@@ -10,12 +10,13 @@ import socket as socketlib
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
 import websockets
-from builders import junit_from_durations, make_tenant, two_servers, upload
-from sqlalchemy import select
+from builders import eventually, junit_from_durations, make_tenant, two_servers, upload
+from sqlalchemy import select, update
 from websockets.exceptions import ConnectionClosed
 
 from testlens.server.models import Build, RunEvent, utcnow
@@ -260,6 +261,35 @@ def test_a_plain_run_is_opened_before_its_upload_which_joins_it(tenant, server, 
     assert got[0]["payload"] == {"runId": run, "totalTests": 2, "shardIndex": 0, "totalShards": 1}
     assert len(got[2]["payload"]["results"]) == 2
     assert got[3]["payload"]["status"] == "completed" and got[3]["payload"]["totalTests"] == 2
+
+
+def test_a_plain_run_nothing_reaches_fails_after_the_inactivity_timeout(tenant, database):
+    repo = f"acme/gone-{uuid.uuid4().hex[:6]}"
+    quiet, publishing = (
+        tenant.client.post("/api/v1/runs", json={"project": repo}).json()["runId"] for _ in range(2)
+    )
+    long_ago = utcnow() - timedelta(hours=2)  # the timeout is 30 minutes
+    with database.transaction() as session:
+        session.execute(
+            update(Build).where(Build.id.in_([quiet, publishing])).values(active_at=long_ago)
+        )
+    # Publishing counts as activity: that run is not idle.
+    answer = tenant.client.post(
+        f"/api/v1/runs/{publishing}/events",
+        json={"events": [{"type": "test:start", "payload": {"testFile": "tests/test_a.py"}}]},
+    )
+    assert answer.status_code == 202, answer.text
+
+    def status(run: str) -> dict:
+        return tenant.client.get(f"/api/v1/runs/{run}").json()["run"]
+
+    # The server's queue sweeper (every few seconds) times the quiet run out.
+    ended = eventually(lambda: (run := status(quiet))["status"] == "failed" and run, "timed out")
+    assert ended["reason"] == "timed out: nothing was uploaded or published for 1800 s"
+    with database.read() as session:
+        kinds = session.scalars(select(RunEvent.type).where(RunEvent.build_id == quiet)).all()
+    assert kinds == ["run:end"]
+    assert status(publishing)["status"] == "running"
 
 
 @pytest.mark.parametrize(

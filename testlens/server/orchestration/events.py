@@ -111,13 +111,14 @@ def append(
     events: Sequence[tuple[EventType, dict[str, Any]]],
     now: datetime,
 ) -> int:
-    """Append ``events`` to the build's log; the sequence number of the last one."""
+    """Append ``events`` to the build's log; the sequence number of the last one. The
+    build counts as active: a run that is publishing is not idle."""
     if not events:
         return 0
     last = session.execute(
         update(Build)
         .where(Build.id == build_id)
-        .values(event_seq=Build.event_seq + len(events))
+        .values(event_seq=Build.event_seq + len(events), active_at=now)
         .returning(Build.event_seq)
     ).scalar_one()
     first = last - len(events) + 1

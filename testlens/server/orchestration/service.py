@@ -843,19 +843,26 @@ def expire(session: Session, config: QueueConfig, now: datetime, build_id: str |
 
 
 def time_out(session: Session, config: QueueConfig, now: datetime) -> None:
-    """Fail the orchestrated runs that no worker has called for their inactivity timeout;
-    their unfinished items are lost with that reason."""
+    """Fail the runs idle for their inactivity timeout: orchestrated ones that no worker
+    has called (their unfinished items are lost with that reason), and runs opened for
+    uploads (``POST /api/v1/runs``) that nothing was uploaded or published to, such as the
+    run of a CI job killed before its report."""
     limit = now - timedelta(seconds=config.inactivity_seconds)
     idle = session.scalars(
         select(Build)
-        .where(
-            Build.status.in_(("pending", "running")),
-            Build.kind != builds.UPLOADS,
-            Build.active_at < limit,
-        )
+        .where(Build.status.in_(("pending", "running")), Build.active_at < limit)
         .with_for_update(skip_locked=True, key_share=True)
     )
     for build in idle:
+        if build.kind == builds.UPLOADS:
+            # An upload finishes its run: one still running never had one.
+            build.status, build.completed_at = "failed", now
+            build.reason = (
+                f"timed out: nothing was uploaded or published for "
+                f"{config.inactivity_seconds:g} s"
+            )
+            builds.announce_end(session, build, now)
+            continue
         reason = f"no worker called for {config.inactivity_seconds:g} s"
         session.execute(
             update(WorkItem)
