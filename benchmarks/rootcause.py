@@ -11,9 +11,10 @@ check. The classifier never sees the label or the diagnosis, only the failure te
 
 Two sets are scored in one run. ``rootcause.jsonl`` is the development set: the rules were
 written and tuned while reading its errors, so its figures flatter the classifier.
-``rootcause-holdout.jsonl`` was gathered the same way, by someone who did not see the
-classifier, after that tuning, and no rule was changed for it: its figures are the ones to
-trust.
+``rootcause-holdout.jsonl`` was gathered the same way, from other projects, by someone who
+did not see the classifier; it was first scored once that tuning was done, and no rule was
+changed for it: its figures are the ones to trust. Macro-F1 moves a lot on it, as most
+categories have only a few answered examples there; read it with the counts beside it.
 
 The classifier may answer ``unknown``; that is an abstention, not an error. So the scores
 are taken over the answered examples only: per category precision, recall and F1, their
