@@ -858,8 +858,7 @@ def time_out(session: Session, config: QueueConfig, now: datetime) -> None:
             # An upload finishes its run: one still running never had one.
             build.status, build.completed_at = "failed", now
             build.reason = (
-                f"timed out: nothing was uploaded or published for "
-                f"{config.inactivity_seconds:g} s"
+                f"timed out: nothing was uploaded or published for {config.inactivity_seconds:g} s"
             )
             builds.announce_end(session, build, now)
             continue
