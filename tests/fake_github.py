@@ -63,6 +63,8 @@ class FakeRepo:
     refs: dict[str, str] = field(default_factory=dict)
     pulls: list[dict[str, Any]] = field(default_factory=list)
     comments: dict[int, list[str]] = field(default_factory=dict)
+    refuse_pulls: bool = False
+    """Answer 422 to new pull requests (as GitHub does when, say, pull requests are off)."""
 
     def files(self, ref: str) -> dict[str, str]:
         """Path -> text of every file at ``ref`` (a branch or a commit sha)."""
@@ -247,6 +249,14 @@ class FakeGitHub:
         repo.refs[ref] = body["sha"]
         return JSONResponse({"ref": f"refs/{ref}", "object": {"sha": body["sha"]}})
 
+    async def delete_ref(self, request: Request) -> Response:
+        repo = self._repo(request)
+        if isinstance(repo, Response):
+            return repo
+        if repo.refs.pop(request.path_params["ref"], None) is None:
+            return _error(422, "Reference does not exist")
+        return Response(status_code=204)
+
     async def create_blob(self, request: Request) -> Response:
         repo = self._repo(request)
         if isinstance(repo, Response):
@@ -312,6 +322,8 @@ class FakeGitHub:
         if isinstance(repo, Response):
             return repo
         body = await request.json()
+        if repo.refuse_pulls:
+            return _error(422, "Validation Failed", errors=[{"message": "refused"}])
         for side in ("head", "base"):
             if f"heads/{body[side]}" not in repo.refs:
                 return _error(
@@ -370,6 +382,7 @@ class FakeGitHub:
             Route(REPO + "/git/ref/{ref:path}", (self.get_ref), methods=["GET"]),
             Route(REPO + "/git/refs", (self.create_ref), methods=["POST"]),
             Route(REPO + "/git/refs/{ref:path}", (self.update_ref), methods=["PATCH"]),
+            Route(REPO + "/git/refs/{ref:path}", (self.delete_ref), methods=["DELETE"]),
             Route(REPO + "/git/blobs", (self.create_blob), methods=["POST"]),
             Route(REPO + "/git/commits/{sha}", (self.get_commit), methods=["GET"]),
             Route(REPO + "/git/trees", (self.create_tree), methods=["POST"]),

@@ -400,6 +400,30 @@ def test_a_github_error_stores_nothing_and_the_analyser_goes_on(both, fakes, cap
     assert len(model.fix_requests()) == (1 if failure == "branch exists" else 0)
 
 
+def test_a_pull_request_refused_after_its_branch_leaves_no_branch_behind(both, fakes):
+    database, client = both
+    github, model = fakes
+    repo = f"acme/refusing-{uuid.uuid4().hex[:6]}"
+    fake = installed(database, client, github, repo)
+    fake.refuse_pulls = True
+    send(client, repo, report("test_tags", [UNORDERED, None]))
+    tags = id_of(client, repo, "test_tags")
+    first = analysed(client, tags)
+    settled(client)
+    assert len(model.fix_requests()) == 1 and fake.pulls == []
+    branch = branch_name("test_tags", tags)
+    assert f"heads/{branch}" not in fake.refs  # created, then deleted again
+    assert attempts_of(database, tags) == []
+    # The next analysis tries again, and nothing is in its way.
+    fake.refuse_pulls = False
+    send(client, repo, report("test_tags", [UNORDERED, None]))
+    analysed(client, tags, after=first["last_analyzed_at"])
+    settled(client)
+    assert [pull["head"]["ref"] for pull in fake.pulls] == [branch]
+    assert fake.files(branch)[TEST_FILE] == FIXED
+    assert [a.source for a in attempts_of(database, tags)] == ["testlens"]
+
+
 @pytest.mark.parametrize("missing", ["model", "app", "setting off"])
 def test_nothing_is_asked_of_github_or_the_model_unless_both_are_configured(
     settings, tmp_path, github, model, key_file, fakes, missing

@@ -16,8 +16,10 @@ request whose description carries the evidence and a ``Fixes-test:`` line, so th
 ``pull_request`` events GitHub sends back follow the same attempt
 (:func:`~testlens.server.fixes.service.pull_request_event`). The model and GitHub are asked
 outside any database transaction. A refusal or a GitHub error is logged and stores
-nothing: the test is considered again at its next analysis, and a branch left by a failed
-attempt makes GitHub refuse the next one until someone deletes it.
+nothing: the test is considered again at its next analysis. A branch created for an attempt
+that then failed is deleted again, so that it does not block the next one; a branch of that
+name that was there before (someone's own, or one the deletion could not remove) makes
+GitHub refuse the next attempt until someone deletes it.
 """
 
 from __future__ import annotations
@@ -158,22 +160,36 @@ class FixPullRequests:
         github.create_branch(installation, repo, branch, head)
         title = f"Fix flaky test {_cut(target.name, _MAX_TITLE_NAME)}"
         message = f"{title}\n\n{proposal.summary}\n\nFixes-test: {target.test_id}\n"
-        github.commit_files(installation, repo, branch, message, proposal.files)
-        pull = github.create_pull_request(
-            installation,
-            repo,
-            head=branch,
-            base=target.base,
-            title=title,
-            body=_body(target.test_id, target.shown, analysis, proposal, guard.reasons),
-            draft=True,
-        )
-        number, url = pull.get("number"), pull.get("html_url")
-        if not isinstance(number, int) or not isinstance(url, str):
-            raise GitHubError(0, "the pull request answer lacks its number or html_url")
+        try:
+            github.commit_files(installation, repo, branch, message, proposal.files)
+            pull = github.create_pull_request(
+                installation,
+                repo,
+                head=branch,
+                base=target.base,
+                title=title,
+                body=_body(target.test_id, target.shown, analysis, proposal, guard.reasons),
+                draft=True,
+            )
+            number, url = pull.get("number"), pull.get("html_url")
+            if not isinstance(number, int) or not isinstance(url, str):
+                raise GitHubError(0, "the pull request answer lacks its number or html_url")
+        except Exception:
+            self._delete_branch(installation, repo, branch)
+            raise
         lines = _changed_lines(source, proposal.files.get(target.file, source))
         log.info("opened fix pull request %s for test %s", url, target.test_id)
         return _Opened(url, number, branch, proposal, lines)
+
+    def _delete_branch(self, installation: int, repo: str, branch: str) -> None:
+        """Delete the branch of an attempt that failed after creating it (the failure itself
+        is what gets reported; this one is only logged)."""
+        try:
+            self._github.delete_branch(installation, repo, branch)
+        except GitHubError as exc:
+            log.warning(
+                "the branch %s of a failed fix attempt is left in %s: %s", branch, repo, exc
+            )
 
 
 def _target(session: Session, test_id: str, analysis: Analysis) -> _Target | None:

@@ -166,6 +166,12 @@ class GitHubApp:
             {"ref": f"refs/heads/{branch}", "sha": from_sha},
         )
 
+    def delete_branch(self, installation_id: int, repo: str, branch: str) -> None:
+        """Delete ``branch`` (GitHub answers 204, or 422 when it does not exist)."""
+        self._send(
+            installation_id, "DELETE", f"{_repo_path(repo)}/git/refs/heads/{_branch_path(branch)}"
+        )
+
     def commit_files(
         self,
         installation_id: int,
