@@ -45,6 +45,7 @@ from .ingest import endpoints as ingest
 from .llm import LanguageModel
 from .orchestration import endpoints as orchestration
 from .orchestration import shard_plans, stream
+from .orchestration.connections import connection_renewer
 from .orchestration.live import fan_out
 from .orchestration.tasks import queue_sweeper
 from .retention import endpoints as retention
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retention_sweeper(served),
             queue_sweeper(served),
             analyser(served),
+            connection_renewer(served),
             fan_out(database.listen_url),
         ):
             yield

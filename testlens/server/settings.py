@@ -359,8 +359,8 @@ DECLARED: tuple[Setting, ...] = (
         "TESTLENS_WS_MAX_CONNECTIONS",
         "ws_max_connections_per_tenant",
         _positive,
-        "live WebSocket connections (/api/v1/ws) one tenant may hold open on one server "
-        "process; the next is closed with 1013",
+        "live WebSocket connections (/api/v1/ws) one tenant may hold open, over all server "
+        "processes; the next is closed with 1013",
     ),
     Setting(
         "TESTLENS_RETENTION_LIVE_EVENTS_DAYS",

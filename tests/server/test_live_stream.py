@@ -19,8 +19,8 @@ from builders import eventually, junit_from_durations, make_tenant, two_servers,
 from sqlalchemy import select, update
 from websockets.exceptions import ConnectionClosed
 
-from testlens.server.models import Build, RunEvent, utcnow
-from testlens.server.orchestration import events, stream
+from testlens.server.models import ApiKey, Build, LiveConnection, RunEvent, utcnow
+from testlens.server.orchestration import connections, events, stream
 
 FILES = ["tests/test_a.py", "tests/test_b.py", "tests/test_c.py"]
 
@@ -160,6 +160,74 @@ def test_the_eleventh_connection_of_a_tenant_is_refused_with_1013(tenant, server
 
     code, message = asyncio.run(main())
     assert code == 1013 and "10 live connections" in message
+
+
+def test_the_cap_counts_a_tenants_connections_on_every_process(scratch_database_url, tmp_path):
+    with two_servers(scratch_database_url, tmp_path, TESTLENS_WS_MAX_CONNECTIONS="4") as (
+        first_url,
+        second_url,
+        tenant,
+    ):
+        headers = {"Authorization": f"Bearer {tenant.key}"}
+
+        async def refused(url: str) -> str:
+            async with websockets.connect(ws_url(url), additional_headers=headers) as extra:
+                message = json.loads(await asyncio.wait_for(extra.recv(), 10))
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(extra.recv(), 10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+                return message["payload"]["message"]
+
+        async def main() -> None:
+            sockets = [
+                await websockets.connect(ws_url(url), additional_headers=headers)
+                for url in (first_url, second_url, first_url, second_url)
+            ]
+            try:
+                for url in (first_url, second_url):
+                    assert "4 live connections" in await refused(url)
+                await sockets.pop().close()  # one closes on the second process...
+                again = await eventually_admitted(first_url)  # ...and the first admits one
+                sockets.append(again)
+            finally:
+                for socket in sockets:
+                    await socket.close()
+
+        async def eventually_admitted(url: str) -> websockets.ClientConnection:
+            deadline = time.monotonic() + 10
+            while True:
+                socket = await websockets.connect(ws_url(url), additional_headers=headers)
+                try:
+                    await asyncio.wait_for(socket.recv(), 0.3)  # only a refusal sends at once
+                except TimeoutError:
+                    return socket
+                await socket.close()
+                assert time.monotonic() < deadline, "no connection was admitted again"
+
+        asyncio.run(main())
+
+
+def test_a_connection_its_process_stopped_renewing_no_longer_counts(tenant, database):
+    with database.read() as session:
+        tenant_id = session.scalar(select(ApiKey.tenant_id).where(ApiKey.id == tenant.key_id))
+    now = utcnow()
+    left = now - timedelta(seconds=connections.LEASE_SECONDS + 5)
+    with database.transaction() as session:
+        for seen in [left] * 3 + [now]:
+            session.add(
+                LiveConnection(
+                    id=str(uuid.uuid4()), tenant_id=tenant_id, opened_at=left, seen_at=seen
+                )
+            )
+    admitted = connections.admit(database, tenant_id, cap=2)  # the three stale rows go
+    assert admitted is not None
+    assert connections.admit(database, tenant_id, cap=2) is None
+    connections.release(database, admitted)
+    with database.read() as session:
+        rows = session.scalars(
+            select(LiveConnection.seen_at).where(LiveConnection.tenant_id == tenant_id)
+        ).all()
+    assert rows == [now]
 
 
 def test_a_stalled_client_is_closed_instead_of_buffered(tenant, server, monkeypatch):

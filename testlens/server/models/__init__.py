@@ -5,7 +5,7 @@ One module per area; importing this package registers every table on ``Base.meta
 """
 
 from .base import Base, iso, table_of, utcnow
-from .builds import Build, Lease, RunEvent, WorkItem
+from .builds import Build, Lease, LiveConnection, RunEvent, WorkItem
 from .detection import DailyRollup, TestEvent, TestState
 from .durations import DurationJob, ShardPlanRecord
 from .fixes import FixAttempt
@@ -29,6 +29,7 @@ __all__ = [
     "GithubDelivery",
     "GithubInstallation",
     "Lease",
+    "LiveConnection",
     "Quarantine",
     "RateLimitBucket",
     "Repository",

@@ -152,3 +152,17 @@ class RunEvent(Base):
     type: Mapped[str] = mapped_column(String(20))
     payload: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LiveConnection(Base):
+    """One open ``/api/v1/ws`` connection, on whichever server process holds it: what the
+    per-tenant cap counts, so that it holds across processes. Its process renews
+    ``seen_at`` while it is open and deletes the row when it closes; a row left by a
+    process that died stops counting once ``seen_at`` is older than the lease."""
+
+    __tablename__ = "live_connections"
+    __table_args__ = (Index("ix_live_connections_tenant", "tenant_id", "seen_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

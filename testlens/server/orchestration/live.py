@@ -18,7 +18,6 @@ import bisect
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -121,7 +120,8 @@ FeedKey = tuple[asyncio.AbstractEventLoop, str, str | None]
 
 
 class Hub:
-    """The subscribers of one process, by the feed they share, and how many each tenant has.
+    """The subscribers of one process, by the feed they share (how many a tenant may have
+    open is counted across processes, by :mod:`.connections`).
 
     A commit wakes each feed of the builds it moved once, in its event loop, and the feed
     its subscribers: a hundred watchers of one run cost one call from the committing thread.
@@ -130,21 +130,16 @@ class Hub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._feeds: dict[FeedKey, tuple[Feed, set[Subscriber]]] = {}
-        self._per_tenant: Counter[str] = Counter()
 
-    def join(self, subscriber: Subscriber, cap: int) -> bool:
-        """Add ``subscriber`` unless its tenant has ``cap`` already; whether it was added."""
+    def join(self, subscriber: Subscriber) -> None:
+        """Add ``subscriber`` to the feed of its tenant and build in its loop."""
         key = (subscriber.loop, subscriber.tenant_id, subscriber.build_id)
         with self._lock:
-            if self._per_tenant[subscriber.tenant_id] >= cap:
-                return False
-            self._per_tenant[subscriber.tenant_id] += 1
             feed, members = self._feeds.setdefault(
                 key, (Feed(by_seq=subscriber.build_id is not None), set())
             )
             members.add(subscriber)
             subscriber.feed = feed
-            return True
 
     def leave(self, subscriber: Subscriber) -> None:
         key = (subscriber.loop, subscriber.tenant_id, subscriber.build_id)
@@ -155,7 +150,6 @@ class Hub:
             found[1].discard(subscriber)
             if not found[1]:
                 del self._feeds[key]
-            self._per_tenant[subscriber.tenant_id] -= 1
 
     def wake(self, moved: Sequence[Moved]) -> None:
         """Wake the feeds of the builds that moved, and their subscribers (from any

@@ -29,7 +29,7 @@ from ..database import Database
 from ..deps import DatabaseDep, IngestPrincipal
 from ..errors import ApiError, ErrorCode, error_responses
 from ..models import utcnow
-from . import builds, events, live
+from . import builds, connections, events, live
 
 router = APIRouter(prefix="/api/v1", tags=["orchestration"])
 
@@ -122,15 +122,19 @@ async def stream(websocket: WebSocket) -> None:
         await websocket.close(code=POLICY_VIOLATION, reason=exc.message[:120])
         return
     cap = websocket.app.state.settings.ws_max_connections_per_tenant
-    subscriber = live.Subscriber(principal.tenant_id, run_id, asyncio.get_running_loop())
-    if not live.HUB.join(subscriber, cap):
+    renewer: connections.Renewer = websocket.app.state.live_connections
+    admitted = await run_in_threadpool(connections.admit, database, principal.tenant_id, cap)
+    if admitted is None:
         await _refuse(
             websocket,
             subprotocol,
             TRY_AGAIN_LATER,
-            f"this tenant has {cap} live connections open on this server, the most it may",
+            f"this tenant has {cap} live connections open, the most it may",
         )
         return
+    renewer.opened(admitted)
+    subscriber = live.Subscriber(principal.tenant_id, run_id, asyncio.get_running_loop())
+    live.HUB.join(subscriber)
     try:
         await websocket.accept(subprotocol=subprotocol)
         await _follow(
@@ -138,6 +142,8 @@ async def stream(websocket: WebSocket) -> None:
         )
     finally:
         live.HUB.leave(subscriber)
+        renewer.closed(admitted)
+        await run_in_threadpool(connections.release, database, admitted)
 
 
 async def _follow(
