@@ -17,6 +17,7 @@ import pytest
 import websockets
 from builders import eventually, junit_from_durations, make_tenant, two_servers, upload
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from websockets.exceptions import ConnectionClosed
 
 from testlens.server.models import ApiKey, Build, LiveConnection, RunEvent, utcnow
@@ -205,6 +206,15 @@ def test_the_cap_counts_a_tenants_connections_on_every_process(scratch_database_
                 assert time.monotonic() < deadline, "no connection was admitted again"
 
         asyncio.run(main())
+
+
+def test_a_connection_the_database_cannot_count_is_told_to_come_back(tenant, server, monkeypatch):
+    def down(*_args: object) -> None:
+        raise OperationalError("SELECT pg_advisory_xact_lock", {}, Exception("no answer"))
+
+    monkeypatch.setattr(connections, "admit", down)
+    code, reason = closed_with(ws_url(server.url), {"Authorization": f"Bearer {tenant.key}"})
+    assert code == 1013 and "reconnect" in reason
 
 
 def test_a_connection_its_process_stopped_renewing_no_longer_counts(tenant, database):

@@ -25,7 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from ..auth import Principal, authenticate
-from ..database import Database
+from ..database import DATABASE_DOWN, Database
 from ..deps import DatabaseDep, IngestPrincipal
 from ..errors import ApiError, ErrorCode, error_responses
 from ..models import utcnow
@@ -123,7 +123,11 @@ async def stream(websocket: WebSocket) -> None:
         return
     cap = websocket.app.state.settings.ws_max_connections_per_tenant
     renewer: connections.Renewer = websocket.app.state.live_connections
-    admitted = await run_in_threadpool(connections.admit, database, principal.tenant_id, cap)
+    try:
+        admitted = await run_in_threadpool(connections.admit, database, principal.tenant_id, cap)
+    except DATABASE_DOWN:
+        await _refuse(websocket, subprotocol, TRY_AGAIN_LATER, "the database is busy; reconnect")
+        return
     if admitted is None:
         await _refuse(
             websocket,
