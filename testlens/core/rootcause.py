@@ -559,11 +559,18 @@ _ROUNDED_FROM = re.compile(r"\s*\(rounded from [^)]*\)")
 _ITEM_SPLIT = re.compile(r"[,;&|\s]+")
 _ITEM_STRIP = re.compile(r"[\[\](){}<>\"'`]|\.\.\.")
 _FLOAT = re.compile(r"^[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?[fFdDmM]?$")
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
+    r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+)
+_WEEKDAY = (
+    r"(?:Mon(?:day)?|Tue(?:s(?:day)?)?|Wed(?:nesday)?|Thu(?:rs(?:day)?)?|Fri(?:day)?"
+    r"|Sat(?:urday)?|Sun(?:day)?)"
+)
 _DATE_OR_TIME = re.compile(
-    r"\d{4}-\d{2}-\d{2}|\d{1,2}:\d{2}(?::\d{2})?|\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct"
-    r"|Nov|Dec)\w* \d{1,2}\b|\b\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-    r"|\b(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*\b|\b(?:today|yesterday|tomorrow)\b",
-    re.I,
+    # Names as date formatters print them (capitalised, whole words): "Monitor" is no Monday.
+    rf"\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}}:\d{{2}}(?::\d{{2}})?|\b{_MONTH}\.? \d{{1,2}}\b"
+    rf"|\b\d{{1,2}} {_MONTH}\b|\b{_WEEKDAY}\b|(?i:\b(?:today|yesterday|tomorrow)\b)"
 )
 _ROUNDING = 1e-9
 """Relative difference of two floats that only rounding explains."""

@@ -280,6 +280,9 @@ def test_every_category_is_reachable() -> None:
         ("AssertionError", "assert 634.4005240000001 < 500.0", ""),
         ("", "Expected: 0.4000000000000000\nActual: 0.9", ""),
         ("", "expected:<1700000000000> but was:<1700900000000>", ""),
+        # words that begin like a weekday or a month are neither
+        ("", "Expected: 'Monitor'\nReceived: 'Satellite'", ""),
+        ("", "expected:<Market 5> but was:<Decimal 3>", ""),
     ],
 )
 def test_no_specific_evidence_answers_unknown(error_type: str, message: str, stack: str) -> None:
