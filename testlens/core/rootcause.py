@@ -151,7 +151,6 @@ def _rule(
 
 
 _NETWORK_BEATS: tuple[Category, ...] = ("timing_issue", "io", "async_wait")
-_FLOAT_NOISE = "a floating-point comparison"
 _RULES: tuple[_Rule, ...] = (
     # network
     _rule(
@@ -441,7 +440,7 @@ _RULES: tuple[_Rule, ...] = (
     _rule(
         "floating_point",
         0.85,
-        _FLOAT_NOISE,
+        "a floating-point comparison",
         r"\d\.\d*(?:0{6,}[1-9]|9{6,}\d)\d{0,2}\b|FloatingPointError|Non-terminating decimal",
     ),
     _rule(
@@ -729,15 +728,15 @@ def _failure_hits(failure: Failure) -> dict[Category, tuple[float, str]]:
     """Per category: how strongly this attempt's text points there, and the best evidence."""
     text = f"{failure.error_type}\n{failure.message}\n{failure.stack}"[:MAX_TEXT_CHARS]
     hits = _rule_hits(text)
-    compared = [_compare(e, a) for e, a in _pairs(f"{failure.message}\n{failure.stack}")]
-    hits.extend(hit for hit in compared if hit is not None)
     bound = _bound(f"{failure.message}\n{failure.stack}")
-    if bound is not None and bound.hit is not None:
-        hits.append(bound.hit)
     if bound is not None and bound.apart:
         # Digits such as 634.4005240000001 are float noise when the values compared are
         # far apart: the rounding is not why the comparison failed.
-        hits = [hit for hit in hits if not hit.evidence.startswith(_FLOAT_NOISE)]
+        hits = [hit for hit in hits if hit.category != "floating_point"]
+    compared = [_compare(e, a) for e, a in _pairs(f"{failure.message}\n{failure.stack}")]
+    hits.extend(hit for hit in compared if hit is not None)
+    if bound is not None and bound.hit is not None:
+        hits.append(bound.hit)
     beaten = {c for hit in hits for c in hit.beats if hit.confidence >= 0.75}
     by_category: dict[Category, list[_Hit]] = {}
     for hit in hits:

@@ -220,9 +220,9 @@ def sweep(
     batch: int = BATCH_ROWS,
     stop: threading.Event | None = None,
 ) -> Swept:
-    """Sweep every tenant under its retention (its own values, else the server's), then the
-    GitHub App's deliveries (the server's, not a tenant's) under the server's deliveries
-    retention, as of ``now``; returns early once ``stop`` is set."""
+    """Sweep the GitHub App's deliveries (the server's, not a tenant's) under the server's
+    deliveries retention, then every tenant under its retention (its own values, else the
+    server's), as of ``now``; returns early once ``stop`` is set."""
     now = now or utcnow()
     server = defaults(settings)
     with database.read() as session:
